@@ -1,0 +1,187 @@
+//! PUBLISH (MQTT 5.0 §3.3, MQTT 3.1.1 §3.3).
+
+use bytes::{BufMut, Bytes};
+
+use super::{props_block_len, read_packet_id};
+use crate::error::{DecodeError, EncodeError};
+use crate::limits::DecodeLimits;
+use crate::properties::PublishProperties;
+use crate::string::MqttString;
+use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
+use crate::wire::{Reader, VARINT_MAX, put_prefixed, put_varint, varint_len};
+
+/// PUBLISH: an application message, in either direction.
+///
+/// `topic` and `payload` are slices of the buffer the packet was decoded
+/// from. Cloning a `Publish` copies no payload byte, so one decoded message
+/// can be handed to any number of subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// DUP: this may be a re-delivery. Always false at QoS 0 [MQTT-3.3.1-2].
+    pub dup: bool,
+    /// Quality of service.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// The topic name; empty in MQTT 5.0 when a topic alias stands for it.
+    pub topic: MqttString,
+    /// Present exactly when `qos` is 1 or 2 [MQTT-2.2.1-2].
+    pub packet_id: Option<PacketId>,
+    /// PUBLISH properties (v5).
+    pub properties: PublishProperties,
+    /// The application message.
+    pub payload: Bytes,
+}
+
+/// Refuses wildcards in a topic name [MQTT-3.3.2-2]; the name's other rules
+/// (UTF-8, no U+0000, length) are the string's.
+pub(crate) fn check_topic_name(topic: &MqttString, what: &'static str) -> Result<(), DecodeError> {
+    if topic.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
+        return Err(DecodeError::WildcardInTopicName { what });
+    }
+    Ok(())
+}
+
+impl Publish {
+    /// A QoS 0 message without properties.
+    pub fn new(topic: MqttString, payload: Bytes) -> Self {
+        Self {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic,
+            packet_id: None,
+            properties: PublishProperties::default(),
+            payload,
+        }
+    }
+
+    pub(crate) fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    pub(crate) fn decode(
+        flags: u8,
+        mut r: Reader,
+        version: ProtocolVersion,
+        limits: &DecodeLimits,
+    ) -> Result<Self, DecodeError> {
+        let dup = flags & 0b1000 != 0;
+        let qos = QoS::from_u8((flags >> 1) & 0b11).ok_or(DecodeError::InvalidQoS { what: "PUBLISH" })?;
+        let retain = flags & 0b1 != 0;
+        if dup && qos == QoS::AtMostOnce {
+            return Err(DecodeError::DupWithQoS0);
+        }
+        let topic = r.string("topic name")?;
+        check_topic_name(&topic, "topic name")?;
+        let packet_id = if qos == QoS::AtMostOnce {
+            None
+        } else {
+            Some(read_packet_id(&mut r, PacketType::Publish)?)
+        };
+        let properties = if version.is_v5() {
+            PublishProperties::decode(&mut r, limits)?
+        } else {
+            PublishProperties::default()
+        };
+        if topic.is_empty() {
+            if !version.is_v5() {
+                return Err(DecodeError::EmptyTopicName { what: "topic name" });
+            }
+            if properties.topic_alias.is_none() {
+                return Err(DecodeError::EmptyTopicWithoutAlias);
+            }
+        }
+        Ok(Self {
+            dup,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            properties,
+            payload: r.rest(),
+        })
+    }
+
+    pub(crate) fn check(&self) -> Result<(), EncodeError> {
+        if (self.qos == QoS::AtMostOnce) == self.packet_id.is_some() {
+            return Err(EncodeError::PacketIdMismatch {
+                qos: self.qos,
+                has_id: self.packet_id.is_some(),
+            });
+        }
+        self.properties.check()
+    }
+
+    fn header_body_len(&self, version: ProtocolVersion, props: usize) -> usize {
+        let mut len = 2 + self.topic.len();
+        if self.packet_id.is_some() {
+            len += 2;
+        }
+        if version.is_v5() {
+            len += props_block_len(props);
+        }
+        len
+    }
+
+    pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
+        let props = if version.is_v5() { self.properties.len() } else { 0 };
+        self.header_body_len(version, props) + self.payload.len()
+    }
+
+    fn encode_variable_header(&self, version: ProtocolVersion, props: usize, buf: &mut impl BufMut) {
+        put_prefixed(buf, self.topic.as_bytes());
+        if let Some(id) = self.packet_id {
+            buf.put_u16(id.get());
+        }
+        if version.is_v5() {
+            self.properties.encode(props, buf);
+        }
+    }
+
+    pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut impl BufMut) {
+        let props = if version.is_v5() { self.properties.len() } else { 0 };
+        self.encode_variable_header(version, props, buf);
+        buf.put_slice(&self.payload);
+    }
+
+    /// Writes everything but the payload: fixed header, topic, packet
+    /// identifier and properties. Returns the payload's length.
+    ///
+    /// This is how one message goes to many subscribers without its payload
+    /// being copied: write each subscriber's header (its own packet id, QoS,
+    /// topic alias) and send it with the shared `payload` in one vectored
+    /// write, e.g. `header.chain(publish.payload.clone())`.
+    ///
+    /// ```
+    /// use bytes::{Buf, Bytes, BytesMut};
+    /// use mqtt_codec::{MqttString, ProtocolVersion, Publish};
+    ///
+    /// let msg = Publish::new(MqttString::from_static("a/b"), Bytes::from_static(b"hello"));
+    /// let mut header = BytesMut::new();
+    /// msg.encode_header(ProtocolVersion::V3_1_1, &mut header).unwrap();
+    /// let frame = header.freeze().chain(msg.payload.clone());
+    /// assert_eq!(frame.remaining(), msg.encoded_len(ProtocolVersion::V3_1_1));
+    /// ```
+    pub fn encode_header(&self, version: ProtocolVersion, buf: &mut impl BufMut) -> Result<usize, EncodeError> {
+        self.check()?;
+        let props = if version.is_v5() { self.properties.len() } else { 0 };
+        let body = self.header_body_len(version, props) + self.payload.len();
+        if body > VARINT_MAX as usize {
+            return Err(EncodeError::PacketTooLarge {
+                packet: PacketType::Publish,
+                size: body,
+            });
+        }
+        buf.put_u8(((PacketType::Publish as u8) << 4) | self.flags());
+        put_varint(buf, body);
+        self.encode_variable_header(version, props, buf);
+        Ok(self.payload.len())
+    }
+
+    /// The number of bytes the whole packet takes when encoded.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let body = self.body_len(version);
+        1 + varint_len(body) + body
+    }
+}
