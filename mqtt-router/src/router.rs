@@ -1,0 +1,250 @@
+//! The subscription index and shared-subscription groups.
+
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mqtt_codec::{MqttString, QoS, SubscriptionId, SubscriptionOptions};
+use mqtt_topic::{Subscription, SubscriptionTrie, TopicError, TopicFilter, TopicName};
+use smallvec::SmallVec;
+
+/// A subscription as the index holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    options: SubscriptionOptions,
+    id: Option<SubscriptionId>,
+}
+
+/// The members of one shared-subscription group on one filter.
+#[derive(Debug)]
+struct Group<K> {
+    members: Vec<(K, Entry)>,
+    /// Where the next round-robin pick starts; atomic so that routing can
+    /// advance it under a shared (read) borrow.
+    next: AtomicUsize,
+}
+
+impl<K> Group<K> {
+    fn new() -> Self {
+        Self {
+            members: Vec::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// One session a message goes to, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<K> {
+    /// The session.
+    pub session: K,
+    /// The highest QoS granted among the session's matching subscriptions
+    /// [MQTT-3.3.4-2]; the message goes at the lesser of this and its own.
+    pub qos: QoS,
+    /// Whether any matching subscription asked for Retain As Published.
+    pub retain_as_published: bool,
+    /// Identifiers of every matching subscription that has one [MQTT-3.3.4-3].
+    pub subscription_ids: SmallVec<[SubscriptionId; 1]>,
+}
+
+/// What [`Router::subscribe`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    /// A new subscription.
+    New,
+    /// The session already had a subscription on this filter; it was
+    /// replaced [MQTT-3.8.4-3].
+    Replaced,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The filter is not a valid topic filter or shared subscription.
+    #[error(transparent)]
+    InvalidFilter(#[from] TopicError),
+}
+
+/// Every subscription of every session, indexed for matching.
+///
+/// `K` names a session: cheap to clone, ordered (targets are merged per
+/// session by sorting).
+#[derive(Debug)]
+pub struct Router<K> {
+    plain: SubscriptionTrie<K, Entry>,
+    /// Keyed by group name.
+    shared: SubscriptionTrie<MqttString, Group<K>>,
+    len: usize,
+}
+
+impl<K> Default for Router<K> {
+    fn default() -> Self {
+        Self {
+            plain: SubscriptionTrie::new(),
+            shared: SubscriptionTrie::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash + Ord> Router<K> {
+    /// An empty router.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of subscriptions, shared ones included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no subscriptions.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds or replaces `session`'s subscription to `filter`, which may be a
+    /// shared subscription `$share/{group}/{filter}`.
+    pub fn subscribe(
+        &mut self,
+        session: K,
+        filter: &MqttString,
+        options: SubscriptionOptions,
+        id: Option<SubscriptionId>,
+    ) -> Result<SubscribeOutcome, SubscribeError> {
+        let entry = Entry { options, id };
+        let outcome = match Subscription::from_bytes(filter.as_bytes().clone())? {
+            Subscription::Plain(f) => match self.plain.insert(&f, session, entry) {
+                Some(_) => SubscribeOutcome::Replaced,
+                None => SubscribeOutcome::New,
+            },
+            Subscription::Shared(s) => {
+                let group_name = MqttString::try_from(s.group())
+                    .map_err(|_| SubscribeError::InvalidFilter(TopicError::Empty))?;
+                if self.shared.get(s.filter(), &group_name).is_none() {
+                    self.shared
+                        .insert(s.filter(), group_name.clone(), Group::new());
+                }
+                let Some(group) = self.shared.get_mut(s.filter(), &group_name) else {
+                    return Err(SubscribeError::InvalidFilter(TopicError::Empty));
+                };
+                match group.members.iter_mut().find(|(k, _)| *k == session) {
+                    Some(member) => {
+                        member.1 = entry;
+                        SubscribeOutcome::Replaced
+                    }
+                    None => {
+                        group.members.push((session, entry));
+                        SubscribeOutcome::New
+                    }
+                }
+            }
+        };
+        if outcome == SubscribeOutcome::New {
+            self.len += 1;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes `session`'s subscription to `filter`; returns whether it existed.
+    pub fn unsubscribe(&mut self, session: &K, filter: &MqttString) -> bool {
+        let Ok(sub) = Subscription::from_bytes(filter.as_bytes().clone()) else {
+            return false;
+        };
+        let removed = match sub {
+            Subscription::Plain(f) => self.plain.remove(&f, session).is_some(),
+            Subscription::Shared(s) => {
+                let Ok(group_name) = MqttString::try_from(s.group()) else {
+                    return false;
+                };
+                let Some(group) = self.shared.get_mut(s.filter(), &group_name) else {
+                    return false;
+                };
+                let before = group.members.len();
+                group.members.retain(|(k, _)| k != session);
+                let removed = group.members.len() < before;
+                if group.members.is_empty() {
+                    self.shared.remove(s.filter(), &group_name);
+                }
+                removed
+            }
+        };
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// The sessions `topic` goes to, appended to `out` (which is cleared
+    /// first): one [`Target`] per session, however many of its
+    /// subscriptions match.
+    ///
+    /// `publisher` is skipped by its own No Local subscriptions
+    /// [MQTT-3.8.3-3]. For each shared-subscription group, one member is
+    /// chosen, round robin, among those `available` accepts (e.g. connected
+    /// ones); if none is, the next in turn is chosen anyway, so the message
+    /// waits in its queue rather than being lost.
+    pub fn route(
+        &self,
+        topic: &TopicName,
+        publisher: &K,
+        available: impl Fn(&K) -> bool,
+        out: &mut Vec<Target<K>>,
+    ) {
+        out.clear();
+        let push = |out: &mut Vec<Target<K>>, session: &K, e: &Entry| {
+            out.push(Target {
+                session: session.clone(),
+                qos: e.options.qos,
+                retain_as_published: e.options.retain_as_published,
+                subscription_ids: e.id.into_iter().collect(),
+            });
+        };
+        self.plain.match_topic(topic, |session, e| {
+            if !(e.options.no_local && session == publisher) {
+                push(out, session, e);
+            }
+        });
+        self.shared.match_topic(topic, |_, group| {
+            let n = group.members.len();
+            if n == 0 {
+                return;
+            }
+            let start = group.next.fetch_add(1, Ordering::Relaxed) % n;
+            let pick = (0..n)
+                .map(|i| (start + i) % n)
+                .find(|&i| available(&group.members[i].0))
+                .unwrap_or(start);
+            let (session, e) = &group.members[pick];
+            push(out, session, e);
+        });
+        merge_by_session(out);
+    }
+
+    /// Every subscription, for inspection: (session, filter, QoS).
+    pub fn subscriptions(&self) -> impl Iterator<Item = (&K, TopicFilter, QoS)> + '_ {
+        self.plain.iter().map(|(f, k, e)| (k, f, e.options.qos))
+    }
+}
+
+/// Merges targets of the same session: highest QoS, union of identifiers.
+fn merge_by_session<K: Ord>(out: &mut Vec<Target<K>>) {
+    if out.len() < 2 {
+        return;
+    }
+    out.sort_unstable_by(|a, b| a.session.cmp(&b.session));
+    let mut w = 0;
+    for r in 1..out.len() {
+        if out[r].session == out[w].session {
+            let (head, tail) = out.split_at_mut(r);
+            let (into, from) = (&mut head[w], &mut tail[0]);
+            into.qos = into.qos.max(from.qos);
+            into.retain_as_published |= from.retain_as_published;
+            into.subscription_ids
+                .extend(from.subscription_ids.drain(..));
+        } else {
+            w += 1;
+            out.swap(w, r);
+        }
+    }
+    out.truncate(w + 1);
+}

@@ -1,0 +1,502 @@
+//! The client role: connect, publish at every QoS, subscribe, keep alive,
+//! and resume a session after reconnecting.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use mqtt_codec::{
+    Auth, ConnAck, Connect, DecodeLimits, Disconnect, MqttString, Packet, PacketId,
+    ProtocolVersion, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties, Subscription,
+    UnsubAck, Unsubscribe, UnsubscribeProperties,
+};
+
+use crate::error::ProtocolError;
+use crate::inbound::Inbound;
+use crate::outbound::{AckOutcome, Outbound};
+use crate::state::{Delivery, DropReason, Message, QueueLimits, SessionState};
+
+/// What a client accepts from its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// QoS 1/2 messages the server may have unacknowledged towards us
+    /// (Receive Maximum, sent in CONNECT if not 65,535). Default: 65,535.
+    pub receive_maximum: u16,
+    /// Largest packet we accept. Default: 1 MiB.
+    pub max_packet_size: u32,
+    /// Highest topic alias the server may use towards us. Default: 16.
+    pub topic_alias_maximum: u16,
+    /// Limits of the queue of messages waiting for the server's Receive
+    /// Maximum.
+    pub queue: QueueLimits,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            receive_maximum: u16::MAX,
+            max_packet_size: DecodeLimits::DEFAULT_MAX_PACKET_SIZE,
+            topic_alias_maximum: 16,
+            queue: QueueLimits::default(),
+        }
+    }
+}
+
+/// What the client application is told.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// The server accepted the connection.
+    Connected(ConnAck),
+    /// A message arrived (already acknowledged to the server).
+    Message(Message),
+    /// One of our QoS 1/2 messages completed its flow, with the server's
+    /// reason code.
+    Published {
+        /// Its packet identifier.
+        packet_id: PacketId,
+        /// The PUBACK or PUBREC/PUBCOMP outcome.
+        reason_code: ReasonCode,
+    },
+    /// The answer to a SUBSCRIBE.
+    Subscribed(SubAck),
+    /// The answer to an UNSUBSCRIBE.
+    Unsubscribed(UnsubAck),
+    /// An AUTH packet from the server.
+    Auth(Auth),
+    /// The connection ended; the session (with what was still in flight or
+    /// queued) is kept for a reconnection.
+    Closed {
+        /// The CONNACK refusal, the server's DISCONNECT reason, or the
+        /// error that ended it.
+        reason: ClientCloseReason,
+        /// The session to resume with.
+        session: SessionState,
+    },
+}
+
+/// Why a client connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCloseReason {
+    /// The server refused the CONNECT.
+    Refused(ReasonCode),
+    /// The server sent DISCONNECT with this reason code.
+    ServerDisconnect(ReasonCode),
+    /// We disconnected.
+    Disconnected,
+    /// The server broke the protocol, or did not answer a ping.
+    Protocol(ProtocolError),
+    /// The transport failed.
+    ConnectionLost,
+}
+
+/// The client side of one connection, without I/O.
+///
+/// # Call order
+///
+/// 1. [`ClientConnection::new`] with the CONNECT to send (and the session
+///    of a previous connection to resume, if any).
+/// 2. Write what [`ClientConnection::poll_transmit`] gives; feed each
+///    decoded packet to [`ClientConnection::handle_packet`]; drain
+///    [`ClientConnection::poll_event`]; call
+///    [`ClientConnection::handle_timeout`] at [`ClientConnection::poll_timeout`].
+/// 3. Commands: [`ClientConnection::publish`], [`ClientConnection::subscribe`],
+///    [`ClientConnection::unsubscribe`], [`ClientConnection::disconnect`],
+///    [`ClientConnection::connection_lost`].
+///
+/// ```text
+///  new() ──CONNACK 0x00──▶ Connected ──DISCONNECT / error / ping timeout──▶ Closed
+///    └────CONNACK ≥ 0x80──────────────────────────────────────────────────▶ Closed
+/// ```
+#[derive(Debug)]
+pub struct ClientConnection {
+    config: ClientConfig,
+    version: ProtocolVersion,
+    keep_alive: u16,
+    connected: bool,
+    closed: bool,
+    session: Option<SessionState>,
+    inbound: Inbound,
+    outbound: Outbound,
+    last_sent: Instant,
+    ping_sent: Option<Instant>,
+    transmit: Vec<Packet>,
+    transmit_at: usize,
+    events: VecDeque<ClientEvent>,
+}
+
+impl ClientConnection {
+    /// Starts a connection: `connect` is the first packet to transmit. Its
+    /// Receive Maximum, Maximum Packet Size and Topic Alias Maximum are set
+    /// from `config`. `session` is the state of an earlier connection, to
+    /// resume if `connect.clean_start` is false.
+    pub fn new(
+        config: ClientConfig,
+        mut connect: Connect,
+        session: Option<SessionState>,
+        now: Instant,
+    ) -> Self {
+        let version = connect.protocol;
+        if version.is_v5() {
+            let p = &mut connect.properties;
+            if config.receive_maximum != u16::MAX {
+                p.receive_maximum = std::num::NonZeroU16::new(config.receive_maximum);
+            }
+            p.maximum_packet_size = std::num::NonZeroU32::new(config.max_packet_size);
+            if config.topic_alias_maximum > 0 {
+                p.topic_alias_maximum = Some(config.topic_alias_maximum);
+            }
+        }
+        let expiry = connect.properties.session_expiry_interval.unwrap_or(0);
+        let session = match session {
+            Some(s) if !connect.clean_start => s,
+            _ => SessionState::new(connect.client_id.clone(), expiry),
+        };
+        let inbound = Inbound::new(config.receive_maximum, config.topic_alias_maximum);
+        Self {
+            version,
+            keep_alive: connect.keep_alive,
+            connected: false,
+            closed: false,
+            session: Some(session),
+            inbound,
+            outbound: Outbound::new(1, u32::MAX, 0),
+            last_sent: now,
+            ping_sent: None,
+            transmit: vec![Packet::Connect(Box::new(connect))],
+            transmit_at: 0,
+            events: VecDeque::new(),
+            config,
+        }
+    }
+
+    /// The protocol version of this connection.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// The decode limits for packets from the server.
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_packet_size: self.config.max_packet_size,
+            ..DecodeLimits::default()
+        }
+    }
+
+    /// Whether CONNACK accepted the connection and it has not ended.
+    pub fn is_connected(&self) -> bool {
+        self.connected && !self.closed
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Our QoS 1/2 messages sent and not yet completed.
+    pub fn inflight(&self) -> usize {
+        self.outbound.held()
+    }
+
+    /// Messages waiting for the server's Receive Maximum.
+    pub fn queued(&self) -> usize {
+        self.session.as_ref().map_or(0, |s| s.queued.len())
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next packet to write.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Packet> {
+        if self.transmit_at == self.transmit.len() {
+            self.transmit.clear();
+            self.transmit_at = 0;
+            if self.is_connected()
+                && let Some(session) = self.session.as_mut()
+            {
+                self.outbound
+                    .send_queued(session, self.version, now, &mut self.transmit);
+            }
+        }
+        let p = self.transmit.get_mut(self.transmit_at)?;
+        self.transmit_at += 1;
+        self.last_sent = now;
+        Some(std::mem::replace(p, Packet::PingReq))
+    }
+
+    /// When [`ClientConnection::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !self.is_connected() || self.keep_alive == 0 {
+            return None;
+        }
+        let ka = Duration::from_secs(u64::from(self.keep_alive));
+        Some(match self.ping_sent {
+            Some(at) => at + ka,
+            None => self.last_sent + ka,
+        })
+    }
+
+    /// Sends PINGREQ when nothing was sent for a keep-alive period
+    /// [MQTT-3.1.2-20]; ends the connection when the PINGRESP does not come
+    /// within another one.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(deadline) = self.poll_timeout() else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        if self.ping_sent.is_some() {
+            self.fail(ProtocolError::PingTimeout);
+        } else {
+            self.ping_sent = Some(now);
+            self.transmit.push(Packet::PingReq);
+        }
+    }
+
+    /// Queues a message to publish. QoS 1/2 messages get their packet
+    /// identifier when sent, within the server's Receive Maximum; the
+    /// outcome comes as [`ClientEvent::Published`].
+    pub fn publish(&mut self, message: Message) -> Result<(), DropReason> {
+        let qos = message.qos;
+        let delivery = Delivery::new(std::sync::Arc::new(message), qos);
+        match self.session.as_mut() {
+            Some(s) => s.enqueue(delivery, &self.config.queue),
+            None => Err(DropReason::QueueFull),
+        }
+    }
+
+    /// Sends SUBSCRIBE; returns its packet identifier, or `None` if the
+    /// connection is not up or every identifier is in use.
+    pub fn subscribe(
+        &mut self,
+        subscriptions: Vec<Subscription>,
+        properties: SubscribeProperties,
+    ) -> Option<PacketId> {
+        if !self.is_connected() {
+            return None;
+        }
+        let packet_id = self.outbound.allocate_control()?;
+        self.transmit.push(Packet::Subscribe(Subscribe {
+            packet_id,
+            properties,
+            subscriptions,
+        }));
+        Some(packet_id)
+    }
+
+    /// Sends UNSUBSCRIBE; returns its packet identifier.
+    pub fn unsubscribe(&mut self, filters: Vec<MqttString>) -> Option<PacketId> {
+        if !self.is_connected() {
+            return None;
+        }
+        let packet_id = self.outbound.allocate_control()?;
+        self.transmit.push(Packet::Unsubscribe(Unsubscribe {
+            packet_id,
+            properties: UnsubscribeProperties::default(),
+            filters,
+        }));
+        Some(packet_id)
+    }
+
+    /// Sends AUTH (enhanced authentication, MQTT 5.0).
+    pub fn send_auth(&mut self, auth: Auth) {
+        if self.version.is_v5() && !self.closed {
+            self.transmit.push(Packet::Auth(auth));
+        }
+    }
+
+    /// Sends DISCONNECT and ends the connection; the session is kept.
+    pub fn disconnect(&mut self, disconnect: Disconnect) {
+        if self.closed {
+            return;
+        }
+        self.transmit.push(Packet::Disconnect(disconnect));
+        self.finish(ClientCloseReason::Disconnected);
+    }
+
+    /// The transport failed.
+    pub fn connection_lost(&mut self) {
+        self.finish(ClientCloseReason::ConnectionLost);
+    }
+
+    /// The bytes received could not be decoded.
+    pub fn handle_decode_error(&mut self, error: mqtt_codec::DecodeError) {
+        self.fail(ProtocolError::Decode(error));
+    }
+
+    /// A packet arrived from the server. An error has been acted on
+    /// (DISCONNECT queued under 5.0, [`ClientEvent::Closed`] emitted).
+    pub fn handle_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
+        if self.closed {
+            return Ok(());
+        }
+        let result = self.on_packet(now, packet);
+        if let Err(e) = &result {
+            self.fail(e.clone());
+        }
+        result
+    }
+
+    fn on_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
+        if !self.connected {
+            return match packet {
+                Packet::ConnAck(ack) => {
+                    self.on_connack(ack);
+                    Ok(())
+                }
+                Packet::Auth(a) => {
+                    self.events.push_back(ClientEvent::Auth(a));
+                    Ok(())
+                }
+                Packet::Disconnect(d) => {
+                    self.finish(ClientCloseReason::ServerDisconnect(d.reason_code));
+                    Ok(())
+                }
+                other => Err(ProtocolError::UnexpectedPacket {
+                    packet: other.packet_type(),
+                }),
+            };
+        }
+        match packet {
+            Packet::Publish(p) => {
+                if let Some(p) = self.inbound.on_publish(p, &mut self.transmit)? {
+                    if let Some(id) = p.packet_id {
+                        self.inbound
+                            .acknowledge(id, ReasonCode::Success, &mut self.transmit);
+                    }
+                    self.events
+                        .push_back(ClientEvent::Message(Message::from_publish(p, now)));
+                }
+            }
+            Packet::PubAck(a) => {
+                if self.outbound.on_puback(a.packet_id) == AckOutcome::Completed {
+                    self.events.push_back(ClientEvent::Published {
+                        packet_id: a.packet_id,
+                        reason_code: a.reason_code,
+                    });
+                }
+            }
+            Packet::PubRec(a) => {
+                if self.outbound.on_pubrec(&a, &mut self.transmit) == AckOutcome::Completed {
+                    self.events.push_back(ClientEvent::Published {
+                        packet_id: a.packet_id,
+                        reason_code: a.reason_code,
+                    });
+                }
+            }
+            Packet::PubComp(a) => {
+                if self.outbound.on_pubcomp(a.packet_id) == AckOutcome::Completed {
+                    self.events.push_back(ClientEvent::Published {
+                        packet_id: a.packet_id,
+                        reason_code: a.reason_code,
+                    });
+                }
+            }
+            Packet::PubRel(a) => self.inbound.on_pubrel(a.packet_id, &mut self.transmit),
+            Packet::SubAck(s) => {
+                if self.outbound.on_control_ack(s.packet_id) {
+                    self.events.push_back(ClientEvent::Subscribed(s));
+                }
+            }
+            Packet::UnsubAck(u) => {
+                if self.outbound.on_control_ack(u.packet_id) {
+                    self.events.push_back(ClientEvent::Unsubscribed(u));
+                }
+            }
+            Packet::PingResp => self.ping_sent = None,
+            Packet::Disconnect(d) => {
+                self.finish(ClientCloseReason::ServerDisconnect(d.reason_code))
+            }
+            Packet::Auth(a) => self.events.push_back(ClientEvent::Auth(a)),
+            other @ (Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq) => {
+                return Err(ProtocolError::UnexpectedPacket {
+                    packet: other.packet_type(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn on_connack(&mut self, ack: ConnAck) {
+        if ack.reason_code.is_error() {
+            self.finish(ClientCloseReason::Refused(ack.reason_code));
+            return;
+        }
+        let Some(mut session) = self.session.take() else {
+            return;
+        };
+        let p = &ack.properties;
+        if let Some(ka) = p.server_keep_alive {
+            self.keep_alive = ka;
+        }
+        if let Some(id) = &p.assigned_client_identifier {
+            session.client_id = id.clone();
+        }
+        if !ack.session_present {
+            // The server has no session: what was in flight is sent anew
+            // as fresh messages, and QoS 2 receipts are forgotten.
+            let inflight = std::mem::take(&mut session.inflight);
+            for i in inflight.into_iter().rev() {
+                if let crate::state::InflightStage::Published(d) = i.stage {
+                    session.requeue_front(d);
+                }
+            }
+            session.incoming_qos2.clear();
+        }
+        let window = p.receive_maximum.map_or(u16::MAX, |r| r.get());
+        let max_packet = p.maximum_packet_size.map_or(u32::MAX, |m| m.get());
+        self.outbound = Outbound::new(window, max_packet, p.topic_alias_maximum.unwrap_or(0));
+        self.outbound
+            .resume(&mut session, self.version, &mut self.transmit);
+        self.inbound.resume(&session.incoming_qos2);
+        session.incoming_qos2.clear();
+        self.session = Some(session);
+        self.connected = true;
+        self.events.push_back(ClientEvent::Connected(ack));
+    }
+
+    fn fail(&mut self, error: ProtocolError) {
+        if self.closed {
+            return;
+        }
+        if self.connected && self.version.is_v5() {
+            self.transmit
+                .push(Packet::Disconnect(Disconnect::new(error.reason_code())));
+        }
+        self.finish(ClientCloseReason::Protocol(error));
+    }
+
+    fn finish(&mut self, reason: ClientCloseReason) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let mut session = self
+            .session
+            .take()
+            .unwrap_or_else(|| SessionState::new(MqttString::new(), 0));
+        self.outbound.suspend(&mut session);
+        session.incoming_qos2 = self.inbound.released_pending();
+        self.events
+            .push_back(ClientEvent::Closed { reason, session });
+    }
+}
+
+impl Message {
+    /// A message to publish, without properties or expiry.
+    pub fn new(topic: MqttString, payload: bytes::Bytes, qos: QoS, retain: bool) -> Self {
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: Default::default(),
+            expires_at: None,
+        }
+    }
+}

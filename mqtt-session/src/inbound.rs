@@ -1,0 +1,243 @@
+//! Messages this side receives: topic aliases, the Receive Maximum, QoS 2
+//! duplicate suppression, and acknowledgements in order. Shared by both roles.
+//!
+//! ```text
+//!  QoS 1:  PUBLISH ──▶ pending ──app acks──▶ PUBACK
+//!  QoS 2:  PUBLISH ──▶ pending ──app acks──▶ PUBREC ─▶ awaiting PUBREL ──PUBREL──▶ PUBCOMP
+//!          PUBLISH (same id, pending or awaiting PUBREL): not delivered again;
+//!                  once PUBREC was sent it is sent again.
+//! ```
+//!
+//! Acknowledgements leave in the order the PUBLISH packets arrived
+//! [MQTT-4.6.0-2] [MQTT-4.6.0-3], whatever order the application completes them in.
+
+use std::collections::VecDeque;
+
+use mqtt_codec::{Ack, MqttString, Packet, PacketId, Publish, QoS, ReasonCode};
+
+use crate::error::ProtocolError;
+
+/// Incoming QoS 2 packet identifiers awaiting PUBREL: a bitset over the
+/// 65,535 identifiers, allocated on the first QoS 2 message so sessions that
+/// never use QoS 2 pay nothing.
+#[derive(Debug, Default)]
+pub(crate) struct IdSet {
+    bits: Option<Box<[u64; 1024]>>,
+    len: usize,
+}
+
+impl IdSet {
+    pub(crate) fn contains(&self, id: PacketId) -> bool {
+        let i = usize::from(id.get());
+        self.bits
+            .as_ref()
+            .is_some_and(|b| b[i / 64] & (1 << (i % 64)) != 0)
+    }
+
+    pub(crate) fn insert(&mut self, id: PacketId) -> bool {
+        let i = usize::from(id.get());
+        let bits = self.bits.get_or_insert_with(|| Box::new([0; 1024]));
+        let fresh = bits[i / 64] & (1 << (i % 64)) == 0;
+        bits[i / 64] |= 1 << (i % 64);
+        self.len += usize::from(fresh);
+        fresh
+    }
+
+    pub(crate) fn remove(&mut self, id: PacketId) -> bool {
+        let i = usize::from(id.get());
+        let Some(bits) = self.bits.as_mut() else {
+            return false;
+        };
+        let present = bits[i / 64] & (1 << (i % 64)) != 0;
+        bits[i / 64] &= !(1 << (i % 64));
+        self.len -= usize::from(present);
+        present
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = PacketId> + '_ {
+        (1..=u16::MAX)
+            .filter_map(PacketId::new)
+            .filter(move |&id| self.len > 0 && self.contains(id))
+    }
+}
+
+/// An acknowledgement waiting for the application, in arrival order.
+#[derive(Debug)]
+struct Pending {
+    id: PacketId,
+    qos: QoS,
+    done: Option<ReasonCode>,
+}
+
+/// The receiving half of a connection.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    /// Our Receive Maximum.
+    receive_maximum: usize,
+    /// Our Topic Alias Maximum; `aliases[a - 1]` is alias `a`'s topic.
+    aliases: Vec<Option<MqttString>>,
+    alias_max: u16,
+    /// QoS 1/2 publications without PUBACK/PUBREC sent, in arrival order.
+    pending: VecDeque<Pending>,
+    /// QoS 2 identifiers delivered (pending or PUBREC sent) and not released.
+    qos2: IdSet,
+    /// QoS 2 flows between PUBREC and PUBCOMP; they count against the
+    /// Receive Maximum until PUBCOMP is sent.
+    awaiting_rel: usize,
+}
+
+impl Inbound {
+    pub(crate) fn new(receive_maximum: u16, alias_max: u16) -> Self {
+        Self {
+            receive_maximum: usize::from(receive_maximum.max(1)),
+            aliases: Vec::new(),
+            alias_max,
+            pending: VecDeque::new(),
+            qos2: IdSet::default(),
+            awaiting_rel: 0,
+        }
+    }
+
+    /// Restores the QoS 2 identifiers of a resumed session: PUBREC was sent
+    /// for them before, so a PUBLISH with one is a duplicate.
+    pub(crate) fn resume(&mut self, ids: &[PacketId]) {
+        for &id in ids {
+            if self.qos2.insert(id) {
+                self.awaiting_rel += 1;
+            }
+        }
+    }
+
+    /// The QoS 2 identifiers for which PUBREC was sent and PUBREL not received.
+    pub(crate) fn released_pending(&self) -> Vec<PacketId> {
+        self.qos2
+            .iter()
+            .filter(|id| !self.pending.iter().any(|p| p.id == *id))
+            .collect()
+    }
+
+    /// Publications counted against our Receive Maximum.
+    pub(crate) fn unacknowledged(&self) -> usize {
+        self.pending.len() + self.awaiting_rel
+    }
+
+    /// Resolves the topic alias of a received PUBLISH.
+    fn resolve_alias(&mut self, p: &mut Publish) -> Result<(), ProtocolError> {
+        let Some(alias) = p.properties.topic_alias else {
+            return Ok(());
+        };
+        if alias.get() > self.alias_max {
+            return Err(ProtocolError::TopicAliasInvalid {
+                alias: alias.get(),
+                max: self.alias_max,
+            });
+        }
+        let index = usize::from(alias.get()) - 1;
+        if p.topic.is_empty() {
+            match self.aliases.get(index).and_then(Option::as_ref) {
+                Some(topic) => p.topic = topic.clone(),
+                None => return Err(ProtocolError::UnknownTopicAlias { alias: alias.get() }),
+            }
+        } else {
+            if self.aliases.len() <= index {
+                self.aliases.resize(index + 1, None);
+            }
+            self.aliases[index] = Some(p.topic.clone());
+        }
+        p.properties.topic_alias = None;
+        Ok(())
+    }
+
+    /// A PUBLISH arrived. Returns the message to hand to the application
+    /// (QoS 1/2 then await its acknowledgement), or `None` for a duplicate
+    /// of a QoS 2 message already delivered.
+    pub(crate) fn on_publish(
+        &mut self,
+        mut p: Publish,
+        out: &mut Vec<Packet>,
+    ) -> Result<Option<Publish>, ProtocolError> {
+        self.resolve_alias(&mut p)?;
+        let Some(id) = p.packet_id else {
+            return Ok(Some(p));
+        };
+        if p.qos == QoS::ExactlyOnce && self.qos2.contains(id) {
+            // Delivered already. If PUBREC went out, it is sent again; if
+            // the application has not acknowledged yet, PUBREC follows then.
+            if !self.pending.iter().any(|x| x.id == id) {
+                out.push(Packet::PubRec(Ack::new(id)));
+            }
+            return Ok(None);
+        }
+        if self.unacknowledged() >= self.receive_maximum {
+            return Err(ProtocolError::ReceiveMaximumExceeded {
+                max: self.receive_maximum,
+            });
+        }
+        if p.qos == QoS::ExactlyOnce {
+            self.qos2.insert(id);
+        }
+        self.pending.push_back(Pending {
+            id,
+            qos: p.qos,
+            done: None,
+        });
+        Ok(Some(p))
+    }
+
+    /// The application finished with a received QoS 1/2 message: sends its
+    /// acknowledgement, and those of earlier ones, in arrival order.
+    /// Returns false if no such message was waiting.
+    pub(crate) fn acknowledge(
+        &mut self,
+        id: PacketId,
+        reason: ReasonCode,
+        out: &mut Vec<Packet>,
+    ) -> bool {
+        let Some(p) = self
+            .pending
+            .iter_mut()
+            .find(|p| p.id == id && p.done.is_none())
+        else {
+            return false;
+        };
+        p.done = Some(reason);
+        while let Some(Pending {
+            done: Some(reason), ..
+        }) = self.pending.front()
+        {
+            let reason = *reason;
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let ack = Ack::with_reason(p.id, reason);
+            if p.qos == QoS::AtLeastOnce {
+                out.push(Packet::PubAck(ack));
+            } else {
+                if reason.is_error() {
+                    // A failed PUBREC ends the flow (MQTT 5.0 §4.3.3): the
+                    // identifier is free again.
+                    self.qos2.remove(p.id);
+                } else {
+                    self.awaiting_rel += 1;
+                }
+                out.push(Packet::PubRec(ack));
+            }
+        }
+        true
+    }
+
+    /// PUBREL arrived: PUBCOMP, with 0x92 if the identifier is unknown.
+    pub(crate) fn on_pubrel(&mut self, id: PacketId, out: &mut Vec<Packet>) {
+        let waiting = self.qos2.contains(id) && !self.pending.iter().any(|p| p.id == id);
+        if waiting {
+            self.qos2.remove(id);
+            self.awaiting_rel -= 1;
+            out.push(Packet::PubComp(Ack::new(id)));
+        } else {
+            out.push(Packet::PubComp(Ack::with_reason(
+                id,
+                ReasonCode::PacketIdentifierNotFound,
+            )));
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Messages this side sends: packet identifiers, the inflight window,
+//! topic aliases, expiry and size checks. Shared by both roles.
+//!
+//! ```text
+//!  QoS 1:  queued ──send──▶ Published ──PUBACK──▶ (slot freed)
+//!  QoS 2:  queued ──send──▶ Published ──PUBREC──▶ Released ──PUBCOMP──▶ (slot freed)
+//!                                       └─PUBREC ≥ 0x80──▶ (slot freed)
+//! ```
+//!
+//! A slot is held from the PUBLISH until the flow ends, and the number of
+//! slots held never exceeds the peer's Receive Maximum [MQTT-3.3.4-7].
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use mqtt_codec::{Ack, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
+
+use crate::state::{Delivery, DropReason, Inflight, InflightStage, SessionState};
+
+/// What holds a packet identifier.
+#[derive(Debug)]
+enum Use {
+    /// A QoS 1/2 message: part of the session, resent after reconnection.
+    Message(InflightStage),
+    /// A SUBSCRIBE or UNSUBSCRIBE awaiting its acknowledgement: ends with
+    /// the connection.
+    Control,
+}
+
+/// One held packet identifier.
+#[derive(Debug)]
+struct Slot {
+    stage: Use,
+    /// Send order, to resend in the original order [MQTT-4.6.0-1].
+    seq: u64,
+}
+
+/// Aliases this side assigns to the topics it sends (MQTT 5.0 §3.3.2.3.4).
+///
+/// Aliases go to the first topics sent, up to the peer's Topic Alias
+/// Maximum, and keep their topic for the whole connection: the first message
+/// on a topic carries the topic and the alias, later ones the alias and an
+/// empty topic. Topics beyond the maximum are sent in full.
+#[derive(Debug, Default)]
+struct Aliases {
+    max: u16,
+    by_topic: HashMap<MqttString, u16>,
+}
+
+impl Aliases {
+    /// The alias for `topic` and whether the peer already knows it.
+    fn get(&mut self, topic: &MqttString) -> Option<(u16, bool)> {
+        if let Some(&a) = self.by_topic.get(topic) {
+            return Some((a, true));
+        }
+        let next = u16::try_from(self.by_topic.len() + 1).ok()?;
+        if next > self.max {
+            return None;
+        }
+        self.by_topic.insert(topic.clone(), next);
+        Some((next, false))
+    }
+}
+
+/// The sending half of a connection.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// Index `id - 1`; grows to the highest identifier used, which stays at
+    /// most the largest window used, because the lowest free one is taken.
+    slots: Vec<Option<Slot>>,
+    /// Freed identifiers below `slots.len()`, reused first.
+    free: Vec<u16>,
+    held: usize,
+    next_seq: u64,
+    /// The peer's Receive Maximum, capped by our own inflight limit.
+    window: usize,
+    /// The peer's Maximum Packet Size.
+    max_packet_size: u32,
+    aliases: Aliases,
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum AckOutcome {
+    /// The flow this identifier belonged to is complete.
+    Completed,
+    /// The flow moved on (PUBREC → PUBREL sent).
+    Progressed,
+    /// No flow had this identifier in that stage; ignored.
+    Unknown,
+}
+
+impl Outbound {
+    pub(crate) fn new(window: u16, max_packet_size: u32, topic_alias_max: u16) -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            held: 0,
+            next_seq: 0,
+            window: usize::from(window.max(1)),
+            max_packet_size,
+            aliases: Aliases {
+                max: topic_alias_max,
+                by_topic: HashMap::new(),
+            },
+        }
+    }
+
+    /// Takes over the inflight messages of a resumed session and queues
+    /// their retransmission: PUBLISH with DUP set, or PUBREL
+    /// [MQTT-4.4.0-1]. They count against the window even if it shrank.
+    pub(crate) fn resume(
+        &mut self,
+        session: &mut SessionState,
+        version: ProtocolVersion,
+        out: &mut Vec<Packet>,
+    ) {
+        for inflight in session.inflight.drain(..) {
+            let id = inflight.packet_id;
+            let index = usize::from(id.get()) - 1;
+            if self.slots.len() <= index {
+                self.slots.resize_with(index + 1, || None);
+            }
+            if self.slots[index].is_some() {
+                continue; // a corrupt state with a repeated id: keep the first
+            }
+            match &inflight.stage {
+                InflightStage::Published(d) => {
+                    let mut p = self.publish_packet(d, Some(id), version, None);
+                    p.dup = true;
+                    out.push(Packet::Publish(p));
+                }
+                InflightStage::Released => out.push(Packet::PubRel(Ack::new(id))),
+            }
+            self.slots[index] = Some(Slot {
+                stage: Use::Message(inflight.stage),
+                seq: self.next_seq,
+            });
+            self.next_seq += 1;
+            self.held += 1;
+        }
+        self.free = (0..self.slots.len())
+            .rev()
+            .filter(|&i| self.slots[i].is_none())
+            .filter_map(|i| u16::try_from(i + 1).ok())
+            .collect();
+    }
+
+    /// Gives the inflight messages back to the session, in send order.
+    pub(crate) fn suspend(&mut self, session: &mut SessionState) {
+        let mut held: Vec<(u64, Inflight)> = self
+            .slots
+            .drain(..)
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s?;
+                let Use::Message(stage) = s.stage else {
+                    return None;
+                };
+                let packet_id = PacketId::new(u16::try_from(i + 1).ok()?)?;
+                Some((s.seq, Inflight { packet_id, stage }))
+            })
+            .collect();
+        held.sort_by_key(|(seq, _)| *seq);
+        session.inflight.extend(held.into_iter().map(|(_, i)| i));
+        self.free.clear();
+        self.held = 0;
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    fn allocate(&mut self) -> Option<PacketId> {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                let id = u16::try_from(self.slots.len() + 1).ok()?;
+                self.slots.push(None);
+                id
+            }
+        };
+        PacketId::new(id)
+    }
+
+    fn release(&mut self, id: PacketId) {
+        let index = usize::from(id.get()) - 1;
+        if self.slots[index].take().is_some() {
+            self.held -= 1;
+            self.free.push(id.get());
+        }
+    }
+
+    fn publish_packet(
+        &mut self,
+        d: &Delivery,
+        packet_id: Option<PacketId>,
+        version: ProtocolVersion,
+        now: Option<Instant>,
+    ) -> Publish {
+        let m = &d.message;
+        let mut properties = if version.is_v5() {
+            m.properties.clone()
+        } else {
+            Default::default()
+        };
+        let mut topic = m.topic.clone();
+        if version.is_v5() {
+            properties.subscription_identifiers = d.subscription_ids.clone();
+            // The remaining lifetime, rounded up so a message is never
+            // reported expired before it is [MQTT-3.3.2-6].
+            if let (Some(at), Some(now)) = (m.expires_at, now) {
+                let left = at.saturating_duration_since(now);
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                properties.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
+            }
+            if let Some((alias, known)) = self.aliases.get(&m.topic) {
+                properties.topic_alias = std::num::NonZeroU16::new(alias);
+                if known {
+                    topic = MqttString::new();
+                }
+            }
+        }
+        Publish {
+            dup: false,
+            qos: d.qos,
+            retain: d.retain,
+            topic,
+            packet_id,
+            properties,
+            payload: m.payload.clone(),
+        }
+    }
+
+    /// Moves queued messages into PUBLISH packets while the window allows.
+    /// Expired messages and messages larger than the peer accepts are
+    /// dropped and counted.
+    pub(crate) fn send_queued(
+        &mut self,
+        session: &mut SessionState,
+        version: ProtocolVersion,
+        now: Instant,
+        out: &mut Vec<Packet>,
+    ) {
+        while let Some(front) = session.queued.front() {
+            if front.qos != QoS::AtMostOnce && self.held >= self.window {
+                return;
+            }
+            let Some(d) = session.dequeue(now) else {
+                return;
+            };
+            if d.qos != QoS::AtMostOnce && self.held >= self.window {
+                // `dequeue` skipped expired messages and reached one the
+                // window cannot take yet.
+                session.requeue_front(d);
+                return;
+            }
+            let packet_id = if d.qos == QoS::AtMostOnce {
+                None
+            } else {
+                match self.allocate() {
+                    Some(id) => Some(id),
+                    None => {
+                        session.requeue_front(d);
+                        return;
+                    }
+                }
+            };
+            let publish = self.publish_packet(&d, packet_id, version, Some(now));
+            if publish.encoded_len(version) > self.max_packet_size as usize {
+                // Discarded as if sent [MQTT-3.1.2-25]: the identifier is
+                // given back and no acknowledgement is awaited.
+                session.drops.count(DropReason::TooLarge, d.qos);
+                if let Some(id) = packet_id {
+                    self.free.push(id.get());
+                }
+                continue;
+            }
+            if let Some(id) = packet_id {
+                self.slots[usize::from(id.get()) - 1] = Some(Slot {
+                    stage: Use::Message(InflightStage::Published(d)),
+                    seq: self.next_seq,
+                });
+                self.next_seq += 1;
+                self.held += 1;
+            }
+            out.push(Packet::Publish(publish));
+        }
+    }
+
+    fn stage(&self, id: PacketId) -> Option<&InflightStage> {
+        match &self.slots.get(usize::from(id.get()) - 1)?.as_ref()?.stage {
+            Use::Message(stage) => Some(stage),
+            Use::Control => None,
+        }
+    }
+
+    /// Holds an identifier for a SUBSCRIBE or UNSUBSCRIBE; `None` when all
+    /// 65,535 are in use. It does not count against the window.
+    pub(crate) fn allocate_control(&mut self) -> Option<PacketId> {
+        let id = self.allocate()?;
+        self.slots[usize::from(id.get()) - 1] = Some(Slot {
+            stage: Use::Control,
+            seq: 0,
+        });
+        Some(id)
+    }
+
+    /// SUBACK or UNSUBACK received: frees the identifier. Returns false if
+    /// it was not held by a SUBSCRIBE or UNSUBSCRIBE.
+    pub(crate) fn on_control_ack(&mut self, id: PacketId) -> bool {
+        let index = usize::from(id.get()) - 1;
+        match self.slots.get(index) {
+            Some(Some(Slot {
+                stage: Use::Control,
+                ..
+            })) => {
+                self.slots[index] = None;
+                self.free.push(id.get());
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// PUBACK received.
+    pub(crate) fn on_puback(&mut self, id: PacketId) -> AckOutcome {
+        match self.stage(id) {
+            Some(InflightStage::Published(d)) if d.qos == QoS::AtLeastOnce => {
+                self.release(id);
+                AckOutcome::Completed
+            }
+            _ => AckOutcome::Unknown,
+        }
+    }
+
+    /// PUBREC received: answer with PUBREL, or end the flow on a failure code.
+    pub(crate) fn on_pubrec(&mut self, ack: &Ack, out: &mut Vec<Packet>) -> AckOutcome {
+        let id = ack.packet_id;
+        match self.stage(id) {
+            Some(InflightStage::Published(d)) if d.qos == QoS::ExactlyOnce => {
+                if ack.reason_code.is_error() {
+                    self.release(id);
+                    return AckOutcome::Completed;
+                }
+                if let Some(slot) = self.slots[usize::from(id.get()) - 1].as_mut() {
+                    slot.stage = Use::Message(InflightStage::Released);
+                }
+                out.push(Packet::PubRel(Ack::new(id)));
+                AckOutcome::Progressed
+            }
+            Some(InflightStage::Released) => {
+                // A repeated PUBREC: PUBREL again.
+                out.push(Packet::PubRel(Ack::new(id)));
+                AckOutcome::Progressed
+            }
+            _ => {
+                out.push(Packet::PubRel(Ack::with_reason(
+                    id,
+                    ReasonCode::PacketIdentifierNotFound,
+                )));
+                AckOutcome::Unknown
+            }
+        }
+    }
+
+    /// PUBCOMP received.
+    pub(crate) fn on_pubcomp(&mut self, id: PacketId) -> AckOutcome {
+        match self.stage(id) {
+            Some(InflightStage::Released) => {
+                self.release(id);
+                AckOutcome::Completed
+            }
+            _ => AckOutcome::Unknown,
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The session state that outlives a connection, as plain data.
+//!
+//! A [`SessionState`] is what a server keeps for a client between
+//! connections and what `mqtt-store` writes to disk: its subscriptions, the
+//! messages in flight to it, the messages queued for it, and the QoS 2
+//! packet identifiers it has sent but not yet released. Everything is public
+//! so a store can serialise it field by field; the methods only keep the
+//! queue within its limits.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mqtt_codec::{
+    MqttString, PacketId, Publish, PublishProperties, QoS, SubscriptionId, SubscriptionOptions,
+};
+use smallvec::SmallVec;
+
+/// An application message as the server holds it: what a client published,
+/// less what belonged to that one hop (packet identifier, DUP, topic alias,
+/// subscription identifiers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic name (never empty: aliases are resolved on receipt).
+    pub topic: MqttString,
+    /// The payload, shared with the buffer it arrived in.
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// The properties forwarded unaltered [MQTT-3.3.2-17] [MQTT-3.3.2-18]:
+    /// payload format, content type, response topic, correlation data, user
+    /// properties. Message expiry is kept as `expires_at` instead; topic
+    /// alias and subscription identifiers are always empty here.
+    pub properties: PublishProperties,
+    /// When the message expires (MQTT 5.0 §3.3.2.3.3); `None` never.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// The message carried by a received PUBLISH whose topic alias is
+    /// already resolved into `publish.topic`.
+    pub fn from_publish(mut publish: Publish, now: Instant) -> Self {
+        let expires_at = publish
+            .properties
+            .message_expiry_interval
+            .take()
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        publish.properties.topic_alias = None;
+        publish.properties.subscription_identifiers.clear();
+        Self {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: publish.properties,
+            expires_at,
+        }
+    }
+
+    /// Whether the message has expired at `now`.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+
+    /// Bytes the message accounts for in a queue's byte limit.
+    pub fn size(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
+/// One message on its way to one session: the shared message and what this
+/// subscriber's subscriptions made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The message, shared by every subscriber.
+    pub message: Arc<Message>,
+    /// The QoS to send with: the lesser of the message's and the granted QoS.
+    pub qos: QoS,
+    /// The RETAIN flag to send (retain-as-published and retained-on-subscribe
+    /// rules already applied by the router).
+    pub retain: bool,
+    /// Identifiers of every subscription of this session that matched.
+    pub subscription_ids: SmallVec<[SubscriptionId; 1]>,
+}
+
+impl Delivery {
+    /// A delivery of `message` at `qos` with its own retain flag and no
+    /// subscription identifier.
+    pub fn new(message: Arc<Message>, qos: QoS) -> Self {
+        let retain = message.retain;
+        Self {
+            qos: qos.min(message.qos),
+            message,
+            retain,
+            subscription_ids: SmallVec::new(),
+        }
+    }
+}
+
+/// Where an outgoing QoS 1 or 2 message is in its acknowledgement flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InflightStage {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published(Delivery),
+    /// PUBREC received and PUBREL sent; waiting for PUBCOMP (QoS 2). The
+    /// message itself is no longer needed.
+    Released,
+}
+
+/// An outgoing QoS 1 or 2 message that is not yet fully acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inflight {
+    /// Its packet identifier.
+    pub packet_id: PacketId,
+    /// Its stage.
+    pub stage: InflightStage,
+}
+
+/// A subscription as the session records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    /// Its options.
+    pub options: SubscriptionOptions,
+    /// Its subscription identifier (MQTT 5.0).
+    pub id: Option<SubscriptionId>,
+}
+
+/// Limits on the queue of messages waiting to be sent to one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Most messages queued. Default: 1000 (mosquitto's `max_queued_messages`).
+    pub max_messages: usize,
+    /// Most bytes (topic and payload) queued. Default: 16 MiB.
+    pub max_bytes: usize,
+    /// What gives way when the queue is full and the new message is QoS 1
+    /// or 2 and no QoS 0 message is left to drop. Default: the new message.
+    pub overflow: Overflow,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: 1000,
+            max_bytes: 16 * 1024 * 1024,
+            overflow: Overflow::DropNewest,
+        }
+    }
+}
+
+/// Which QoS 1/2 message a full queue drops, once no QoS 0 message is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Refuse the new message.
+    #[default]
+    DropNewest,
+    /// Drop the oldest queued message to make room.
+    DropOldest,
+}
+
+/// Why a message was not delivered; counted in [`SessionState::drops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The queue was full.
+    QueueFull,
+    /// The message expired before it could be sent.
+    Expired,
+    /// The message is larger than the client's Maximum Packet Size
+    /// [MQTT-3.1.2-25].
+    TooLarge,
+}
+
+/// Counts of messages dropped, by reason and QoS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DropCounts {
+    /// QoS 0 messages dropped because the queue was full.
+    pub queue_full_qos0: u64,
+    /// QoS 1 and 2 messages dropped because the queue was full.
+    pub queue_full: u64,
+    /// Messages that expired while queued.
+    pub expired: u64,
+    /// Messages larger than the client accepts.
+    pub too_large: u64,
+}
+
+impl DropCounts {
+    pub(crate) fn count(&mut self, reason: DropReason, qos: QoS) {
+        match (reason, qos) {
+            (DropReason::QueueFull, QoS::AtMostOnce) => self.queue_full_qos0 += 1,
+            (DropReason::QueueFull, _) => self.queue_full += 1,
+            (DropReason::Expired, _) => self.expired += 1,
+            (DropReason::TooLarge, _) => self.too_large += 1,
+        }
+    }
+}
+
+/// What a server keeps of a session between connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// The client identifier.
+    pub client_id: MqttString,
+    /// Session Expiry Interval in seconds; `u32::MAX` means never.
+    pub expiry_interval: u32,
+    /// Subscriptions by topic filter (shared ones with their `$share/` prefix).
+    pub subscriptions: BTreeMap<MqttString, SubscriptionRecord>,
+    /// Outgoing QoS 1/2 messages not yet acknowledged, in the order sent;
+    /// resent first on reconnection [MQTT-4.4.0-1].
+    pub inflight: Vec<Inflight>,
+    /// Messages waiting to be sent, oldest first.
+    pub queued: VecDeque<Delivery>,
+    /// Bytes accounted to `queued` (see [`Message::size`]).
+    pub queued_bytes: usize,
+    /// Incoming QoS 2 packet identifiers answered with PUBREC and not yet
+    /// released by PUBREL: a PUBLISH that reuses one is a duplicate.
+    pub incoming_qos2: Vec<PacketId>,
+    /// Messages dropped, by reason.
+    pub drops: DropCounts,
+}
+
+impl SessionState {
+    /// A new, empty session.
+    pub fn new(client_id: MqttString, expiry_interval: u32) -> Self {
+        Self {
+            client_id,
+            expiry_interval,
+            subscriptions: BTreeMap::new(),
+            inflight: Vec::new(),
+            queued: VecDeque::new(),
+            queued_bytes: 0,
+            incoming_qos2: Vec::new(),
+            drops: DropCounts::default(),
+        }
+    }
+
+    /// Queues a delivery within `limits`.
+    ///
+    /// When the queue is full, QoS 0 goes first: a new QoS 0 message is
+    /// refused, and a new QoS 1/2 message takes the place of the oldest
+    /// queued QoS 0 message. With no QoS 0 message left, `limits.overflow`
+    /// decides. Every drop is counted in `drops`; the dropped delivery's
+    /// reason is returned.
+    pub fn enqueue(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
+        let size = delivery.message.size();
+        let fits = |s: &Self| {
+            s.queued.len() < limits.max_messages && s.queued_bytes + size <= limits.max_bytes
+        };
+        while !fits(self) {
+            if delivery.qos == QoS::AtMostOnce || size > limits.max_bytes {
+                self.drops.count(DropReason::QueueFull, delivery.qos);
+                return Err(DropReason::QueueFull);
+            }
+            let victim = match self.queued.iter().position(|d| d.qos == QoS::AtMostOnce) {
+                Some(i) => i,
+                None if limits.overflow == Overflow::DropOldest && !self.queued.is_empty() => 0,
+                None => {
+                    self.drops.count(DropReason::QueueFull, delivery.qos);
+                    return Err(DropReason::QueueFull);
+                }
+            };
+            if let Some(old) = self.queued.remove(victim) {
+                self.queued_bytes -= old.message.size();
+                self.drops.count(DropReason::QueueFull, old.qos);
+            }
+        }
+        self.queued_bytes += size;
+        self.queued.push_back(delivery);
+        Ok(())
+    }
+
+    /// Takes the next queued delivery that has not expired, counting those
+    /// that have.
+    pub fn dequeue(&mut self, now: Instant) -> Option<Delivery> {
+        while let Some(d) = self.queued.pop_front() {
+            self.queued_bytes -= d.message.size();
+            if d.message.is_expired(now) {
+                self.drops.count(DropReason::Expired, d.qos);
+                continue;
+            }
+            return Some(d);
+        }
+        None
+    }
+
+    /// Puts a delivery back at the front of the queue (it could not be sent
+    /// yet), outside the limits: it was already counted in.
+    pub(crate) fn requeue_front(&mut self, d: Delivery) {
+        self.queued_bytes += d.message.size();
+        self.queued.push_front(d);
+    }
+}

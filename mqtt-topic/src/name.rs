@@ -1,0 +1,182 @@
+//! Topic names: the topic a PUBLISH is sent to.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+
+use crate::{TopicError, validate};
+
+/// A valid MQTT topic name, such as `sport/tennis/player1`: what a PUBLISH
+/// is sent to.
+///
+/// It is at least one character and at most 65,535 bytes of UTF-8, without
+/// U+0000 and without the wildcards `+` and `#` ([MQTT-4.7.3-1],
+/// [MQTT-4.7.3-2], [MQTT-4.7.3-3], [MQTT-3.3.2-2]). Empty levels are allowed:
+/// `/finance` and `a//b` are valid names.
+///
+/// It wraps [`Bytes`], so cloning it is a reference-count increment, and
+/// [`TopicName::from_bytes`] takes a slice of a packet buffer without copying.
+///
+/// ```
+/// use mqtt_topic::TopicName;
+///
+/// let name = TopicName::new("sport/tennis/player1")?;
+/// assert_eq!(name.levels().collect::<Vec<_>>(), ["sport", "tennis", "player1"]);
+/// assert!(TopicName::new("sport/+").is_err());
+/// # Ok::<(), mqtt_topic::TopicError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(Bytes);
+
+impl TopicName {
+    /// Checks `s` and copies it.
+    pub fn new(s: &str) -> Result<Self, TopicError> {
+        validate::name(s)?;
+        Ok(Self(Bytes::copy_from_slice(s.as_bytes())))
+    }
+
+    /// Checks `s` and wraps it without copying.
+    pub fn from_static(s: &'static str) -> Result<Self, TopicError> {
+        validate::name(s)?;
+        Ok(Self(Bytes::from_static(s.as_bytes())))
+    }
+
+    /// Checks `bytes` (UTF-8 included) and wraps them without copying: for a
+    /// topic that is a slice of a received packet.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self, TopicError> {
+        validate::name(validate::utf8(&bytes)?)?;
+        Ok(Self(bytes))
+    }
+
+    /// The name as `&str`.
+    ///
+    /// This crate has no `unsafe` code, so this checks UTF-8 again (a few
+    /// nanoseconds for a typical topic); the matchers work on
+    /// [`as_bytes`](Self::as_bytes) and never call it.
+    pub fn as_str(&self) -> &str {
+        as_str(&self.0)
+    }
+
+    /// The name's bytes, shared with the buffer it came from.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Gives up the wrapper and returns the bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// The length in bytes (at least 1).
+    #[allow(clippy::len_without_is_empty)] // never empty [MQTT-4.7.3-1]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The levels between `/` separators, empty ones included:
+    /// `/finance` has the levels `""` and `"finance"`.
+    pub fn levels(&self) -> Levels<'_> {
+        Levels(self.as_str().split('/'))
+    }
+
+    /// Whether the name starts with `$` (such as `$SYS/broker/uptime`), which
+    /// hides it from filters that start with a wildcard [MQTT-4.7.2-1].
+    pub fn is_dollar(&self) -> bool {
+        self.0.first() == Some(&b'$')
+    }
+}
+
+/// The `&str` view of bytes that a constructor has checked to be UTF-8.
+pub(crate) fn as_str(bytes: &[u8]) -> &str {
+    // Every constructor checked UTF-8 and `Bytes` is immutable, so the
+    // fallback is never taken; it only avoids `unsafe` and a panic path.
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// The levels of a topic name or filter, from [`TopicName::levels`] or
+/// [`TopicFilter::levels`](crate::TopicFilter::levels).
+#[derive(Debug, Clone)]
+pub struct Levels<'a>(pub(crate) std::str::Split<'a, char>);
+
+impl<'a> Iterator for Levels<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        self.0.next()
+    }
+}
+
+impl DoubleEndedIterator for Levels<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back()
+    }
+}
+
+impl std::iter::FusedIterator for Levels<'_> {}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<[u8]> for TopicName {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for TopicName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for TopicName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl FromStr for TopicName {
+    type Err = TopicError;
+    fn from_str(s: &str) -> Result<Self, TopicError> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<&str> for TopicName {
+    type Error = TopicError;
+    fn try_from(s: &str) -> Result<Self, TopicError> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<String> for TopicName {
+    type Error = TopicError;
+    /// Checks `s` and takes its buffer without copying.
+    fn try_from(s: String) -> Result<Self, TopicError> {
+        validate::name(&s)?;
+        Ok(Self(Bytes::from(s)))
+    }
+}
+
+impl TryFrom<Bytes> for TopicName {
+    type Error = TopicError;
+    fn try_from(bytes: Bytes) -> Result<Self, TopicError> {
+        Self::from_bytes(bytes)
+    }
+}
+
+impl From<TopicName> for Bytes {
+    fn from(name: TopicName) -> Bytes {
+        name.0
+    }
+}
