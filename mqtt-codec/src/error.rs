@@ -39,7 +39,9 @@ pub enum DecodeError {
         version: ProtocolVersion,
     },
     /// The fixed header flags are not the ones the packet type requires.
-    #[error("{packet} with fixed header flags {flags:#06b}; they must be {expected:#06b} [MQTT-2.1.3-1]")]
+    #[error(
+        "{packet} with fixed header flags {flags:#06b}; they must be {expected:#06b} [MQTT-2.1.3-1]"
+    )]
     InvalidFlags {
         /// The packet type.
         packet: PacketType,
@@ -49,7 +51,7 @@ pub enum DecodeError {
         expected: u8,
     },
     /// A QoS field holds 3.
-    #[error("{what} QoS is 3; only 0, 1 and 2 exist [MQTT-3.3.1-4]")]
+    #[error("{what} QoS is 3; only 0, 1 and 2 exist [MQTT-3.3.1-4] [MQTT-3.1.2-12]")]
     InvalidQoS {
         /// Which QoS field.
         what: &'static str,
@@ -242,6 +244,9 @@ impl DecodeError {
             | NoTopicFilters { .. }
             | NoReasonCodes { .. }
             | InvalidRetainHandling
+            // MQTT 5.0 §3.8.3.1: a Maximum QoS of 3 in SUBSCRIBE is a Protocol
+            // Error, where QoS 3 in PUBLISH or in a will is a Malformed Packet.
+            | InvalidQoS { what: "subscription" }
             | SessionPresentOnFailure { .. } => ReasonCode::ProtocolError,
             _ => ReasonCode::MalformedPacket,
         }

@@ -55,6 +55,15 @@ impl MqttString {
         if bytes.len() > usize::from(u16::MAX) {
             return Err(StringError::TooLong { len: bytes.len() });
         }
+        // Fast path for the common case, in one pass without early exit so
+        // that it vectorises: bytes 0x01..=0x7F are ASCII, hence UTF-8, and
+        // none is U+0000.
+        if bytes
+            .iter()
+            .fold(true, |ok, &b| ok & (b.wrapping_sub(1) < 0x7f))
+        {
+            return Ok(Self(bytes));
+        }
         // memchr-style scan first: U+0000 is a single zero byte in UTF-8 and
         // never part of a multi-byte sequence.
         if bytes.contains(&0) {

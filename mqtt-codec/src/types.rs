@@ -166,11 +166,17 @@ impl SubscriptionOptions {
     }
 
     pub(crate) fn from_byte(b: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
-        let reserved = if version.is_v5() { 0b1100_0000 } else { 0b1111_1100 };
+        let reserved = if version.is_v5() {
+            0b1100_0000
+        } else {
+            0b1111_1100
+        };
         if b & reserved != 0 {
             return Err(DecodeError::SubscriptionOptionsReserved { byte: b });
         }
-        let qos = QoS::from_u8(b & 0b11).ok_or(DecodeError::InvalidQoS { what: "subscription" })?;
+        let qos = QoS::from_u8(b & 0b11).ok_or(DecodeError::InvalidQoS {
+            what: "subscription",
+        })?;
         let retain_handling = match (b >> 4) & 0b11 {
             0 => RetainHandling::SendAtSubscribe,
             1 => RetainHandling::SendIfNew,

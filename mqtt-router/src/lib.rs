@@ -16,9 +16,8 @@
 //!   those a new subscription must receive.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use mqtt_codec::{MqttString, QoS, SubscriptionOptions};
-//! use mqtt_router::{Router, SubscribeOutcome};
+//! use mqtt_router::Router;
 //! use mqtt_topic::TopicName;
 //!
 //! let mut router: Router<u32> = Router::new();
@@ -27,7 +26,7 @@
 //! router.subscribe(2, &MqttString::from_static("sensors/#"), SubscriptionOptions::qos(QoS::AtMostOnce), None).unwrap();
 //!
 //! let mut targets = Vec::new();
-//! router.route(&TopicName::new("sensors/7/temp").unwrap(), &3, |_| true, &mut targets);
+//! router.route(&TopicName::new("sensors/7/temp").unwrap(), Some(&3), |_| true, &mut targets);
 //! targets.sort_by_key(|t| t.session);
 //! assert_eq!(targets.len(), 2);
 //! assert_eq!((targets[0].session, targets[0].qos), (1, QoS::AtLeastOnce));

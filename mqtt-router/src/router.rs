@@ -178,15 +178,15 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
     /// first): one [`Target`] per session, however many of its
     /// subscriptions match.
     ///
-    /// `publisher` is skipped by its own No Local subscriptions
-    /// [MQTT-3.8.3-3]. For each shared-subscription group, one member is
+    /// `publisher` (the session that published, if any) is skipped by its
+    /// own No Local subscriptions [MQTT-3.8.3-3]. For each shared-subscription group, one member is
     /// chosen, round robin, among those `available` accepts (e.g. connected
     /// ones); if none is, the next in turn is chosen anyway, so the message
     /// waits in its queue rather than being lost.
     pub fn route(
         &self,
         topic: &TopicName,
-        publisher: &K,
+        publisher: Option<&K>,
         available: impl Fn(&K) -> bool,
         out: &mut Vec<Target<K>>,
     ) {
@@ -200,7 +200,7 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
             });
         };
         self.plain.match_topic(topic, |session, e| {
-            if !(e.options.no_local && session == publisher) {
+            if !(e.options.no_local && Some(session) == publisher) {
                 push(out, session, e);
             }
         });

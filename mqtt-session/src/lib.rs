@@ -65,6 +65,6 @@ pub use server::{
     Accept, CloseReason, Closed, ScheduledWill, ServerConfig, ServerConnection, ServerEvent,
 };
 pub use state::{
-    Delivery, DropCounts, DropReason, Inflight, InflightStage, Message, Overflow, QueueLimits,
-    SessionState, SubscriptionRecord,
+    Delivery, DropCounts, DropReason, Inflight, InflightStage, Message, MessageQueue, Overflow,
+    QueueLimits, SessionState, SubscriptionRecord,
 };

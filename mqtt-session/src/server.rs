@@ -124,10 +124,12 @@ pub struct Closed {
     /// The will to publish, if the connection did not end normally
     /// [MQTT-3.1.2-8] [MQTT-3.1.2-10].
     pub will: Option<ScheduledWill>,
-    /// The session to keep, unless its expiry interval is 0 (then it ends
-    /// with the connection) or the connection was never accepted.
+    /// The session, if the connection was accepted: with what was still in
+    /// flight or queued, and the subscriptions (also needed to remove them
+    /// from a router when the session ends now).
     pub session: Option<SessionState>,
-    /// When the kept session expires; `None` never.
+    /// When the session expires: at the close itself for a Session Expiry
+    /// Interval of 0 (the session ends with the connection), `None` never.
     pub session_expires_at: Option<Instant>,
 }
 
@@ -773,13 +775,11 @@ impl ServerConnection {
                     will,
                 }
             });
-        let (session, session_expires_at) = match session {
-            Some(s) if s.expiry_interval > 0 => {
-                let at = (s.expiry_interval != u32::MAX).then_some(session_end);
-                (Some(s), at)
-            }
-            _ => (None, None),
-        };
+        // Expiry 0 ends the session now; u32::MAX never.
+        let session_expires_at = session
+            .as_ref()
+            .filter(|s| s.expiry_interval != u32::MAX)
+            .map(|_| session_end);
         self.events.push_back(ServerEvent::Closed(Box::new(Closed {
             reason,
             will,

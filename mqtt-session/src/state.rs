@@ -290,3 +290,111 @@ impl SessionState {
         self.queued.push_front(d);
     }
 }
+
+/// A bounded queue of deliveries, for a server's per-session mailbox: the
+/// same policy as [`SessionState::enqueue`], without the rest of a session.
+#[derive(Debug, Default)]
+pub struct MessageQueue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+    /// Messages dropped, by reason.
+    pub drops: DropCounts,
+}
+
+impl MessageQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of deliveries queued.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes queued (see [`Message::size`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues a delivery within `limits`.
+    ///
+    /// When the queue is full, QoS 0 goes first: a new QoS 0 message is
+    /// refused, and a new QoS 1/2 message takes the place of the oldest
+    /// queued QoS 0 message. With no QoS 0 message left, `limits.overflow`
+    /// decides. Every drop is counted in `drops`; the reason is returned
+    /// when the new delivery is the one dropped.
+    pub fn push(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
+        push_bounded(
+            &mut self.items,
+            &mut self.bytes,
+            &mut self.drops,
+            delivery,
+            limits,
+        )
+    }
+
+    /// Takes the next delivery that has not expired, counting those that have.
+    pub fn pop(&mut self, now: Instant) -> Option<Delivery> {
+        pop_unexpired(&mut self.items, &mut self.bytes, &mut self.drops, now)
+    }
+
+    /// Takes every delivery, expired or not.
+    pub fn drain(&mut self) -> impl Iterator<Item = Delivery> + '_ {
+        self.bytes = 0;
+        self.items.drain(..)
+    }
+}
+
+fn push_bounded(
+    queue: &mut VecDeque<Delivery>,
+    bytes: &mut usize,
+    drops: &mut DropCounts,
+    delivery: Delivery,
+    limits: &QueueLimits,
+) -> Result<(), DropReason> {
+    let size = delivery.message.size();
+    while queue.len() >= limits.max_messages || *bytes + size > limits.max_bytes {
+        if delivery.qos == QoS::AtMostOnce || size > limits.max_bytes {
+            drops.count(DropReason::QueueFull, delivery.qos);
+            return Err(DropReason::QueueFull);
+        }
+        let victim = match queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
+            Some(i) => i,
+            None if limits.overflow == Overflow::DropOldest && !queue.is_empty() => 0,
+            None => {
+                drops.count(DropReason::QueueFull, delivery.qos);
+                return Err(DropReason::QueueFull);
+            }
+        };
+        if let Some(old) = queue.remove(victim) {
+            *bytes -= old.message.size();
+            drops.count(DropReason::QueueFull, old.qos);
+        }
+    }
+    *bytes += size;
+    queue.push_back(delivery);
+    Ok(())
+}
+
+fn pop_unexpired(
+    queue: &mut VecDeque<Delivery>,
+    bytes: &mut usize,
+    drops: &mut DropCounts,
+    now: Instant,
+) -> Option<Delivery> {
+    while let Some(d) = queue.pop_front() {
+        *bytes -= d.message.size();
+        if d.message.is_expired(now) {
+            drops.count(DropReason::Expired, d.qos);
+            continue;
+        }
+        return Some(d);
+    }
+    None
+}

@@ -77,7 +77,9 @@ impl Ack {
         buf.put_u16(self.packet_id.get());
         if version.is_v5() {
             let props = self.properties.len();
-            put_reason_tail(buf, self.reason_code, props, |b| self.properties.encode(props, b));
+            put_reason_tail(buf, self.reason_code, props, |b| {
+                self.properties.encode(props, b)
+            });
         }
     }
 }

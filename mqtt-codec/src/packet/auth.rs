@@ -44,6 +44,8 @@ impl Auth {
 
     pub(crate) fn encode_body(&self, buf: &mut impl BufMut) {
         let props = self.properties.len();
-        put_reason_tail(buf, self.reason_code, props, |b| self.properties.encode(props, b));
+        put_reason_tail(buf, self.reason_code, props, |b| {
+            self.properties.encode(props, b)
+        });
     }
 }

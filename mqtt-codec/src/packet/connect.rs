@@ -97,7 +97,8 @@ impl Connect {
         if !will_flag && (will_qos_bits != 0 || will_retain) {
             return Err(DecodeError::WillFlagsWithoutWill);
         }
-        let will_qos = QoS::from_u8(will_qos_bits).ok_or(DecodeError::InvalidQoS { what: "will" })?;
+        let will_qos =
+            QoS::from_u8(will_qos_bits).ok_or(DecodeError::InvalidQoS { what: "will" })?;
         if has_password && !has_username && !protocol.is_v5() {
             return Err(DecodeError::PasswordWithoutUsername);
         }

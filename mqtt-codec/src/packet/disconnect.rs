@@ -62,7 +62,9 @@ impl Disconnect {
     pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut impl BufMut) {
         if version.is_v5() {
             let props = self.properties.len();
-            put_reason_tail(buf, self.reason_code, props, |b| self.properties.encode(props, b));
+            put_reason_tail(buf, self.reason_code, props, |b| {
+                self.properties.encode(props, b)
+            });
         }
     }
 }

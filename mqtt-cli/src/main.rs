@@ -1,0 +1,121 @@
+//! `mqtt`: the broker and the command-line tools of the mqtt-rs workspace.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mqtt_server::{Config, Server};
+use tracing_subscriber::EnvFilter;
+
+/// MQTT 3.1.1 and 5.0: a broker, and tools to talk to one.
+#[derive(Debug, Parser)]
+#[command(name = "mqtt", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the MQTT broker (default: 127.0.0.1:1883, anonymous clients
+    /// allowed, sessions in memory).
+    Broker(BrokerArgs),
+}
+
+#[derive(Debug, Args)]
+struct BrokerArgs {
+    /// Address to listen on for MQTT over TCP, e.g. 0.0.0.0:1883. Repeat for
+    /// several; replaces the config file's `listen`. Default: 127.0.0.1:1883.
+    #[arg(short, long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+
+    /// TOML configuration file; every key is documented, with its default,
+    /// in example.toml at the repository root. Unknown keys are errors.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log level or filter (error, warn, info, debug, trace, or a
+    /// tracing filter such as `mqtt_server=debug`). Overrides RUST_LOG.
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn init_logging(level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("invalid --log-level {l:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+async fn broker(args: BrokerArgs) -> Result<(), String> {
+    init_logging(args.log_level.as_deref())?;
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    let server = Server::bind(config).await.map_err(|e| e.to_string())?;
+    let shutdown = server.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.shutdown();
+    });
+    server.run().await.map_err(|e| e.to_string())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mqtt: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Broker(args) => broker(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mqtt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

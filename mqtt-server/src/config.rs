@@ -1,0 +1,235 @@
+//! The broker's configuration: a TOML file whose keys follow mosquitto's
+//! names where the concept is the same. Every key is optional; the defaults
+//! are safe and useful (see `example.toml` at the repository root).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use mqtt_codec::QoS;
+use mqtt_session::{Overflow, QueueLimits, ServerConfig};
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown, or a value has the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value is out of its range.
+    #[error("config key `{key}`: {problem}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// What a full session queue drops (`queue_overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOverflow {
+    /// Refuse the new message (after QoS 0 messages are gone).
+    #[default]
+    DropNewest,
+    /// Drop the oldest queued message.
+    DropOldest,
+}
+
+/// The broker configuration. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Addresses to accept MQTT over TCP on. Default: `["127.0.0.1:1883"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Most simultaneous client connections; further ones are closed at
+    /// once. Default: 10000.
+    pub max_connections: usize,
+    /// Largest packet accepted from a client, in bytes. Default: 1048576 (1 MiB).
+    pub max_packet_size: u32,
+    /// Largest keep alive a client may use, in seconds. Default: 65535 (no limit).
+    pub max_keepalive: u16,
+    /// QoS 1/2 messages in flight to one client at once. Default: 1024.
+    pub max_inflight_messages: u16,
+    /// QoS 1/2 messages one client may have unacknowledged towards the
+    /// broker (Receive Maximum). Default: 1024.
+    pub receive_maximum: u16,
+    /// Messages queued per session beyond those in flight. Default: 1000.
+    pub max_queued_messages: usize,
+    /// Bytes (topic + payload) queued per session. Default: 16777216 (16 MiB).
+    pub max_queued_bytes: usize,
+    /// Which message a full queue drops once no QoS 0 message is left to
+    /// drop: `"drop_newest"` (default) or `"drop_oldest"`.
+    pub queue_overflow: QueueOverflow,
+    /// Highest topic alias in either direction. Default: 64.
+    pub topic_alias_maximum: u16,
+    /// Most subscriptions one client may hold. Default: 1000.
+    pub max_subscriptions_per_client: usize,
+    /// Most levels in a topic name or filter. Default: 64.
+    pub max_topic_levels: usize,
+    /// Seconds a new connection has to send CONNECT. Default: 10.
+    pub connect_timeout: u64,
+    /// Highest QoS clients may use (0, 1 or 2). Default: 2.
+    pub max_qos: u8,
+    /// Whether retained messages are supported. Default: true.
+    pub retain_available: bool,
+    /// Most retained messages kept. Default: 100000.
+    pub max_retained_messages: usize,
+    /// Longest session expiry granted, in seconds; sessions of 3.1.1
+    /// clients without clean session use it. Default: 4294967295 (never).
+    pub max_session_expiry: u32,
+    /// Whether clients without a user name may connect. Default: true.
+    pub allow_anonymous: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let session = ServerConfig::default();
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            max_connections: 10_000,
+            max_packet_size: session.max_packet_size,
+            max_keepalive: session.max_keepalive,
+            max_inflight_messages: session.max_inflight,
+            receive_maximum: session.receive_maximum,
+            max_queued_messages: session.queue.max_messages,
+            max_queued_bytes: session.queue.max_bytes,
+            queue_overflow: QueueOverflow::DropNewest,
+            topic_alias_maximum: session.topic_alias_maximum,
+            max_subscriptions_per_client: 1000,
+            max_topic_levels: 64,
+            connect_timeout: 10,
+            max_qos: 2,
+            retain_available: true,
+            max_retained_messages: 100_000,
+            max_session_expiry: u32::MAX,
+            allow_anonymous: true,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and checks TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "<text>".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_string(),
+            })
+        };
+        if self.listen.is_empty() {
+            return invalid("listen", "at least one address is needed");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_packet_size < 16 {
+            return invalid("max_packet_size", "must be at least 16 bytes");
+        }
+        if self.max_packet_size > mqtt_codec::DecodeLimits::PROTOCOL_MAX_PACKET_SIZE {
+            return invalid(
+                "max_packet_size",
+                "must be at most 268435460 bytes, MQTT's own limit",
+            );
+        }
+        for (key, v) in [
+            ("max_keepalive", u32::from(self.max_keepalive)),
+            (
+                "max_inflight_messages",
+                u32::from(self.max_inflight_messages),
+            ),
+            ("receive_maximum", u32::from(self.receive_maximum)),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.max_queued_messages == 0 {
+            return invalid("max_queued_messages", "must be at least 1");
+        }
+        if self.max_queued_bytes == 0 {
+            return invalid("max_queued_bytes", "must be at least 1");
+        }
+        if self.max_subscriptions_per_client == 0 {
+            return invalid("max_subscriptions_per_client", "must be at least 1");
+        }
+        if self.max_topic_levels == 0 {
+            return invalid("max_topic_levels", "must be at least 1");
+        }
+        if self.connect_timeout == 0 {
+            return invalid("connect_timeout", "must be at least 1 second");
+        }
+        if self.max_qos > 2 {
+            return invalid("max_qos", "must be 0, 1 or 2");
+        }
+        Ok(())
+    }
+
+    /// The per-connection protocol settings.
+    pub fn session_config(&self) -> ServerConfig {
+        ServerConfig {
+            receive_maximum: self.receive_maximum,
+            max_inflight: self.max_inflight_messages,
+            max_packet_size: self.max_packet_size,
+            topic_alias_maximum: self.topic_alias_maximum,
+            max_keepalive: self.max_keepalive,
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            maximum_qos: QoS::from_u8(self.max_qos).unwrap_or(QoS::ExactlyOnce),
+            retain_available: self.retain_available,
+            max_session_expiry: self.max_session_expiry,
+            queue: self.queue_limits(),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// The per-session queue limits.
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_messages: self.max_queued_messages,
+            max_bytes: self.max_queued_bytes,
+            overflow: match self.queue_overflow {
+                QueueOverflow::DropNewest => Overflow::DropNewest,
+                QueueOverflow::DropOldest => Overflow::DropOldest,
+            },
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! A session as the broker shares it between tasks: the mailbox publishers
+//! push into, and how to reach the connection that owns it.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mqtt_codec::MqttString;
+use mqtt_session::{MessageQueue, SessionState};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// A request to the task that owns a session's connection.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Another connection with the same client identifier arrived: close
+    /// with 0x8E and hand the session over.
+    TakeOver(oneshot::Sender<Option<SessionState>>),
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked:
+/// every critical section here is a few plain assignments.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One session, shared by the router (as a subscriber key), publishers
+/// (through the mailbox) and the connection task that owns it.
+#[derive(Debug)]
+pub(crate) struct SessionHandle {
+    /// Unique for the broker's lifetime: a new session for a client id gets
+    /// a new handle.
+    pub(crate) id: u64,
+    pub(crate) client_id: MqttString,
+    /// Deliveries waiting for the connection task (or for the client to
+    /// reconnect). A std mutex: held only to push or pop, never across an
+    /// await, so publishers never wait on a subscriber's I/O.
+    pub(crate) mailbox: Mutex<MessageQueue>,
+    /// Wakes the owning connection task when the mailbox gets something.
+    pub(crate) notify: Notify,
+    pub(crate) connected: AtomicBool,
+    /// The owning connection's control channel, while connected.
+    pub(crate) control: Mutex<Option<mpsc::Sender<Control>>>,
+    /// The session while no connection owns it.
+    pub(crate) offline: Mutex<Option<SessionState>>,
+}
+
+impl SessionHandle {
+    pub(crate) fn new(id: u64, client_id: MqttString) -> Self {
+        Self {
+            id,
+            client_id,
+            mailbox: Mutex::new(MessageQueue::new()),
+            notify: Notify::new(),
+            connected: AtomicBool::new(false),
+            control: Mutex::new(None),
+            offline: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+}
+
+/// A session as a router key: compared by its unique id.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionRef(pub(crate) Arc<SessionHandle>);
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for SessionRef {}
+
+impl Hash for SessionRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialOrd for SessionRef {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SessionRef {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.0.id.cmp(&other.0.id)
+    }
+}
