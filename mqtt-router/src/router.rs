@@ -17,18 +17,43 @@ struct Entry {
 /// The members of one shared-subscription group on one filter.
 #[derive(Debug)]
 struct Group<K> {
+    /// The subscription as clients write it: `$share/{group}/{filter}`.
+    share: MqttString,
     members: Vec<(K, Entry)>,
     /// Where the next round-robin pick starts; atomic so that routing can
     /// advance it under a shared (read) borrow.
     next: AtomicUsize,
 }
 
-impl<K> Group<K> {
-    fn new() -> Self {
+impl<K: PartialEq> Group<K> {
+    fn new(share: MqttString) -> Self {
         Self {
+            share,
             members: Vec::new(),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// The next member in turn that `available` accepts and is not
+    /// `exclude`; with none available, the next in turn that is not
+    /// `exclude`, so the message waits in its queue rather than being lost.
+    fn pick(&self, exclude: Option<&K>, available: impl Fn(&K) -> bool) -> Option<&(K, Entry)> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let candidates = (0..n)
+            .map(|i| &self.members[(start + i) % n])
+            .filter(|(k, _)| Some(k) != exclude);
+        let mut fallback = None;
+        for m in candidates {
+            if available(&m.0) {
+                return Some(m);
+            }
+            fallback.get_or_insert(m);
+        }
+        fallback
     }
 }
 
@@ -44,6 +69,9 @@ pub struct Target<K> {
     pub retain_as_published: bool,
     /// Identifiers of every matching subscription that has one [MQTT-3.3.4-3].
     pub subscription_ids: SmallVec<[SubscriptionId; 1]>,
+    /// The shared subscription the session was chosen for, when no plain
+    /// subscription of the session matched too.
+    pub shared: Option<MqttString>,
 }
 
 /// What [`Router::subscribe`] did.
@@ -122,7 +150,7 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
                     .map_err(|_| SubscribeError::InvalidFilter(TopicError::Empty))?;
                 if self.shared.get(s.filter(), &group_name).is_none() {
                     self.shared
-                        .insert(s.filter(), group_name.clone(), Group::new());
+                        .insert(s.filter(), group_name.clone(), Group::new(filter.clone()));
                 }
                 let Some(group) = self.shared.get_mut(s.filter(), &group_name) else {
                     return Err(SubscribeError::InvalidFilter(TopicError::Empty));
@@ -191,33 +219,35 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
         out: &mut Vec<Target<K>>,
     ) {
         out.clear();
-        let push = |out: &mut Vec<Target<K>>, session: &K, e: &Entry| {
-            out.push(Target {
-                session: session.clone(),
-                qos: e.options.qos,
-                retain_as_published: e.options.retain_as_published,
-                subscription_ids: e.id.into_iter().collect(),
-            });
-        };
         self.plain.match_topic(topic, |session, e| {
             if !(e.options.no_local && Some(session) == publisher) {
-                push(out, session, e);
+                out.push(target(session, e, None));
             }
         });
         self.shared.match_topic(topic, |_, group| {
-            let n = group.members.len();
-            if n == 0 {
-                return;
+            if let Some((session, e)) = group.pick(None, &available) {
+                out.push(target(session, e, Some(&group.share)));
             }
-            let start = group.next.fetch_add(1, Ordering::Relaxed) % n;
-            let pick = (0..n)
-                .map(|i| (start + i) % n)
-                .find(|&i| available(&group.members[i].0))
-                .unwrap_or(start);
-            let (session, e) = &group.members[pick];
-            push(out, session, e);
         });
         merge_by_session(out);
+    }
+
+    /// Another member of the shared subscription `share`
+    /// (`$share/{group}/{filter}`) than `leaving`, for a message `leaving`
+    /// did not acknowledge (MQTT 5.0 §4.8.2). `None` if there is no other.
+    pub fn reassign(
+        &self,
+        share: &MqttString,
+        leaving: &K,
+        available: impl Fn(&K) -> bool,
+    ) -> Option<Target<K>> {
+        let Ok(Subscription::Shared(s)) = Subscription::from_bytes(share.as_bytes().clone()) else {
+            return None;
+        };
+        let group_name = MqttString::try_from(s.group()).ok()?;
+        let group = self.shared.get(s.filter(), &group_name)?;
+        let (session, e) = group.pick(Some(leaving), available)?;
+        Some(target(session, e, Some(&group.share)))
     }
 
     /// Every subscription, for inspection: (session, filter, QoS).
@@ -226,7 +256,18 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
     }
 }
 
-/// Merges targets of the same session: highest QoS, union of identifiers.
+fn target<K: Clone>(session: &K, e: &Entry, shared: Option<&MqttString>) -> Target<K> {
+    Target {
+        session: session.clone(),
+        qos: e.options.qos,
+        retain_as_published: e.options.retain_as_published,
+        subscription_ids: e.id.into_iter().collect(),
+        shared: shared.cloned(),
+    }
+}
+
+/// Merges targets of the same session: highest QoS, union of identifiers;
+/// shared only if every merged target was.
 fn merge_by_session<K: Ord>(out: &mut Vec<Target<K>>) {
     if out.len() < 2 {
         return;

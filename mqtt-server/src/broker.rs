@@ -104,12 +104,46 @@ impl Broker {
                     // asked for Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
                     retain: message.retain && t.retain_as_published,
                     subscription_ids: t.subscription_ids,
+                    shared_group: t.shared,
                     message: message.clone(),
                 };
                 self.deliver(&t.session.0, delivery, now);
             }
             n
         })
+    }
+
+    /// Gives deliveries a leaving session did not acknowledge to other
+    /// members of their shared subscriptions; returns those that found no
+    /// other member.
+    pub(crate) fn reassign_shared(
+        &self,
+        leaving: &SessionRef,
+        deliveries: Vec<Delivery>,
+        now: Instant,
+    ) -> Vec<Delivery> {
+        let mut kept = Vec::new();
+        let router = self.router.read().unwrap_or_else(|p| p.into_inner());
+        let mut moves = Vec::new();
+        for mut d in deliveries {
+            let target = d
+                .shared_group
+                .as_ref()
+                .and_then(|share| router.reassign(share, leaving, |s| s.0.is_connected()));
+            match target {
+                Some(t) => {
+                    d.qos = t.qos.min(d.message.qos);
+                    d.subscription_ids = t.subscription_ids;
+                    moves.push((t.session, d));
+                }
+                None => kept.push(d),
+            }
+        }
+        drop(router);
+        for (session, d) in moves {
+            self.deliver(&session.0, d, now);
+        }
+        kept
     }
 
     /// Puts a delivery in a session's mailbox and wakes its connection.

@@ -233,3 +233,71 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The example file documents every key with its default value.
+    #[test]
+    fn example_toml_is_the_defaults() {
+        let text = include_str!("../../example.toml");
+        let parsed = Config::from_toml(text).expect("example.toml parses");
+        assert_eq!(parsed, Config::default());
+        let table: toml::Table = toml::from_str(text).expect("valid TOML");
+        for key in [
+            "listen",
+            "max_connections",
+            "max_packet_size",
+            "max_keepalive",
+            "max_inflight_messages",
+            "receive_maximum",
+            "max_queued_messages",
+            "max_queued_bytes",
+            "queue_overflow",
+            "topic_alias_maximum",
+            "max_subscriptions_per_client",
+            "max_topic_levels",
+            "connect_timeout",
+            "max_qos",
+            "retain_available",
+            "max_retained_messages",
+            "max_session_expiry",
+            "allow_anonymous",
+        ] {
+            assert!(table.contains_key(key), "example.toml lacks `{key}`");
+        }
+        assert_eq!(
+            table.len(),
+            18,
+            "a key in example.toml is not listed in this test"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = Config::from_toml("max_conections = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_conections"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_naming_the_key() {
+        let err = Config::from_toml("max_packet_size = \"big\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_packet_size"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_value_is_an_error_naming_the_key() {
+        let err = Config::from_toml("max_qos = 3").unwrap_err().to_string();
+        assert!(err.contains("max_qos"), "{err}");
+        let err = Config::from_toml("receive_maximum = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("receive_maximum"), "{err}");
+    }
+}

@@ -402,7 +402,7 @@ impl Task<'_> {
                 QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
             });
             // Retained messages for the new subscription [MQTT-3.3.1-9];
-            // none for shared subscriptions [MQTT-3.8.4-?], and per
+            // none for shared subscriptions (MQTT 5.0 §4.8.2), and per
             // Retain Handling [MQTT-3.3.1-10] [MQTT-3.3.1-11].
             use mqtt_codec::RetainHandling::*;
             let send = match sub.options.retain_handling {
@@ -422,6 +422,7 @@ impl Task<'_> {
                             .subscription_identifier
                             .into_iter()
                             .collect(),
+                        shared_group: None,
                     });
                 });
             }
@@ -462,9 +463,30 @@ impl Task<'_> {
                 broker.schedule_will(handle.client_id.clone(), w.will, w.publish_at);
             }
         }
-        let Some(session) = closed.session else {
+        let Some(mut session) = closed.session else {
             return;
         };
+        // Messages chosen for this member of a shared subscription and not
+        // acknowledged go to another member (MQTT 5.0 §4.8.2); those in the
+        // mailbox too. Those with no other member to go to stay.
+        let me = SessionRef(handle.clone());
+        let mut shared = session.take_shared();
+        {
+            let mut mailbox = lock(&handle.mailbox);
+            let all: Vec<Delivery> = mailbox.drain().collect();
+            for d in all {
+                if d.shared_group.is_some() {
+                    shared.push(d);
+                } else {
+                    let _ = mailbox.push(d, &broker.queue_limits);
+                }
+            }
+        }
+        if !shared.is_empty() {
+            for d in broker.reassign_shared(&me, shared, now) {
+                let _ = session.enqueue(d, &broker.queue_limits);
+            }
+        }
         let takeover = self.takeover.take();
         match closed.session_expires_at {
             Some(at) if at <= now => {

@@ -150,7 +150,13 @@ impl ClientConnection {
             Some(s) if !connect.clean_start => s,
             _ => SessionState::new(connect.client_id.clone(), expiry),
         };
-        let inbound = Inbound::new(config.receive_maximum, config.topic_alias_maximum);
+        // A 3.1.1 server is never told our Receive Maximum (nor topic
+        // aliases), so it cannot be held to it.
+        let inbound = if version.is_v5() {
+            Inbound::new(config.receive_maximum, config.topic_alias_maximum)
+        } else {
+            Inbound::new(u16::MAX, 0)
+        };
         Self {
             version,
             keep_alive: connect.keep_alive,
@@ -342,7 +348,7 @@ impl ClientConnection {
         if !self.connected {
             return match packet {
                 Packet::ConnAck(ack) => {
-                    self.on_connack(ack);
+                    self.on_connack(ack, now);
                     Ok(())
                 }
                 Packet::Auth(a) => {
@@ -422,7 +428,7 @@ impl ClientConnection {
         Ok(())
     }
 
-    fn on_connack(&mut self, ack: ConnAck) {
+    fn on_connack(&mut self, ack: ConnAck, now: Instant) {
         if ack.reason_code.is_error() {
             self.finish(ClientCloseReason::Refused(ack.reason_code));
             return;
@@ -452,7 +458,7 @@ impl ClientConnection {
         let max_packet = p.maximum_packet_size.map_or(u32::MAX, |m| m.get());
         self.outbound = Outbound::new(window, max_packet, p.topic_alias_maximum.unwrap_or(0));
         self.outbound
-            .resume(&mut session, self.version, &mut self.transmit);
+            .resume(&mut session, self.version, now, &mut self.transmit);
         self.inbound.resume(&session.incoming_qos2);
         session.incoming_qos2.clear();
         self.session = Some(session);
@@ -481,7 +487,11 @@ impl ClientConnection {
             .take()
             .unwrap_or_else(|| SessionState::new(MqttString::new(), 0));
         self.outbound.suspend(&mut session);
-        session.incoming_qos2 = self.inbound.released_pending();
+        // Before CONNACK the inbound half was never resumed: the session
+        // still holds the QoS 2 receipts of the previous connection.
+        if self.connected {
+            session.incoming_qos2 = self.inbound.released_pending();
+        }
         self.events
             .push_back(ClientEvent::Closed { reason, session });
     }

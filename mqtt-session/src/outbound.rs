@@ -109,10 +109,12 @@ impl Outbound {
     /// Takes over the inflight messages of a resumed session and queues
     /// their retransmission: PUBLISH with DUP set, or PUBREL
     /// [MQTT-4.4.0-1]. They count against the window even if it shrank.
+    /// A resent PUBLISH carries the expiry left at `now` [MQTT-3.3.2-6].
     pub(crate) fn resume(
         &mut self,
         session: &mut SessionState,
         version: ProtocolVersion,
+        now: Instant,
         out: &mut Vec<Packet>,
     ) {
         for inflight in session.inflight.drain(..) {
@@ -126,7 +128,7 @@ impl Outbound {
             }
             match &inflight.stage {
                 InflightStage::Published(d) => {
-                    let mut p = self.publish_packet(d, Some(id), version, None);
+                    let mut p = self.publish_packet(d, Some(id), version, Some(now));
                     p.dup = true;
                     out.push(Packet::Publish(p));
                 }
@@ -273,6 +275,11 @@ impl Outbound {
                 session.drops.count(DropReason::TooLarge, d.qos);
                 if let Some(id) = packet_id {
                     self.free.push(id.get());
+                }
+                // An alias bound by a packet never sent is unknown to the
+                // peer: unbind it (it is the newest, so numbering holds).
+                if !publish.topic.is_empty() && publish.properties.topic_alias.is_some() {
+                    self.aliases.by_topic.remove(&publish.topic);
                 }
                 continue;
             }

@@ -389,6 +389,11 @@ impl ServerConnection {
         self.version = connect.protocol;
         self.state = State::Connecting;
         let v5 = self.version.is_v5();
+        if !v5 {
+            // A 3.1.1 client is never told our Receive Maximum (nor topic
+            // aliases), so it cannot be held to it.
+            self.inbound = Inbound::new(u16::MAX, 0);
+        }
         let max_ka = self.config.max_keepalive;
         let needs_client_id = connect.client_id.is_empty();
         if needs_client_id && !v5 && !connect.clean_start {
@@ -524,7 +529,7 @@ impl ServerConnection {
         ack.properties = props;
         self.transmit.push(Packet::ConnAck(ack));
         self.outbound
-            .resume(&mut session, self.version, &mut self.transmit);
+            .resume(&mut session, self.version, now, &mut self.transmit);
         self.inbound.resume(&session.incoming_qos2);
         session.incoming_qos2.clear();
         self.session = Some(session);
@@ -754,7 +759,9 @@ impl ServerConnection {
         }
         let accepted = matches!(self.state, State::Connected);
         self.state = State::Closed;
-        let normal = matches!(reason, CloseReason::ClientDisconnect(c) if c != ReasonCode::DisconnectWithWillMessage);
+        // Only DISCONNECT 0x00 discards the will [MQTT-3.14.4-3]; 0x04 and
+        // error codes are not a normal end (MQTT 5.0 §3.1.2.5).
+        let normal = matches!(reason, CloseReason::ClientDisconnect(ReasonCode::Success));
         let mut session = self.session.take();
         if let Some(s) = session.as_mut() {
             self.outbound.suspend(s);

@@ -84,6 +84,11 @@ pub struct Delivery {
     pub retain: bool,
     /// Identifiers of every subscription of this session that matched.
     pub subscription_ids: SmallVec<[SubscriptionId; 1]>,
+    /// The shared subscription (`$share/{group}/{filter}`) this session was
+    /// chosen for, if that is the only reason it gets the message: a server
+    /// gives such a delivery to another member of the group when this
+    /// session leaves without acknowledging it (MQTT 5.0 §4.8.2).
+    pub shared_group: Option<MqttString>,
 }
 
 impl Delivery {
@@ -96,6 +101,7 @@ impl Delivery {
             message,
             retain,
             subscription_ids: SmallVec::new(),
+            shared_group: None,
         }
     }
 }
@@ -281,6 +287,31 @@ impl SessionState {
             return Some(d);
         }
         None
+    }
+
+    /// Takes out every delivery made for a shared subscription that is not
+    /// yet acknowledged — queued, or in flight before PUBREC — so a server
+    /// can give them to another member of the group (MQTT 5.0 §4.8.2).
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        self.inflight.retain(|i| match &i.stage {
+            InflightStage::Published(d) if d.shared_group.is_some() => {
+                taken.push(d.clone());
+                false
+            }
+            _ => true,
+        });
+        let mut kept = VecDeque::with_capacity(self.queued.len());
+        for d in self.queued.drain(..) {
+            if d.shared_group.is_some() {
+                self.queued_bytes -= d.message.size();
+                taken.push(d);
+            } else {
+                kept.push_back(d);
+            }
+        }
+        self.queued = kept;
+        taken
     }
 
     /// Puts a delivery back at the front of the queue (it could not be sent

@@ -1,0 +1,230 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mqtt_codec::{MqttString, QoS, SubscriptionId, SubscriptionOptions};
+use mqtt_router::{RetainedStore, Router, SubscribeOutcome, Target};
+use mqtt_session::Message;
+use mqtt_topic::{TopicFilter, TopicName};
+
+fn s(x: &str) -> MqttString {
+    MqttString::try_from(x).unwrap()
+}
+
+fn t(x: &str) -> TopicName {
+    TopicName::new(x).unwrap()
+}
+
+fn opts(qos: QoS) -> SubscriptionOptions {
+    SubscriptionOptions::qos(qos)
+}
+
+fn route(r: &Router<u32>, topic: &str, publisher: Option<u32>) -> Vec<Target<u32>> {
+    let mut out = Vec::new();
+    r.route(&t(topic), publisher.as_ref(), |_| true, &mut out);
+    out.sort_by_key(|t| t.session);
+    out
+}
+
+/// Overlapping subscriptions of one client give one delivery at the
+/// highest granted QoS [MQTT-3.3.4-2] carrying every subscription
+/// identifier [MQTT-3.3.4-3].
+#[test]
+fn mqtt_3_3_4_2_overlapping_subscriptions_merge_into_one_target() {
+    let mut r = Router::new();
+    r.subscribe(1, &s("a/+"), opts(QoS::AtMostOnce), SubscriptionId::new(7))
+        .unwrap();
+    r.subscribe(1, &s("a/#"), opts(QoS::ExactlyOnce), SubscriptionId::new(9))
+        .unwrap();
+    r.subscribe(1, &s("a/b"), opts(QoS::AtLeastOnce), None)
+        .unwrap();
+    let out = route(&r, "a/b", None);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].qos, QoS::ExactlyOnce);
+    let mut ids: Vec<u32> = out[0].subscription_ids.iter().map(|i| i.get()).collect();
+    ids.sort();
+    assert_eq!(ids, [7, 9]);
+    assert_eq!(out[0].shared, None);
+}
+
+#[test]
+fn resubscribing_replaces_the_subscription() {
+    let mut r = Router::new();
+    assert_eq!(
+        r.subscribe(1, &s("a"), opts(QoS::AtMostOnce), None)
+            .unwrap(),
+        SubscribeOutcome::New
+    );
+    assert_eq!(
+        r.subscribe(1, &s("a"), opts(QoS::AtLeastOnce), None)
+            .unwrap(),
+        SubscribeOutcome::Replaced
+    );
+    assert_eq!(r.len(), 1);
+    assert_eq!(route(&r, "a", None)[0].qos, QoS::AtLeastOnce);
+    assert!(r.unsubscribe(&1, &s("a")));
+    assert!(!r.unsubscribe(&1, &s("a")));
+    assert!(r.is_empty());
+    assert!(route(&r, "a", None).is_empty());
+}
+
+/// No Local: the publisher's own subscription is skipped [MQTT-3.8.3-3].
+#[test]
+fn mqtt_3_8_3_3_no_local_skips_the_publisher() {
+    let mut r = Router::new();
+    let mut o = opts(QoS::AtLeastOnce);
+    o.no_local = true;
+    r.subscribe(1, &s("x"), o, None).unwrap();
+    r.subscribe(2, &s("x"), o, None).unwrap();
+    let out = route(&r, "x", Some(1));
+    assert_eq!(out.iter().map(|t| t.session).collect::<Vec<_>>(), [2]);
+    assert_eq!(route(&r, "x", Some(3)).len(), 2);
+}
+
+#[test]
+fn invalid_filters_are_refused() {
+    let mut r: Router<u32> = Router::new();
+    for bad in ["a/#/b", "a+", "$share/g", "$share//x", ""] {
+        assert!(
+            r.subscribe(1, &s(bad), opts(QoS::AtMostOnce), None)
+                .is_err(),
+            "{bad}"
+        );
+    }
+    assert!(r.is_empty());
+}
+
+/// Each message to a shared subscription goes to one member of each group,
+/// round robin among available members.
+#[test]
+fn shared_subscription_delivers_to_one_member_per_group() {
+    let mut r = Router::new();
+    for member in [1, 2, 3] {
+        r.subscribe(member, &s("$share/g/jobs/+"), opts(QoS::AtLeastOnce), None)
+            .unwrap();
+    }
+    r.subscribe(4, &s("$share/h/jobs/+"), opts(QoS::AtLeastOnce), None)
+        .unwrap();
+    r.subscribe(5, &s("jobs/#"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let out = route(&r, "jobs/1", None);
+        let members: Vec<u32> = out.iter().map(|t| t.session).filter(|s| *s <= 3).collect();
+        assert_eq!(members.len(), 1, "{out:?}");
+        *seen.entry(members[0]).or_insert(0) += 1;
+        assert!(
+            out.iter().any(|t| t.session == 4),
+            "group h gets every message"
+        );
+        assert!(out.iter().any(|t| t.session == 5 && t.shared.is_none()));
+        let member = out.iter().find(|t| t.session == members[0]).unwrap();
+        assert_eq!(member.shared.as_deref(), Some("$share/g/jobs/+"));
+    }
+    assert_eq!(
+        seen.values().copied().collect::<Vec<_>>(),
+        [10, 10, 10],
+        "round robin"
+    );
+}
+
+#[test]
+fn shared_subscription_prefers_available_members() {
+    let mut r = Router::new();
+    for member in [1, 2, 3] {
+        r.subscribe(member, &s("$share/g/t"), opts(QoS::AtLeastOnce), None)
+            .unwrap();
+    }
+    for _ in 0..10 {
+        let mut out = Vec::new();
+        r.route(&t("t"), None, |s| *s == 2, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].session, 2);
+    }
+}
+
+/// A member that leaves has its unacknowledged messages given to another
+/// member (MQTT 5.0 §4.8.2).
+#[test]
+fn reassign_picks_another_member() {
+    let mut r = Router::new();
+    r.subscribe(1, &s("$share/g/t"), opts(QoS::AtLeastOnce), None)
+        .unwrap();
+    r.subscribe(2, &s("$share/g/t"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    for _ in 0..5 {
+        let target = r.reassign(&s("$share/g/t"), &1, |_| true).unwrap();
+        assert_eq!(target.session, 2);
+        assert_eq!(target.qos, QoS::AtMostOnce);
+    }
+    assert!(r.unsubscribe(&2, &s("$share/g/t")));
+    assert!(r.reassign(&s("$share/g/t"), &1, |_| true).is_none());
+    assert!(r.reassign(&s("plain/t"), &1, |_| true).is_none());
+}
+
+/// `$` topics are not matched by wildcard-first filters [MQTT-4.7.2-1].
+#[test]
+fn mqtt_4_7_2_1_dollar_topics_skip_leading_wildcards() {
+    let mut r = Router::new();
+    r.subscribe(1, &s("#"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    r.subscribe(2, &s("$SYS/#"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    let out = route(&r, "$SYS/broker/uptime", None);
+    assert_eq!(out.iter().map(|t| t.session).collect::<Vec<_>>(), [2]);
+}
+
+fn msg(topic: &str, payload: &'static [u8], expires_at: Option<Instant>) -> Arc<Message> {
+    let mut m = Message::new(
+        s(topic),
+        bytes::Bytes::from_static(payload),
+        QoS::AtLeastOnce,
+        true,
+    );
+    m.expires_at = expires_at;
+    Arc::new(m)
+}
+
+/// An empty retained payload removes the retained message [MQTT-3.3.1-6].
+#[test]
+fn retained_store_replaces_and_clears() {
+    let mut store = RetainedStore::new();
+    let now = Instant::now();
+    assert!(store.set(t("a/b"), msg("a/b", b"1", None)).is_none());
+    assert!(store.set(t("a/b"), msg("a/b", b"22", None)).is_some());
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.bytes(), 3 + 2);
+    store.set(t("a/c"), msg("a/c", b"3", None));
+    let mut found = Vec::new();
+    store.matching(&TopicFilter::new("a/+").unwrap(), now, |m| {
+        found.push(m.payload.clone())
+    });
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            bytes::Bytes::from_static(b"22"),
+            bytes::Bytes::from_static(b"3")
+        ]
+    );
+    assert!(store.set(t("a/b"), msg("a/b", b"", None)).is_some());
+    assert_eq!(store.len(), 1);
+    assert_eq!(store.bytes(), 3 + 1);
+}
+
+#[test]
+fn expired_retained_messages_are_not_sent_and_can_be_purged() {
+    let mut store = RetainedStore::new();
+    let now = Instant::now();
+    store.set(t("a"), msg("a", b"old", Some(now + Duration::from_secs(1))));
+    store.set(t("b"), msg("b", b"new", None));
+    let later = now + Duration::from_secs(2);
+    let mut found = Vec::new();
+    store.matching(&TopicFilter::new("#").unwrap(), later, |m| {
+        found.push(m.topic.to_string())
+    });
+    assert_eq!(found, ["b"]);
+    assert_eq!(store.purge_expired(later), 1);
+    assert_eq!(store.len(), 1);
+}
