@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use mqtt_codec::{
     ConnAckProperties, Connect, MqttString, Packet, PacketId, QoS, ReasonCode, Subscribe,
 };
@@ -25,6 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::broker::Broker;
 use crate::handle::{Control, SessionHandle, SessionRef, lock};
 use crate::stats::Stats;
+use crate::writer::WriteQueue;
 
 /// Bytes waiting to be written beyond which no more deliveries are taken
 /// from the mailbox: a client that does not read fills its own mailbox
@@ -49,7 +50,7 @@ struct Task<'a> {
     /// Where to send the session when another connection takes it over.
     takeover: Option<oneshot::Sender<Option<mqtt_session::SessionState>>>,
     subscriptions: usize,
-    wbuf: BytesMut,
+    wbuf: WriteQueue,
 }
 
 /// Serves one client until the connection ends.
@@ -71,7 +72,7 @@ pub(crate) async fn serve<S>(
         control_tx,
         takeover: None,
         subscriptions: 0,
-        wbuf: BytesMut::new(),
+        wbuf: WriteQueue::default(),
     };
     let mut rbuf = BytesMut::new();
     let mut read_open = true;
@@ -103,11 +104,10 @@ pub(crate) async fn serve<S>(
                     }
                 }
             }
-            r = writer.write(&task.wbuf), if !task.wbuf.is_empty() => {
+            r = task.wbuf.write_to(&mut writer), if !task.wbuf.is_empty() => {
                 match r {
                     Ok(n) if n > 0 => {
                         Stats::add(&broker.stats.bytes_sent, n as u64);
-                        task.wbuf.advance(n);
                     }
                     _ => {
                         task.wbuf.clear();
@@ -207,7 +207,7 @@ impl Task<'_> {
         let now = now();
         let version = self.conn.version();
         while let Some(packet) = self.conn.poll_transmit(now) {
-            if let Err(e) = packet.encode(version, &mut self.wbuf) {
+            if let Err(e) = self.wbuf.push(&packet, version) {
                 tracing::warn!(peer = %self.peer, error = %e, "cannot encode packet");
             }
         }

@@ -29,6 +29,7 @@ mod config;
 mod connection;
 mod handle;
 mod stats;
+mod writer;
 
 use std::io;
 use std::net::SocketAddr;

@@ -128,7 +128,7 @@ impl Outbound {
             }
             match &inflight.stage {
                 InflightStage::Published(d) => {
-                    let mut p = self.publish_packet(d, Some(id), version, Some(now));
+                    let mut p = self.publish_packet(d, Some(id), version, now);
                     p.dup = true;
                     out.push(Packet::Publish(p));
                 }
@@ -198,7 +198,7 @@ impl Outbound {
         d: &Delivery,
         packet_id: Option<PacketId>,
         version: ProtocolVersion,
-        now: Option<Instant>,
+        now: Instant,
     ) -> Publish {
         let m = &d.message;
         let mut properties = if version.is_v5() {
@@ -211,7 +211,7 @@ impl Outbound {
             properties.subscription_identifiers = d.subscription_ids.clone();
             // The remaining lifetime, rounded up so a message is never
             // reported expired before it is [MQTT-3.3.2-6].
-            if let (Some(at), Some(now)) = (m.expires_at, now) {
+            if let Some(at) = m.expires_at {
                 let left = at.saturating_duration_since(now);
                 let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
                 properties.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
@@ -268,7 +268,7 @@ impl Outbound {
                     }
                 }
             };
-            let publish = self.publish_packet(&d, packet_id, version, Some(now));
+            let publish = self.publish_packet(&d, packet_id, version, now);
             if publish.encoded_len(version) > self.max_packet_size as usize {
                 // Discarded as if sent [MQTT-3.1.2-25]: the identifier is
                 // given back and no acknowledgement is awaited.
