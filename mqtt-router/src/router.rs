@@ -282,6 +282,9 @@ fn merge_by_session<K: Ord>(out: &mut Vec<Target<K>>) {
             into.retain_as_published |= from.retain_as_published;
             into.subscription_ids
                 .extend(from.subscription_ids.drain(..));
+            if from.shared.is_none() {
+                into.shared = None;
+            }
         } else {
             w += 1;
             out.swap(w, r);

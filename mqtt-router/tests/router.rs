@@ -228,3 +228,16 @@ fn expired_retained_messages_are_not_sent_and_can_be_purged() {
     assert_eq!(store.purge_expired(later), 1);
     assert_eq!(store.len(), 1);
 }
+
+/// A session whose plain subscription matches too is not a shared-only
+/// target: its delivery must not be moved to another group member.
+#[test]
+fn plain_and_shared_match_of_one_session_is_not_shared() {
+    let mut r = Router::new();
+    r.subscribe(1, &s("$share/g/t"), opts(QoS::AtLeastOnce), None).unwrap();
+    r.subscribe(1, &s("t"), opts(QoS::AtMostOnce), None).unwrap();
+    let out = route(&r, "t", None);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].shared, None);
+    assert_eq!(out[0].qos, QoS::AtLeastOnce);
+}

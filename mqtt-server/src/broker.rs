@@ -222,10 +222,35 @@ impl Broker {
         self.jobs_changed.notify_one();
     }
 
-    /// A client reconnected: a will waiting for its delay is not sent
-    /// (MQTT 5.0 §3.1.3.2.2).
-    pub(crate) fn cancel_will(&self, client_id: &MqttString) {
-        lock(&self.jobs).retain(|_, job| !matches!(job, Job::Will(c, _) if c == client_id));
+    /// A client reconnected: a will waiting for its delay is not sent if
+    /// the session goes on (Clean Start 0), and is sent now if the session
+    /// ends (Clean Start 1): the will waits for the earlier of its delay
+    /// and the session's end [MQTT-3.1.3-9] (MQTT 5.0 §3.1.2.5, §3.1.3.2.2).
+    pub(crate) fn on_reconnect_will(
+        &self,
+        client_id: &MqttString,
+        session_ends: bool,
+        now: Instant,
+    ) {
+        let wills: Vec<Will> = {
+            let mut jobs = lock(&self.jobs);
+            let keys: Vec<(Instant, u64)> = jobs
+                .iter()
+                .filter(|(_, job)| matches!(job, Job::Will(c, _) if c == client_id))
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter()
+                .filter_map(|k| match jobs.remove(k) {
+                    Some(Job::Will(_, w)) => Some(*w),
+                    _ => None,
+                })
+                .collect()
+        };
+        if session_ends {
+            for w in wills {
+                self.publish_will(w, now);
+            }
+        }
     }
 
     pub(crate) fn schedule_expiry(&self, handle: Arc<SessionHandle>, at: Instant) {

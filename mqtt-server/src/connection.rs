@@ -76,6 +76,7 @@ pub(crate) async fn serve<S>(
     };
     let mut rbuf = BytesMut::new();
     let mut read_open = true;
+    let mut stopping = false;
     loop {
         task.process_events().await;
         task.pull_mailbox();
@@ -134,7 +135,12 @@ pub(crate) async fn serve<S>(
                     task.conn.close(now(), ReasonCode::SessionTakenOver);
                 }
             },
-            _ = shutdown.changed() => task.conn.close(now(), ReasonCode::ServerShuttingDown),
+            // Once seen (or once the server is gone), shutdown is not polled
+            // again: a closed channel would otherwise be ready forever.
+            _ = shutdown.changed(), if !stopping => {
+                stopping = true;
+                task.conn.close(now(), ReasonCode::ServerShuttingDown);
+            }
         }
     }
     if !task.conn.is_closed() {
@@ -275,7 +281,6 @@ impl Task<'_> {
         } else {
             connect.client_id.clone()
         };
-        broker.cancel_will(&client_id);
 
         let existing = lock(&broker.sessions).get(&client_id).cloned();
         let mut state = None;
@@ -295,6 +300,9 @@ impl Task<'_> {
                 None => state = lock(&h.offline).take(),
             }
         }
+        // After the takeover, so that the will the previous connection
+        // scheduled as it closed is seen too.
+        broker.on_reconnect_will(&client_id, connect.clean_start, now);
         let handle = match (existing, connect.clean_start) {
             (Some(h), false) if state.is_some() => h,
             (old, _) => {
@@ -373,7 +381,12 @@ impl Task<'_> {
                 codes.push(ReasonCode::TopicFilterInvalid);
                 continue;
             }
-            if self.subscriptions >= broker.config.max_subscriptions_per_client {
+            // Replacing a subscription the session holds adds none.
+            let replaces = self
+                .conn
+                .session()
+                .is_some_and(|session| session.subscriptions.contains_key(&sub.filter));
+            if !replaces && self.subscriptions >= broker.config.max_subscriptions_per_client {
                 codes.push(ReasonCode::QuotaExceeded);
                 continue;
             }

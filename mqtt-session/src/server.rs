@@ -643,6 +643,10 @@ impl ServerConnection {
     /// that it was received). Acknowledgements leave in arrival order.
     /// Returns false if no message with that identifier was waiting.
     pub fn acknowledge(&mut self, packet_id: PacketId, reason: ReasonCode) -> bool {
+        // Nothing may follow a DISCONNECT [MQTT-3.14.4-1].
+        if self.is_closed() {
+            return false;
+        }
         self.inbound
             .acknowledge(packet_id, reason, &mut self.transmit)
     }
@@ -655,6 +659,10 @@ impl ServerConnection {
         packet_id: PacketId,
         reason_codes: Vec<ReasonCode>,
     ) -> bool {
+        // Nothing may follow a DISCONNECT [MQTT-3.14.4-1].
+        if self.is_closed() {
+            return false;
+        }
         let Some(i) = self
             .pending_subscribes
             .iter()
