@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 pub use config::{Config, ConfigError, QueueOverflow};
@@ -182,10 +183,15 @@ async fn accept_loop(
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         let done = done.clone();
-        tokio::spawn(async move {
-            connection::serve(broker, stream, peer, shutdown).await;
-            drop(permit);
-            drop(done);
-        });
+        // One span per connection: every log line of the task names the peer.
+        let span = tracing::info_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                connection::serve(broker, stream, peer, shutdown).await;
+                drop(permit);
+                drop(done);
+            }
+            .instrument(span),
+        );
     }
 }
