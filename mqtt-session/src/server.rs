@@ -217,7 +217,10 @@ pub struct ServerConnection {
     /// The keep alive in force, in seconds; 0 disables it.
     keep_alive: u16,
     last_received: Instant,
+    /// The CONNECT, between its arrival and acceptance.
     connect: Option<Box<Connect>>,
+    /// The will, once accepted, in buffers of its own.
+    will: Option<Will>,
     /// The session expiry asked for at CONNECT was 0: DISCONNECT may not
     /// raise it.
     connect_expiry_zero: bool,
@@ -242,6 +245,7 @@ impl ServerConnection {
             keep_alive: 0,
             last_received: now,
             connect: None,
+            will: None,
             connect_expiry_zero: true,
             session: None,
             inbound,
@@ -443,7 +447,9 @@ impl ServerConnection {
         if !matches!(self.state, State::Connecting) {
             return;
         }
-        let Some(connect) = self.connect.as_ref() else {
+        // The CONNECT is not kept: its fields are slices of the read buffer
+        // that would stay allocated for the connection's lifetime.
+        let Some(connect) = self.connect.take() else {
             return;
         };
         let v5 = self.version.is_v5();
@@ -533,6 +539,7 @@ impl ServerConnection {
         self.inbound.resume(&session.incoming_qos2);
         session.incoming_qos2.clear();
         self.session = Some(session);
+        self.will = connect.will.map(detach_will);
         self.state = State::Connected;
 
         for packet in std::mem::take(&mut self.early) {
@@ -778,9 +785,8 @@ impl ServerConnection {
         let expiry = session.as_ref().map_or(0, |s| s.expiry_interval);
         let session_end = now + Duration::from_secs(u64::from(expiry));
         let will = self
-            .connect
-            .as_mut()
-            .and_then(|c| c.will.take())
+            .will
+            .take()
             .filter(|_| accepted && !normal)
             .map(|will| {
                 let delay = will.properties.will_delay_interval.unwrap_or(0);
@@ -802,4 +808,27 @@ impl ServerConnection {
             session_expires_at,
         })));
     }
+}
+
+/// Copies a will out of the packet buffer it was decoded from, so that a
+/// small will does not keep a whole read buffer alive for the connection's
+/// lifetime.
+fn detach_will(mut will: Will) -> Will {
+    let copy = |s: &MqttString| {
+        MqttString::from_bytes(bytes::Bytes::copy_from_slice(s.as_bytes())).unwrap_or_default()
+    };
+    will.topic = copy(&will.topic);
+    will.payload = bytes::Bytes::copy_from_slice(&will.payload);
+    let p = &mut will.properties;
+    p.content_type = p.content_type.as_ref().map(copy);
+    p.response_topic = p.response_topic.as_ref().map(copy);
+    p.correlation_data = p
+        .correlation_data
+        .as_ref()
+        .map(|b| bytes::Bytes::copy_from_slice(b));
+    for u in &mut p.user_properties {
+        u.name = copy(&u.name);
+        u.value = copy(&u.value);
+    }
+    will
 }
