@@ -1,5 +1,12 @@
 //! `mqtt`: the broker and the command-line tools of the mqtt-rs workspace.
 
+mod bench;
+mod client;
+mod options;
+mod publish;
+mod subscribe;
+mod transport;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +28,12 @@ enum Command {
     /// Run the MQTT broker (default: 127.0.0.1:1883, anonymous clients
     /// allowed, sessions in memory).
     Broker(BrokerArgs),
+    /// Publish a message (like mosquitto_pub).
+    Pub(publish::PubArgs),
+    /// Subscribe and print messages (like mosquitto_sub).
+    Sub(subscribe::SubArgs),
+    /// Load-test a broker (like emqtt-bench): conn, pub, sub, pubsub.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,11 +121,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Broker(args) => broker(args).await,
+            Command::Broker(args) => broker(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Pub(args) => publish::run(args).await,
+            Command::Sub(args) => subscribe::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
+    // Tasks still blocked (a thread reading standard input) must not hold
+    // the exit.
+    runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("mqtt: {e}");
             ExitCode::FAILURE

@@ -1,0 +1,678 @@
+//! `mqtt bench`: load generation in the spirit of emqtt-bench.
+//!
+//! Every client is a tokio task with its own connection, driven by the same
+//! `ClientConnection` as `mqtt pub` and `mqtt sub`. Publishers write the
+//! time (nanoseconds since the UNIX epoch, big-endian) into the first 8
+//! bytes of each payload; subscribers on the same machine turn it into an
+//! end-to-end latency.
+
+mod clients;
+mod stats;
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use clap::{ArgAction, Args, Subcommand};
+use mqtt_codec::{Connect, MqttString, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use self::clients::{PubPlan, PubResult, Shared, SubResult};
+use self::stats::{Counters, Errors, Latency, Report, new_histogram};
+use crate::options::{Version, mqtt_string, parse_qos};
+use crate::transport::{Endpoint, TlsOptions, TlsSettings};
+
+/// `mqtt bench` and its modes.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Open N connections at a given rate; report the connect rate and
+    /// failures.
+    Conn(ConnArgs),
+    /// Publish from N clients.
+    Pub(PubArgs),
+    /// Subscribe with N clients and count deliveries and latency.
+    Sub(SubArgs),
+    /// Publishers and subscribers in one process: delivered rate, latency
+    /// and losses.
+    Pubsub(PubSubArgs),
+}
+
+/// Where to connect and as whom; shared by every mode.
+#[derive(Debug, Args)]
+struct Common {
+    /// Host to connect to.
+    #[arg(short = 'h', long, default_value = "localhost")]
+    host: String,
+
+    /// Port to connect to. Default: 1883, or 8883 with TLS.
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+
+    /// Protocol version: mqttv5 (5), mqttv311 (311) or mqttv31 (31).
+    #[arg(
+        short = 'V',
+        long = "protocol-version",
+        value_enum,
+        default_value = "mqttv5"
+    )]
+    version: Version,
+
+    /// Keep alive in seconds.
+    #[arg(short = 'k', long, default_value_t = 60, value_name = "SECS")]
+    keepalive: u16,
+
+    /// User name.
+    #[arg(short = 'u', long)]
+    username: Option<String>,
+
+    /// Password.
+    #[arg(short = 'P', long = "pw", value_name = "PASSWORD")]
+    password: Option<String>,
+
+    /// Connect with TLS.
+    #[arg(long)]
+    tls: bool,
+
+    /// PEM file of CA certificates (implies --tls).
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<std::path::PathBuf>,
+
+    /// Do not verify the server's certificate.
+    #[arg(long)]
+    insecure: bool,
+
+    /// Client identifier prefix; each client is PREFIX-PID-ROLE-INDEX.
+    #[arg(long, default_value = "mqtt-bench")]
+    prefix: String,
+
+    /// Seconds to wait for each connection and its CONNACK.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    connect_timeout: u64,
+
+    /// Print the final report as one JSON object on standard output.
+    #[arg(long)]
+    json: bool,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct ConnArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Connections to open.
+    #[arg(short = 'c', long = "count", default_value_t = 100, value_name = "N")]
+    clients: usize,
+
+    /// Connections started per second (0: all at once).
+    #[arg(short = 'R', long, default_value_t = 100.0)]
+    rate: f64,
+
+    /// Seconds to keep the connections open once all are attempted.
+    #[arg(long, default_value_t = 0, value_name = "SECS")]
+    hold: u64,
+}
+
+/// What publishers do; shared by `pub` and `pubsub`.
+#[derive(Debug, Args)]
+struct PublishOptions {
+    /// Publishing clients.
+    #[arg(
+        short = 'c',
+        long = "publishers",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    publishers: usize,
+
+    /// Messages per second per publisher; 0 publishes as fast as the
+    /// connection takes them (open loop).
+    #[arg(short = 'R', long, default_value_t = 0.0)]
+    rate: f64,
+
+    /// QoS: 0, 1 or 2.
+    #[arg(short = 'q', long, default_value = "0", value_parser = parse_qos)]
+    qos: QoS,
+
+    /// Payload size in bytes; at least 8 to carry the timestamp that gives
+    /// the latency.
+    #[arg(short = 's', long = "size", default_value_t = 64)]
+    size: usize,
+
+    /// Topic to publish to; %i is replaced by the publisher's index.
+    #[arg(short = 't', long, default_value = "bench/%i")]
+    topic: String,
+
+    /// Messages per publisher, then stop.
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+
+    /// Seconds to publish for, then stop. Without --count or --duration,
+    /// publish until Ctrl-C.
+    #[arg(short = 'd', long, value_name = "SECS")]
+    duration: Option<f64>,
+
+    /// QoS 1/2 messages each publisher keeps unacknowledged at most.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+
+    /// Publishers connected per second while starting (0: all at once).
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+    conn_rate: f64,
+
+    /// Seconds to wait, after publishing ends, for the last
+    /// acknowledgements and deliveries.
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    drain: f64,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct PubArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    publish: PublishOptions,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct SubArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Subscribing clients.
+    #[arg(
+        short = 'c',
+        long = "subscribers",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    subscribers: usize,
+
+    /// Topic filter; %i is replaced by the subscriber's index.
+    #[arg(
+        short = 't',
+        long = "topic",
+        default_value = "bench/#",
+        value_name = "FILTER"
+    )]
+    filter: String,
+
+    /// QoS of the subscriptions.
+    #[arg(short = 'q', long, default_value = "0", value_parser = parse_qos)]
+    qos: QoS,
+
+    /// Stop after this many messages in all (default: until Ctrl-C or
+    /// --duration).
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+
+    /// Seconds to run for.
+    #[arg(short = 'd', long, value_name = "SECS")]
+    duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct PubSubArgs {
+    #[command(flatten)]
+    common: Common,
+
+    #[command(flatten)]
+    publish: PublishOptions,
+
+    /// Subscribing clients.
+    #[arg(
+        short = 'S',
+        long = "subscribers",
+        default_value_t = 1,
+        value_name = "M"
+    )]
+    subscribers: usize,
+
+    /// Subscribers' topic filter; %i is replaced by the subscriber's index.
+    #[arg(short = 'f', long = "filter", default_value = "bench/#")]
+    filter: String,
+}
+
+/// Runs `mqtt bench`.
+pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
+    let report = match args.mode {
+        Mode::Conn(a) => conn(a).await?,
+        Mode::Pub(a) => pubsub(&a.common, &a.publish, None).await?,
+        Mode::Sub(a) => sub(a).await?,
+        Mode::Pubsub(a) => {
+            let subs = SubPlan {
+                count: a.subscribers,
+                filter: a.filter,
+                qos: a.publish.qos,
+                total: None,
+                deadline: None,
+            };
+            pubsub(&a.common, &a.publish, Some(subs)).await?
+        }
+    };
+    Ok(report)
+}
+
+fn shared(c: &Common) -> Result<Arc<Shared>, String> {
+    let protocol = c.version.into();
+    let mut connect = Connect::new(protocol, MqttString::new());
+    connect.keep_alive = c.keepalive;
+    if let Some(u) = &c.username {
+        connect.username = Some(mqtt_string("user name", u)?);
+    }
+    if let Some(p) = &c.password {
+        connect.password = Some(bytes::Bytes::from(p.clone().into_bytes()));
+    }
+    let tls = if c.tls || c.cafile.is_some() || c.port == Some(8883) {
+        let options = TlsOptions {
+            cafile: c.cafile.clone(),
+            insecure: c.insecure,
+            ..TlsOptions::default()
+        };
+        Some(Arc::new(TlsSettings::new(&c.host, &options)?))
+    } else {
+        None
+    };
+    let port = c.port.unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+    Ok(Arc::new(Shared {
+        endpoint: Endpoint {
+            host: c.host.clone(),
+            port,
+            tls,
+        },
+        connect,
+        timeout: Duration::from_secs(c.connect_timeout.max(1)),
+        counters: Arc::new(Counters::default()),
+        errors: Errors::default(),
+    }))
+}
+
+fn client_id(c: &Common, role: &str, i: usize) -> String {
+    format!("{}-{}-{role}-{i}", c.prefix, std::process::id())
+}
+
+/// Prints the report and gives the exit code: failure if anything failed.
+fn finish(report: Report, json: bool) -> Result<ExitCode, String> {
+    if json {
+        let text = serde_json::to_string(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        report.print_text();
+    }
+    let failed = report.connect_failures > 0
+        || report.publish_failures > 0
+        || report.disconnects > 0
+        || (report.qos > 0 && report.losses.is_some_and(|l| l > 0));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A stop signal set by Ctrl-C (and by the orchestration itself).
+fn stop_on_ctrl_c() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    let (tx, rx) = watch::channel(false);
+    let ctrl = tx.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = ctrl.send(true);
+        }
+    });
+    (tx, rx)
+}
+
+/// Sleeps so that client `i` of a ramp at `rate` per second starts on time.
+async fn ramp(start: Instant, i: usize, rate: f64) {
+    if rate > 0.0 {
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+async fn conn(a: ConnArgs) -> Result<ExitCode, String> {
+    let shared = shared(&a.common)?;
+    let counters = shared.counters.clone();
+    let (stop_tx, stop_rx) = stop_on_ctrl_c();
+    let (progress_tx, progress_rx) = watch::channel(false);
+    let progress = tokio::spawn(stats::progress(counters.clone(), progress_rx));
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    let (opened_tx, mut opened_rx) = mpsc::channel(a.clients.max(1));
+    let mut attempts = 0u64;
+    for i in 0..a.clients {
+        if *stop_rx.borrow() {
+            break;
+        }
+        ramp(start, i, a.rate).await;
+        tasks.spawn(clients::connection(
+            shared.clone(),
+            client_id(&a.common, "conn", i),
+            opened_tx.clone(),
+            stop_rx.clone(),
+        ));
+        attempts += 1;
+    }
+    drop(opened_tx);
+    // Every attempt reports once: connected (with its time) or failed.
+    let mut hist = new_histogram();
+    let mut last_open = start;
+    for _ in 0..attempts {
+        match opened_rx.recv().await {
+            Some(Some(took)) => {
+                last_open = Instant::now();
+                let _ = hist.record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1));
+            }
+            Some(None) => {}
+            None => break,
+        }
+    }
+    let elapsed = last_open.duration_since(start);
+    if a.hold > 0 {
+        let mut s = stop_rx.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(a.hold), s.wait_for(|s| *s)).await;
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    let _ = progress_tx.send(true);
+    let _ = progress.await;
+    let report = Report {
+        mode: "conn",
+        elapsed_s: elapsed.as_secs_f64(),
+        connections: attempts,
+        connect_failures: counters.connect_failed.load(Relaxed),
+        connect_rate: Some(hist.len() as f64 / elapsed.as_secs_f64().max(1e-9)),
+        connect_latency: Latency::from_histogram(&hist),
+        disconnects: counters.disconnects.load(Relaxed),
+        errors: shared.errors.take(),
+        ..Report::default()
+    };
+    finish(report, a.common.json)
+}
+
+/// What the subscribers of a run do.
+struct SubPlan {
+    count: usize,
+    filter: String,
+    qos: QoS,
+    /// Stop once this many messages arrived in all (`bench sub`).
+    total: Option<u64>,
+    /// Stop at this time (`bench sub`).
+    deadline: Option<Instant>,
+}
+
+async fn sub(a: SubArgs) -> Result<ExitCode, String> {
+    let shared = shared(&a.common)?;
+    let plan = SubPlan {
+        count: a.subscribers,
+        filter: a.filter,
+        qos: a.qos,
+        total: a.count,
+        deadline: a
+            .duration
+            .map(|d| Instant::now() + Duration::from_secs_f64(d)),
+    };
+    let (stop_tx, stop_rx) = stop_on_ctrl_c();
+    let (progress_tx, progress_rx) = watch::channel(false);
+    let progress = tokio::spawn(stats::progress(shared.counters.clone(), progress_rx));
+    let mut subs = start_subscribers(&shared, &a.common, &plan, &stop_rx).await;
+    let start = Instant::now();
+    let counters = shared.counters.clone();
+    let mut stop = stop_rx.clone();
+    loop {
+        if plan
+            .total
+            .is_some_and(|t| counters.received.load(Relaxed) >= t)
+            || plan.deadline.is_some_and(|d| Instant::now() >= d)
+            || *stop.borrow()
+            || counters.connected.load(Relaxed) == 0
+        {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    let _ = stop_tx.send(true);
+    let results = collect_subscribers(&mut subs).await;
+    let _ = progress_tx.send(true);
+    let _ = progress.await;
+    let mut report = Report {
+        mode: "sub",
+        subscribers: plan.count,
+        qos: plan.qos as u8,
+        connections: plan.count as u64,
+        ..Report::default()
+    };
+    fill_receipts(&mut report, &results, start);
+    report.elapsed_s = start.elapsed().as_secs_f64();
+    report.connect_failures = counters.connect_failed.load(Relaxed);
+    report.disconnects = counters.disconnects.load(Relaxed);
+    report.errors = shared.errors.take();
+    finish(report, a.common.json)
+}
+
+/// Starts the subscribers and waits until each has its SUBACK (or failed).
+async fn start_subscribers(
+    shared: &Arc<Shared>,
+    common: &Common,
+    plan: &SubPlan,
+    stop: &watch::Receiver<bool>,
+) -> JoinSet<SubResult> {
+    let mut set = JoinSet::new();
+    let (ready_tx, mut ready_rx) = mpsc::channel(plan.count.max(1));
+    for i in 0..plan.count {
+        let filter = plan.filter.replace("%i", &i.to_string());
+        set.spawn(clients::subscriber(
+            shared.clone(),
+            client_id(common, "sub", i),
+            filter,
+            plan.qos,
+            ready_tx.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(ready_tx);
+    let mut ready = 0;
+    while ready < plan.count && ready_rx.recv().await.is_some() {
+        ready += 1;
+    }
+    set
+}
+
+async fn collect_subscribers(set: &mut JoinSet<SubResult>) -> Vec<SubResult> {
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn fill_receipts(report: &mut Report, results: &[SubResult], start: Instant) {
+    let mut hist = new_histogram();
+    let mut last = None::<Instant>;
+    for r in results {
+        report.received += r.received;
+        let _ = hist.add(&r.latency);
+        last = last.max(r.last);
+    }
+    let span = last.map_or(0.0, |l| l.duration_since(start).as_secs_f64());
+    report.received_rate = if span > 0.0 {
+        report.received as f64 / span
+    } else {
+        0.0
+    };
+    report.latency = Latency::from_histogram(&hist);
+}
+
+/// Deliveries each message to `topic` makes: one per matching plain
+/// subscription, one per shared-subscription group with a matching filter.
+fn fan_out(topic: &str, filters: &[String]) -> u64 {
+    let mut plain = 0;
+    let mut groups = BTreeSet::new();
+    for f in filters {
+        match f.strip_prefix("$share/").and_then(|r| r.split_once('/')) {
+            Some((group, filter)) => {
+                if mqtt_topic::matches(filter, topic) {
+                    groups.insert((group, filter));
+                }
+            }
+            None => plain += u64::from(mqtt_topic::matches(f, topic)),
+        }
+    }
+    plain + groups.len() as u64
+}
+
+/// `bench pub`, and `bench pubsub` when `subs` is given.
+async fn pubsub(
+    common: &Common,
+    options: &PublishOptions,
+    subs: Option<SubPlan>,
+) -> Result<ExitCode, String> {
+    let shared = shared(common)?;
+    let (stop_tx, stop_rx) = stop_on_ctrl_c();
+    let (progress_tx, progress_rx) = watch::channel(false);
+    let progress = tokio::spawn(stats::progress(shared.counters.clone(), progress_rx));
+    let counters = shared.counters.clone();
+    if options.size < 8 && subs.is_some() {
+        eprintln!("mqtt: payloads under 8 bytes carry no timestamp: no latency measured");
+    }
+
+    // Subscribers first, each with its SUBACK, so no message is missed.
+    // They stop on their own signal, after the deliveries are drained.
+    let (sub_stop_tx, sub_stop_rx) = watch::channel(false);
+    let mut sub_set = JoinSet::new();
+    if let Some(plan) = &subs {
+        sub_set = start_subscribers(&shared, common, plan, &sub_stop_rx).await;
+    }
+
+    let plan = Arc::new(PubPlan {
+        qos: options.qos,
+        size: options.size,
+        rate: options.rate.max(0.0),
+        count: options.count,
+        deadline: options
+            .duration
+            .map(|d| Instant::now() + Duration::from_secs_f64(d)),
+        inflight: options.inflight,
+        drain: Duration::from_secs_f64(options.drain.max(0.0)),
+    });
+    let start = Instant::now();
+    let mut pub_set = JoinSet::new();
+    let mut topics = Vec::new();
+    for i in 0..options.publishers {
+        let topic = options.topic.replace("%i", &i.to_string());
+        let name = mqtt_string("topic", &topic)?;
+        if mqtt_topic::TopicName::new(&topic).is_err() {
+            return Err(format!("invalid topic {topic:?}"));
+        }
+        topics.push(topic);
+        ramp(start, i, options.conn_rate).await;
+        let publisher = clients::publisher(
+            shared.clone(),
+            client_id(common, "pub", i),
+            name,
+            plan.clone(),
+            stop_rx.clone(),
+        );
+        pub_set.spawn(async move { (i, publisher.await) });
+    }
+    let mut results = vec![PubResult::default(); options.publishers];
+    while let Some(r) = pub_set.join_next().await {
+        if let Ok((i, r)) = r {
+            results[i] = r;
+        }
+    }
+    let pub_elapsed = start.elapsed();
+    let _ = stop_tx.send(true);
+
+    let receipts = match &subs {
+        Some(plan) => {
+            let filters: Vec<String> = (0..plan.count)
+                .map(|i| plan.filter.replace("%i", &i.to_string()))
+                .collect();
+            // Deliveries expected from what was sent (QoS 0) or acknowledged.
+            let expected: u64 = results
+                .iter()
+                .zip(&topics)
+                .map(|(r, t)| {
+                    let n = if options.qos == QoS::AtMostOnce {
+                        r.sent
+                    } else {
+                        r.acked
+                    };
+                    n * fan_out(t, &filters)
+                })
+                .sum();
+            // Wait for the deliveries still on their way: until all have
+            // arrived, or none arrived for the drain time.
+            let drain = Duration::from_secs_f64(options.drain.max(0.0));
+            let mut last_count = counters.received.load(Relaxed);
+            let mut last_change = Instant::now();
+            loop {
+                let now_count = counters.received.load(Relaxed);
+                if now_count >= expected {
+                    break;
+                }
+                if now_count != last_count {
+                    last_count = now_count;
+                    last_change = Instant::now();
+                } else if last_change.elapsed() >= drain {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = sub_stop_tx.send(true);
+            Some((collect_subscribers(&mut sub_set).await, expected))
+        }
+        None => None,
+    };
+    let _ = progress_tx.send(true);
+    let _ = progress.await;
+
+    let sent: u64 = results.iter().map(|r| r.sent).sum();
+    let subscribers = subs.as_ref().map_or(0, |s| s.count);
+    let mut report = Report {
+        mode: if subs.is_some() { "pubsub" } else { "pub" },
+        publishers: options.publishers,
+        subscribers,
+        qos: options.qos as u8,
+        payload_size: Some(options.size),
+        elapsed_s: pub_elapsed.as_secs_f64(),
+        connections: (options.publishers + subscribers) as u64,
+        connect_failures: counters.connect_failed.load(Relaxed),
+        sent,
+        sent_rate: sent as f64 / pub_elapsed.as_secs_f64().max(1e-9),
+        acked: results.iter().map(|r| r.acked).sum(),
+        publish_failures: counters.publish_failed.load(Relaxed),
+        ..Report::default()
+    };
+    if let Some((sub_results, expected)) = &receipts {
+        fill_receipts(&mut report, sub_results, start);
+        report.expected = Some(*expected);
+        report.losses = Some(expected.saturating_sub(report.received));
+        report.duplicates = Some(report.received.saturating_sub(*expected));
+    }
+    report.disconnects = counters.disconnects.load(Relaxed);
+    report.errors = shared.errors.take();
+    finish(report, common.json)
+}
