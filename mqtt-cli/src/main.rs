@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod options;
+mod passwd;
 mod publish;
 mod subscribe;
 mod transport;
@@ -34,6 +35,8 @@ enum Command {
     Sub(subscribe::SubArgs),
     /// Load-test a broker (like emqtt-bench): conn, pub, sub, pubsub.
     Bench(bench::BenchArgs),
+    /// Manage a password file (like mosquitto_passwd, same format).
+    Passwd(passwd::PasswdArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +84,25 @@ async fn broker(args: BrokerArgs) -> Result<(), String> {
         wait_for_signal().await;
         shutdown.shutdown();
     });
+    tokio::spawn(reload_on_sighup(server.reload_handle()));
     server.run().await.map_err(|e| e.to_string())
+}
+
+/// SIGHUP reloads the password and ACL files (errors are logged).
+async fn reload_on_sighup(reload: mqtt_server::ReloadHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the password and ACL files");
+            reload.reload();
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reload);
 }
 
 /// Ctrl-C or SIGTERM.
@@ -125,6 +146,7 @@ fn main() -> ExitCode {
             Command::Pub(args) => publish::run(args).await,
             Command::Sub(args) => subscribe::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Passwd(args) => passwd::run(args),
         }
     });
     // Tasks still blocked (a thread reading standard input) must not hold

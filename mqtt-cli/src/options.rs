@@ -66,7 +66,7 @@ pub(crate) struct ConnectArgs {
     #[arg(short = 'p', long)]
     pub(crate) port: Option<u16>,
 
-    /// Client identifier. Default: "mqtt-<tool>-<pid>-<n>"; required with -c.
+    /// Client identifier. Default: "mqtt-TOOL-PID-N"; required with -c.
     #[arg(short = 'i', long = "id", value_name = "ID")]
     pub(crate) id: Option<String>,
 

@@ -1,3 +1,5 @@
+//! The router against the behaviour the spec asks of a broker: overlapping
+//! subscriptions, No Local, shared subscriptions, retained messages.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -234,8 +236,10 @@ fn expired_retained_messages_are_not_sent_and_can_be_purged() {
 #[test]
 fn plain_and_shared_match_of_one_session_is_not_shared() {
     let mut r = Router::new();
-    r.subscribe(1, &s("$share/g/t"), opts(QoS::AtLeastOnce), None).unwrap();
-    r.subscribe(1, &s("t"), opts(QoS::AtMostOnce), None).unwrap();
+    r.subscribe(1, &s("$share/g/t"), opts(QoS::AtLeastOnce), None)
+        .unwrap();
+    r.subscribe(1, &s("t"), opts(QoS::AtMostOnce), None)
+        .unwrap();
     let out = route(&r, "t", None);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].shared, None);

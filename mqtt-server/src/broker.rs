@@ -14,6 +14,7 @@ use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
 use mqtt_topic::TopicName;
 use tokio::sync::Notify;
 
+use crate::auth::Security;
 use crate::config::Config;
 use crate::handle::{SessionHandle, SessionRef, lock};
 use crate::stats::Stats;
@@ -49,10 +50,15 @@ pub(crate) struct Broker {
     /// Timed jobs by deadline (a sequence number keeps equal deadlines apart).
     jobs: Mutex<BTreeMap<(Instant, u64), Job>>,
     jobs_changed: Notify,
+    /// Authentication, ACLs, failed-login tracking.
+    pub(crate) security: Security,
+    /// When the broker started (uptime in metrics and `$SYS`).
+    pub(crate) started: Instant,
 }
 
 impl Broker {
     pub(crate) fn new(config: Config) -> Self {
+        let security = Security::new(&config);
         Self {
             session_config: config.session_config(),
             queue_limits: config.queue_limits(),
@@ -64,6 +70,8 @@ impl Broker {
             stats: Arc::new(Stats::default()),
             jobs: Mutex::new(BTreeMap::new()),
             jobs_changed: Notify::new(),
+            security,
+            started: tokio::time::Instant::now().into_std(),
         }
     }
 
@@ -96,7 +104,15 @@ impl Broker {
                 let router = self.router.read().unwrap_or_else(|p| p.into_inner());
                 router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
             }
-            let n = targets.len();
+            let mut n = targets.len();
+            // Only with an ACL: the subscriber may not read every topic its
+            // filters match.
+            if self.security.acl_in_use() {
+                targets.retain(|t| t.session.0.may_read(topic.as_str()));
+                let denied = n - targets.len();
+                Stats::add(&self.stats.dropped_acl_read, denied as u64);
+                n -= denied;
+            }
             for t in targets.drain(..) {
                 let delivery = Delivery {
                     qos: t.qos.min(message.qos),

@@ -3,12 +3,14 @@
 //! are safe and useful (see `example.toml` at the repository root).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mqtt_codec::QoS;
 use mqtt_session::{Overflow, QueueLimits, ServerConfig};
 use serde::Deserialize;
+
+use crate::listener::ListenerConfig;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +56,14 @@ pub enum QueueOverflow {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Addresses to accept MQTT over TCP on. Default: `["127.0.0.1:1883"]`.
+    /// Addresses to accept MQTT over TCP on: the shorthand for plain
+    /// `[[listener]]` tables. Default: `["127.0.0.1:1883"]`.
     pub listen: Vec<SocketAddr>,
+    /// The `[[listener]]` tables: listeners of every kind (TCP, TLS,
+    /// WebSocket, secure WebSocket) with their settings, besides those of
+    /// `listen`. Default: none.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
     /// Most simultaneous client connections; further ones are closed at
     /// once. Default: 10000.
     pub max_connections: usize,
@@ -94,6 +102,31 @@ pub struct Config {
     pub max_session_expiry: u32,
     /// Whether clients without a user name may connect. Default: true.
     pub allow_anonymous: bool,
+    /// A mosquitto_passwd file checking clients with a user name
+    /// (`mqtt passwd` writes one). Default: none (any user name accepted).
+    pub password_file: Option<PathBuf>,
+    /// A mosquitto-format ACL file. Default: none (everything allowed).
+    pub acl_file: Option<PathBuf>,
+    /// Failed logins from one address within `auth_failure_window` after
+    /// which it is refused for `auth_failure_window`; 0 = no limit.
+    /// Default: 5.
+    pub max_auth_failures: u32,
+    /// Seconds of the failed-login window and of the refusal. Default: 60.
+    pub auth_failure_window: u64,
+    /// PUBLISH packets per second one client may send; faster clients are
+    /// throttled; 0 = unlimited. Default: 0.
+    pub max_publish_rate: u32,
+    /// PUBLISH bytes (topic + payload) per second one client may send;
+    /// 0 = unlimited. Default: 0.
+    pub max_publish_bytes_rate: u64,
+    /// New connections per second a listener accepts; more are closed at
+    /// once; 0 = unlimited. Default: 0.
+    pub max_connection_rate: u32,
+    /// Address of the HTTP listener serving Prometheus metrics on
+    /// `GET /metrics`. Default: none (off).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seconds between `$SYS/broker/...` updates; 0 = off. Default: 10.
+    pub sys_interval: u64,
 }
 
 impl Default for Config {
@@ -101,6 +134,7 @@ impl Default for Config {
         let session = ServerConfig::default();
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
+            listeners: Vec::new(),
             max_connections: 10_000,
             max_packet_size: session.max_packet_size,
             max_keepalive: session.max_keepalive,
@@ -118,6 +152,15 @@ impl Default for Config {
             max_retained_messages: 100_000,
             max_session_expiry: u32::MAX,
             allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
+            max_auth_failures: 5,
+            auth_failure_window: 60,
+            max_publish_rate: 0,
+            max_publish_bytes_rate: 0,
+            max_connection_rate: 0,
+            metrics_listen: None,
+            sys_interval: 10,
         }
     }
 }
@@ -156,8 +199,14 @@ impl Config {
                 problem: problem.to_string(),
             })
         };
-        if self.listen.is_empty() {
-            return invalid("listen", "at least one address is needed");
+        if self.listen.is_empty() && self.listeners.is_empty() {
+            return invalid(
+                "listen",
+                "at least one address (or one [[listener]] table) is needed",
+            );
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            listener.validate(i + 1)?;
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
@@ -200,6 +249,9 @@ impl Config {
         }
         if self.max_qos > 2 {
             return invalid("max_qos", "must be 0, 1 or 2");
+        }
+        if self.max_auth_failures > 0 && self.auth_failure_window == 0 {
+            return invalid("auth_failure_window", "must be at least 1 second");
         }
         Ok(())
     }
@@ -265,14 +317,103 @@ mod tests {
             "max_retained_messages",
             "max_session_expiry",
             "allow_anonymous",
+            "max_auth_failures",
+            "auth_failure_window",
+            "max_publish_rate",
+            "max_publish_bytes_rate",
+            "max_connection_rate",
+            "sys_interval",
         ] {
             assert!(table.contains_key(key), "example.toml lacks `{key}`");
         }
         assert_eq!(
             table.len(),
-            18,
+            24,
             "a key in example.toml is not listed in this test"
         );
+        // Keys off by default are shown commented out, with an example value.
+        for key in ["password_file", "acl_file", "metrics_listen"] {
+            assert!(
+                text.contains(&format!("\n# {key} = ")),
+                "example.toml lacks `# {key} = ...`"
+            );
+        }
+    }
+
+    /// The commented `[[listener]]` examples of example.toml, uncommented,
+    /// are a valid configuration, and together they show every key of a
+    /// listener table.
+    #[test]
+    fn example_toml_listener_examples_use_every_key() {
+        use crate::listener::{ListenerConfig, ListenerKind};
+
+        let text = include_str!("../../example.toml");
+        let mut examples = String::from("listen = []\n");
+        let mut in_table = false;
+        for line in text.lines() {
+            if line == "# [[listener]]" {
+                in_table = true;
+                examples.push_str("[[listener]]\n");
+                continue;
+            }
+            let setting = line
+                .strip_prefix("# ")
+                .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')));
+            match setting {
+                Some(l) if in_table => {
+                    examples.push_str(l);
+                    examples.push('\n');
+                }
+                _ => in_table = false,
+            }
+        }
+        let parsed = Config::from_toml(&examples).expect("the [[listener]] examples parse");
+        for kind in ["mqtt", "mqtts", "ws", "wss"] {
+            assert!(
+                parsed.listeners.iter().any(|l| l.kind.as_str() == kind),
+                "example.toml has no [[listener]] example of kind {kind}"
+            );
+        }
+        let table: toml::Table = toml::from_str(&examples).expect("valid TOML");
+        let used: std::collections::BTreeSet<&str> = table["listener"]
+            .as_array()
+            .expect("an array of tables")
+            .iter()
+            .flat_map(|t| t.as_table().expect("a table").keys())
+            .map(String::as_str)
+            .collect();
+        // Naming every field: a new one fails to compile here until it is
+        // added to this list (and to example.toml).
+        let ListenerConfig {
+            kind: _,
+            address: _,
+            certfile: _,
+            keyfile: _,
+            cafile: _,
+            require_certificate: _,
+            use_identity_as_username: _,
+            path: _,
+            proxy_protocol: _,
+            allow_anonymous: _,
+            password_file: _,
+            acl_file: _,
+        } = ListenerConfig::new(ListenerKind::Mqtt, SocketAddr::from(([127, 0, 0, 1], 1883)));
+        let every: std::collections::BTreeSet<&str> = [
+            "kind",
+            "address",
+            "certfile",
+            "keyfile",
+            "cafile",
+            "require_certificate",
+            "use_identity_as_username",
+            "path",
+            "proxy_protocol",
+            "allow_anonymous",
+            "password_file",
+            "acl_file",
+        ]
+        .into();
+        assert_eq!(used, every, "the [[listener]] examples of example.toml");
     }
 
     #[test]

@@ -22,8 +22,10 @@ use mqtt_topic::{Subscription, TopicFilter, TopicName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::auth::{ClientAccess, ConnAuth};
 use crate::broker::Broker;
 use crate::handle::{Control, SessionHandle, SessionRef, lock};
+use crate::quota::PublishQuota;
 use crate::stats::Stats;
 use crate::writer::WriteQueue;
 
@@ -51,6 +53,13 @@ struct Task<'a> {
     takeover: Option<oneshot::Sender<Option<mqtt_session::SessionState>>>,
     subscriptions: usize,
     wbuf: WriteQueue,
+    /// How this connection's listener authenticates.
+    auth: ConnAuth,
+    /// The client's ACL view, once connected; `None` when no ACL applies.
+    access: Option<Arc<ClientAccess>>,
+    quota: PublishQuota,
+    /// Over its publish quota: nothing is read or decoded until then.
+    throttled: Option<Instant>,
 }
 
 /// Serves one client until the connection ends.
@@ -59,6 +68,7 @@ pub(crate) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    auth: ConnAuth,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
@@ -73,10 +83,18 @@ pub(crate) async fn serve<S>(
         takeover: None,
         subscriptions: 0,
         wbuf: WriteQueue::default(),
+        auth,
+        access: None,
+        quota: PublishQuota::new(&broker.config, now()),
+        throttled: None,
     };
     let mut rbuf = BytesMut::new();
     let mut read_open = true;
     let mut stopping = false;
+    // Written since the last flush: TLS and WebSocket streams may hold
+    // what they accepted until flushed, so the stream is flushed whenever
+    // the write queue runs empty (for TCP, flushing does nothing).
+    let mut unflushed = false;
     loop {
         task.process_events().await;
         task.pull_mailbox();
@@ -87,13 +105,14 @@ pub(crate) async fn serve<S>(
         let deadline = task.conn.poll_timeout().map(tokio::time::Instant::from_std);
         let handle = task.handle.clone();
         let room = task.wbuf.len() < WRITE_HIGH_WATER && handle.is_some();
+        let throttled = task.throttled.map(tokio::time::Instant::from_std);
         tokio::select! {
             r = async {
                 if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                     rbuf.reserve(READ_CHUNK);
                 }
                 reader.read_buf(&mut rbuf).await
-            }, if read_open && !task.conn.is_closed() => {
+            }, if read_open && !task.conn.is_closed() && throttled.is_none() => {
                 match r {
                     Ok(0) | Err(_) => {
                         read_open = false;
@@ -105,12 +124,20 @@ pub(crate) async fn serve<S>(
                     }
                 }
             }
-            r = task.wbuf.write_to(&mut writer), if !task.wbuf.is_empty() => {
+            r = async {
+                if task.wbuf.is_empty() {
+                    writer.flush().await.map(|()| 0)
+                } else {
+                    task.wbuf.write_to(&mut writer).await
+                }
+            }, if !task.wbuf.is_empty() || unflushed => {
                 match r {
-                    Ok(n) if n > 0 => {
+                    Ok(0) => unflushed = false,
+                    Ok(n) => {
                         Stats::add(&broker.stats.bytes_sent, n as u64);
+                        unflushed = true;
                     }
-                    _ => {
+                    Err(_) => {
                         task.wbuf.clear();
                         read_open = false;
                         task.conn.connection_lost(now());
@@ -129,6 +156,16 @@ pub(crate) async fn serve<S>(
                     None => std::future::pending().await,
                 }
             } => task.conn.handle_timeout(now()),
+            // The publish quota has refilled: decode what was left unread.
+            _ = async {
+                match throttled {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                task.throttled = None;
+                task.decode(&mut rbuf);
+            }
             Some(control) = control_rx.recv() => match control {
                 Control::TakeOver(reply) => {
                     task.takeover = Some(reply);
@@ -158,10 +195,23 @@ impl Task<'_> {
                 rbuf.clear();
                 return;
             }
+            if let Some(until) = self.quota.throttled_until(now()) {
+                if self.throttled.is_none() {
+                    Stats::add(&self.broker.stats.publish_throttled, 1);
+                }
+                self.throttled = Some(until);
+                return;
+            }
             match Packet::decode(rbuf, self.conn.version(), &limits) {
                 Ok(Some(packet)) => {
-                    if let Packet::Publish(_) = &packet {
-                        Stats::add(&self.broker.stats.messages_received, 1);
+                    if let Packet::Publish(p) = &packet {
+                        let stats = &self.broker.stats;
+                        let size = p.topic.len() + p.payload.len();
+                        let q = p.qos as usize;
+                        Stats::add(&stats.messages_received, 1);
+                        Stats::add(&stats.messages_received_by_qos[q], 1);
+                        Stats::add(&stats.publish_bytes_received_by_qos[q], size as u64);
+                        self.quota.on_publish(size, now());
                     }
                     if let Err(e) = self.conn.handle_packet(now(), packet) {
                         Stats::add(&self.broker.stats.protocol_errors, 1);
@@ -213,6 +263,15 @@ impl Task<'_> {
         let now = now();
         let version = self.conn.version();
         while let Some(packet) = self.conn.poll_transmit(now) {
+            if let Packet::Publish(p) = &packet {
+                let stats = &self.broker.stats;
+                let q = p.qos as usize;
+                Stats::add(&stats.messages_sent_by_qos[q], 1);
+                Stats::add(
+                    &stats.publish_bytes_sent_by_qos[q],
+                    (p.topic.len() + p.payload.len()) as u64,
+                );
+            }
             if let Err(e) = self.wbuf.push(&packet, version) {
                 tracing::warn!(peer = %self.peer, error = %e, "cannot encode packet");
             }
@@ -268,11 +327,18 @@ impl Task<'_> {
             );
             return;
         }
-        if !broker.config.allow_anonymous && connect.username.is_none() {
-            self.conn
-                .reject(now, ReasonCode::NotAuthorized, ConnAckProperties::default());
-            return;
-        }
+        let identity = match broker
+            .security
+            .authenticate(&self.auth, self.peer, &connect, now)
+            .await
+        {
+            Ok(identity) => identity,
+            Err(code) => {
+                crate::auth::count_refusal(&broker.stats, code);
+                self.conn.reject(now, code, ConnAckProperties::default());
+                return;
+            }
+        };
         let client_id = if needs_client_id {
             match MqttString::try_from(format!("auto-{:016x}", broker.next_id())) {
                 Ok(id) => id,
@@ -281,6 +347,16 @@ impl Task<'_> {
         } else {
             connect.client_id.clone()
         };
+        let access = identity.access(client_id.as_str());
+        if let (Some(a), Some(will)) = (&access, &connect.will)
+            && !a.can_publish(will.topic.as_str())
+        {
+            tracing::info!(peer = %self.peer, topic = %will.topic, "CONNECT refused: the ACL denies the will topic");
+            crate::auth::count_refusal(&broker.stats, ReasonCode::NotAuthorized);
+            self.conn
+                .reject(now, ReasonCode::NotAuthorized, ConnAckProperties::default());
+            return;
+        }
 
         let existing = lock(&broker.sessions).get(&client_id).cloned();
         let mut state = None;
@@ -317,6 +393,8 @@ impl Task<'_> {
         self.subscriptions = state.as_ref().map_or(0, |s| s.subscriptions.len());
         handle.connected.store(true, Ordering::Release);
         *lock(&handle.control) = Some(self.control_tx.clone());
+        *lock(&handle.access) = access.clone();
+        self.access = access;
         self.handle = Some(handle);
         Stats::add(&broker.stats.clients_connected, 1);
         tracing::debug!(peer = %self.peer, client_id = %client_id, version = %connect.protocol, "client connected");
@@ -342,6 +420,18 @@ impl Task<'_> {
             }
             return;
         };
+        if let Some(a) = &self.access
+            && !a.can_publish(topic.as_str())
+        {
+            // Dropped. MQTT 5.0 clients learn it from the acknowledgement;
+            // 3.1.1 clients get a plain PUBACK/PUBREC, as from mosquitto.
+            Stats::add(&broker.stats.dropped_acl_publish, 1);
+            tracing::debug!(peer = %self.peer, topic = %topic.as_str(), "PUBLISH denied by the ACL");
+            if let Some(id) = packet_id {
+                self.conn.acknowledge(id, ReasonCode::NotAuthorized);
+            }
+            return;
+        }
         let me = self.handle.clone().map(SessionRef);
         let n = broker.publish(&topic, Arc::new(message), me.as_ref(), now);
         if let Some(id) = packet_id {
@@ -379,6 +469,13 @@ impl Task<'_> {
             };
             if parsed.filter().levels().count() > broker.config.max_topic_levels {
                 codes.push(ReasonCode::TopicFilterInvalid);
+                continue;
+            }
+            if let Some(a) = &self.access
+                && !a.can_subscribe(parsed.filter().as_str())
+            {
+                tracing::debug!(peer = %self.peer, filter = %sub.filter, "SUBSCRIBE denied by the ACL");
+                codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
             // Replacing a subscription the session holds adds none.
@@ -425,7 +522,11 @@ impl Task<'_> {
             };
             if let (true, Subscription::Plain(filter)) = (send, &parsed) {
                 let store = broker.retained.read().unwrap_or_else(|p| p.into_inner());
+                let access = self.access.as_deref();
                 store.matching(filter, now, |m| {
+                    if access.is_some_and(|a| !a.can_read(m.topic.as_str())) {
+                        return;
+                    }
                     retained.push(Delivery {
                         message: m.clone(),
                         qos: granted.min(m.qos),

@@ -43,6 +43,9 @@ pub(crate) struct SessionHandle {
     pub(crate) control: Mutex<Option<mpsc::Sender<Control>>>,
     /// The session while no connection owns it.
     pub(crate) offline: Mutex<Option<SessionState>>,
+    /// The ACL view of the client that last connected with this session,
+    /// checked at each delivery; `None` when no ACL applies.
+    pub(crate) access: Mutex<Option<Arc<crate::auth::ClientAccess>>>,
 }
 
 impl SessionHandle {
@@ -55,11 +58,18 @@ impl SessionHandle {
             connected: AtomicBool::new(false),
             control: Mutex::new(None),
             offline: Mutex::new(None),
+            access: Mutex::new(None),
         }
     }
 
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Whether the ACL lets this session's client read `topic`.
+    pub(crate) fn may_read(&self, topic: &str) -> bool {
+        let access = lock(&self.access).clone();
+        access.is_none_or(|a| a.can_read(topic))
     }
 }
 

@@ -24,12 +24,22 @@
 //! # }
 //! ```
 
+mod acl;
+mod auth;
 mod broker;
 mod config;
 mod connection;
 mod handle;
+mod listener;
+mod metrics;
+mod passwd;
+mod proxy;
+mod quota;
 mod stats;
+mod sys;
+mod tls;
 mod writer;
+mod ws;
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,10 +47,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tracing::Instrument;
 use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument;
 
+pub use acl::{AclRules, AclSubject};
+pub use auth::{
+    AuthDecision, AuthFuture, AuthRequest, Authenticator, MAX_TRACKED_ADDRESSES,
+    PasswordFileAuthenticator, SecurityFileError,
+};
 pub use config::{Config, ConfigError, QueueOverflow};
+pub use listener::{DEFAULT_WEBSOCKET_PATH, ListenerConfig, ListenerKind, ListenerSettings};
+pub use passwd::{DEFAULT_ITERATIONS, MAX_ITERATIONS, PasswordFile, PasswordHash, SALT_LEN};
 pub use stats::Stats;
 
 use broker::Broker;
@@ -61,11 +78,33 @@ impl ShutdownHandle {
     }
 }
 
+/// Reloads the password and ACL files of a running [`Server`] (what
+/// SIGHUP does), without dropping connections.
+#[derive(Clone)]
+pub struct ReloadHandle(Arc<Broker>);
+
+impl std::fmt::Debug for ReloadHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadHandle")
+    }
+}
+
+impl ReloadHandle {
+    /// Reads every password and ACL file again. A file that fails to load
+    /// is logged as an error naming the file and line, keeps its previous
+    /// rules, and is returned here.
+    pub fn reload(&self) -> Vec<SecurityFileError> {
+        self.0.security.reload()
+    }
+}
+
 /// A bound broker, ready to run.
 pub struct Server {
     broker: Arc<Broker>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<listener::Listener>,
     shutdown: watch::Sender<bool>,
+    /// The Prometheus metrics listener (`metrics_listen`).
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -74,22 +113,49 @@ impl Server {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let mut listeners = Vec::with_capacity(config.listen.len());
-        for addr in &config.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            listeners.push(l);
-        }
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(metrics::bind(addr).await?),
+            None => None,
+        };
+        let security = auth::Security::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let mut broker = Broker::new(config);
+        broker.security = security;
+        let listeners = listener::bind_all(&broker).await?;
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
-            broker: Arc::new(Broker::new(config)),
+            broker: Arc::new(broker),
             listeners,
             shutdown,
+            metrics,
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
+    /// Where the Prometheus metrics are served, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// A handle that reloads the password and ACL files.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(self.broker.clone())
+    }
+
+    /// Checks clients that send a user name with `authenticator` instead
+    /// of the `password_file` (listeners with their own `password_file`
+    /// keep it). Its [`Authenticator::reload`] runs on every reload.
+    pub fn set_authenticator(&self, authenticator: Arc<dyn Authenticator>) {
+        self.broker.security.set_authenticator(authenticator);
+    }
+
+    /// Every listener bound: those of `listen` first, then the
+    /// `[[listener]]` tables in order, with the addresses actually bound.
+    pub fn listeners(&self) -> impl Iterator<Item = &ListenerSettings> {
+        self.listeners.iter().map(|l| l.settings())
+    }
+
+    /// The addresses actually bound (useful with port 0), in the order of
+    /// [`Server::listeners`].
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -113,17 +179,25 @@ impl Server {
             broker,
             listeners,
             shutdown,
+            metrics,
         } = self;
         let janitor = tokio::spawn(broker.clone().run_janitor());
+        let mut background = Vec::new();
+        if let Some(listener) = metrics {
+            background.push(tokio::spawn(metrics::serve(listener, broker.clone())));
+        }
+        if broker.config.sys_interval > 0 {
+            let every = Duration::from_secs(broker.config.sys_interval);
+            background.push(tokio::spawn(sys::run(broker.clone(), every)));
+        }
         let permits = Arc::new(Semaphore::new(broker.config.max_connections));
         // Each connection task holds a clone; when all are dropped, every
         // connection has finished.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let mut accepts = Vec::new();
         for listener in listeners {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!(%addr, "listening for MQTT over TCP");
-            }
+            let settings = listener.settings();
+            tracing::info!(addr = %settings.address, kind = %settings.kind, "listening");
             accepts.push(tokio::spawn(accept_loop(
                 broker.clone(),
                 listener,
@@ -145,18 +219,28 @@ impl Server {
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await;
         janitor.abort();
+        for task in background {
+            task.abort();
+        }
         Ok(())
     }
 }
 
 async fn accept_loop(
     broker: Arc<Broker>,
-    listener: TcpListener,
+    listener: listener::Listener,
     permits: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
+    let handler = listener.handler();
     let mut backoff = Duration::from_millis(1);
+    let mut rate = (broker.config.max_connection_rate > 0).then(|| {
+        quota::TokenBucket::new(
+            u64::from(broker.config.max_connection_rate),
+            tokio::time::Instant::now().into_std(),
+        )
+    });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => {
@@ -172,6 +256,14 @@ async fn accept_loop(
                 continue;
             }
         };
+        if let Some(bucket) = &mut rate
+            && !bucket.try_take_one(tokio::time::Instant::now().into_std())
+        {
+            stats::Stats::add(&broker.stats.connections_rate_limited, 1);
+            tracing::debug!(%peer, "max_connection_rate exceeded; connection closed");
+            drop(stream);
+            continue;
+        }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             stats::Stats::add(&broker.stats.connections_refused, 1);
             tracing::warn!(%peer, "max_connections reached; connection closed");
@@ -183,11 +275,12 @@ async fn accept_loop(
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         let done = done.clone();
+        let handler = handler.clone();
         // One span per connection: every log line of the task names the peer.
         let span = tracing::info_span!("conn", %peer);
         tokio::spawn(
             async move {
-                connection::serve(broker, stream, peer, shutdown).await;
+                handler.serve(broker, stream, peer, shutdown).await;
                 drop(permit);
                 drop(done);
             }

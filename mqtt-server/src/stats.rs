@@ -24,6 +24,31 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     /// Connections closed for a protocol error.
     pub protocol_errors: AtomicU64,
+    /// PUBLISH packets received, by QoS (index 0, 1, 2).
+    pub messages_received_by_qos: [AtomicU64; 3],
+    /// Topic and payload bytes of PUBLISH packets received, by QoS.
+    pub publish_bytes_received_by_qos: [AtomicU64; 3],
+    /// PUBLISH packets sent to clients (first sends and resends), by QoS.
+    pub messages_sent_by_qos: [AtomicU64; 3],
+    /// Topic and payload bytes of PUBLISH packets sent, by QoS.
+    pub publish_bytes_sent_by_qos: [AtomicU64; 3],
+    /// Connections closed at once because a listener's
+    /// `max_connection_rate` was exceeded.
+    pub connections_rate_limited: AtomicU64,
+    /// CONNECTs refused for a wrong password or unknown user (0x86).
+    pub auth_bad_credentials: AtomicU64,
+    /// CONNECTs refused as not authorised (0x87): anonymous when not
+    /// allowed, or a will topic the ACL denies.
+    pub auth_not_authorized: AtomicU64,
+    /// CONNECTs refused because their address failed to log in too often.
+    pub auth_blocked: AtomicU64,
+    /// PUBLISH packets dropped because the ACL denies the publisher the topic.
+    pub dropped_acl_publish: AtomicU64,
+    /// Deliveries not made because the ACL denies the subscriber the topic.
+    pub dropped_acl_read: AtomicU64,
+    /// Times a connection stopped reading because its client went over
+    /// `max_publish_rate` or `max_publish_bytes_rate`.
+    pub publish_throttled: AtomicU64,
 }
 
 impl Stats {

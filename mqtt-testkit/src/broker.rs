@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use mqtt_server::{Config, Server, ShutdownHandle, Stats};
+use mqtt_server::{Config, ListenerKind, ListenerSettings, Server, ShutdownHandle, Stats};
 use tokio::task::JoinHandle;
 
 use crate::TIMEOUT;
@@ -16,6 +16,9 @@ use crate::TIMEOUT;
 pub struct TestBroker {
     /// Where it listens (`127.0.0.1`, an ephemeral port).
     pub addr: SocketAddr,
+    /// Every listener: the one of `addr` first, then the `[[listener]]`
+    /// tables of the configuration (give them port 0), as bound.
+    pub listeners: Vec<ListenerSettings>,
     /// Stops it.
     pub shutdown: ShutdownHandle,
     /// Its counters, live.
@@ -41,15 +44,29 @@ impl TestBroker {
             .local_addrs()
             .first()
             .expect("the test broker has a listener");
+        let listeners = server.listeners().cloned().collect();
         let shutdown = server.shutdown_handle();
         let stats = server.stats();
         let task = tokio::spawn(server.run());
         TestBroker {
             addr,
+            listeners,
             shutdown,
             stats,
             task: Some(task),
         }
+    }
+
+    /// The address of the first listener of `kind`.
+    ///
+    /// # Panics
+    /// If the configuration has no listener of that kind.
+    pub fn addr_of(&self, kind: ListenerKind) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|l| l.kind == kind)
+            .map(|l| l.address)
+            .unwrap_or_else(|| panic!("the test broker has no {kind} listener"))
     }
 
     /// Reads one counter, e.g. `broker.stat(|s| &s.dropped_queue_full)`.
