@@ -126,9 +126,11 @@ impl UserProperty {
 
 /// A property value with its wire type.
 trait Value: Sized {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError>;
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError>;
     fn len(&self) -> usize;
-    fn write(&self, buf: &mut impl BufMut);
+    /// Writes the identifier and the value, in one write where the size
+    /// is constant.
+    fn write(&self, id: u8, buf: &mut impl BufMut);
     fn check(&self, _id: u8) -> Result<(), EncodeError> {
         Ok(())
     }
@@ -142,7 +144,7 @@ fn invalid(id: u8, problem: &'static str) -> DecodeError {
 }
 
 impl Value for bool {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         match r.u8(id::name(u32::from(id)))? {
             0 => Ok(false),
             1 => Ok(true),
@@ -152,13 +154,13 @@ impl Value for bool {
     fn len(&self) -> usize {
         1
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u8(u8::from(*self));
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        buf.put_slice(&[id, u8::from(*self)]);
     }
 }
 
 impl Value for PayloadFormat {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         match r.u8(id::name(u32::from(id)))? {
             0 => Ok(Self::Unspecified),
             1 => Ok(Self::Utf8),
@@ -168,16 +170,17 @@ impl Value for PayloadFormat {
     fn len(&self) -> usize {
         1
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u8(match self {
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        let v = match self {
             Self::Unspecified => 0,
             Self::Utf8 => 1,
-        });
+        };
+        buf.put_slice(&[id, v]);
     }
 }
 
 impl Value for QoS {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         match r.u8(id::name(u32::from(id)))? {
             0 => Ok(Self::AtMostOnce),
             1 => Ok(Self::AtLeastOnce),
@@ -187,25 +190,26 @@ impl Value for QoS {
     fn len(&self) -> usize {
         1
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u8(*self as u8);
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        buf.put_slice(&[id, *self as u8]);
     }
 }
 
 impl Value for u16 {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         r.u16(id::name(u32::from(id)))
     }
     fn len(&self) -> usize {
         2
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u16(*self);
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        let [a, b] = self.to_be_bytes();
+        buf.put_slice(&[id, a, b]);
     }
 }
 
 impl Value for NonZeroU16 {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         NonZeroU16::new(r.u16(id::name(u32::from(id)))?).ok_or_else(|| {
             invalid(
                 id,
@@ -216,74 +220,90 @@ impl Value for NonZeroU16 {
     fn len(&self) -> usize {
         2
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u16(self.get());
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        self.get().write(id, buf);
     }
 }
 
 impl Value for u32 {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         r.u32(id::name(u32::from(id)))
     }
     fn len(&self) -> usize {
         4
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u32(*self);
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        let [a, b, c, d] = self.to_be_bytes();
+        buf.put_slice(&[id, a, b, c, d]);
     }
 }
 
 impl Value for NonZeroU32 {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         NonZeroU32::new(r.u32(id::name(u32::from(id)))?)
             .ok_or_else(|| invalid(id, "must not be 0 (MQTT 5.0 §3.1.2.11.4)"))
     }
     fn len(&self) -> usize {
         4
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        buf.put_u32(self.get());
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        self.get().write(id, buf);
     }
 }
 
 impl Value for SubscriptionId {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         SubscriptionId::new(r.varint(id::name(u32::from(id)))?)
             .ok_or_else(|| invalid(id, "must not be 0 (MQTT 5.0 §3.8.2.1.2)"))
     }
     fn len(&self) -> usize {
         varint_len(self.get() as usize)
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        put_varint(buf, self.get() as usize);
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        let v = self.get();
+        if v < 0x80 {
+            buf.put_slice(&[id, v as u8]);
+        } else {
+            buf.put_u8(id);
+            put_varint(buf, v as usize);
+        }
     }
 }
 
 impl Value for MqttString {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         r.string(id::name(u32::from(id)))
     }
     fn len(&self) -> usize {
         2 + self.as_bytes().len()
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        put_prefixed(buf, self.as_bytes());
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        put_prefixed_with_id(buf, id, self.as_bytes());
     }
 }
 
 impl Value for Bytes {
-    fn read(r: &mut Reader, id: u8) -> Result<Self, DecodeError> {
+    fn read(r: &mut Reader<'_>, id: u8) -> Result<Self, DecodeError> {
         r.binary(id::name(u32::from(id)))
     }
     fn len(&self) -> usize {
         2 + self.len()
     }
-    fn write(&self, buf: &mut impl BufMut) {
-        put_prefixed(buf, self);
+    fn write(&self, id: u8, buf: &mut impl BufMut) {
+        put_prefixed_with_id(buf, id, self);
     }
     fn check(&self, id: u8) -> Result<(), EncodeError> {
         check_binary(self, id::name(u32::from(id)))
     }
+}
+
+/// Writes a property identifier and a string or binary value.
+#[inline(always)]
+fn put_prefixed_with_id(buf: &mut impl BufMut, id: u8, b: &[u8]) {
+    debug_assert!(b.len() <= usize::from(u16::MAX));
+    let [hi, lo] = (b.len() as u16).to_be_bytes();
+    buf.put_slice(&[id, hi, lo]);
+    buf.put_slice(b);
 }
 
 pub(crate) fn check_binary(b: &[u8], what: &'static str) -> Result<(), EncodeError> {
@@ -296,7 +316,7 @@ pub(crate) fn check_binary(b: &[u8], what: &'static str) -> Result<(), EncodeErr
 
 /// Where a property lands in its struct: once (`Option`) or repeated (`SmallVec`).
 trait Slot {
-    fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError>;
+    fn absorb(&mut self, r: &mut Reader<'_>, id: u8) -> Result<(), DecodeError>;
     fn len(&self) -> usize;
     fn write(&self, id: u8, buf: &mut impl BufMut);
     fn is_unset(&self) -> bool;
@@ -304,7 +324,7 @@ trait Slot {
 }
 
 impl<T: Value> Slot for Option<T> {
-    fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
+    fn absorb(&mut self, r: &mut Reader<'_>, id: u8) -> Result<(), DecodeError> {
         if self.is_some() {
             return Err(DecodeError::DuplicateProperty {
                 name: id::name(u32::from(id)),
@@ -318,8 +338,7 @@ impl<T: Value> Slot for Option<T> {
     }
     fn write(&self, id: u8, buf: &mut impl BufMut) {
         if let Some(v) = self {
-            buf.put_u8(id);
-            v.write(buf);
+            v.write(id, buf);
         }
     }
     fn is_unset(&self) -> bool {
@@ -335,7 +354,7 @@ impl<T: Value> Slot for Option<T> {
 pub type SubscriptionIds = SmallVec<[SubscriptionId; 1]>;
 
 impl Slot for SubscriptionIds {
-    fn absorb(&mut self, r: &mut Reader, id: u8) -> Result<(), DecodeError> {
+    fn absorb(&mut self, r: &mut Reader<'_>, id: u8) -> Result<(), DecodeError> {
         self.push(SubscriptionId::read(r, id)?);
         Ok(())
     }
@@ -344,8 +363,7 @@ impl Slot for SubscriptionIds {
     }
     fn write(&self, id: u8, buf: &mut impl BufMut) {
         for v in self {
-            buf.put_u8(id);
-            v.write(buf);
+            v.write(id, buf);
         }
     }
     fn is_unset(&self) -> bool {
@@ -383,11 +401,18 @@ macro_rules! properties {
                 $( Slot::is_unset(&self.$field) && )* self.user_properties.is_empty()
             }
 
-            /// Reads the property length and the properties after it.
-            pub(crate) fn decode(r: &mut Reader, limits: &DecodeLimits) -> Result<Self, DecodeError> {
+            /// Reads the property length and the properties after it, into
+            /// `self`, which is empty: a packet is built in place rather
+            /// than copied.
+            pub(crate) fn decode_into(
+                &mut self,
+                r: &mut Reader<'_>,
+                limits: &DecodeLimits,
+            ) -> Result<(), DecodeError> {
+                debug_assert!(self.is_empty());
+                let p = self;
                 let len = r.varint("property length")? as usize;
                 let mut r = r.sub(len, concat!($packet, " properties"))?;
-                let mut p = Self::default();
                 while !r.is_empty() {
                     let id = r.varint("property identifier")?;
                     match u8::try_from(id) {
@@ -411,7 +436,7 @@ macro_rules! properties {
                         }
                     }
                 }
-                Ok(p)
+                Ok(())
             }
 
             /// Length of the properties, without the property length prefix.
@@ -422,15 +447,20 @@ macro_rules! properties {
             /// Writes the property length and the properties.
             pub(crate) fn encode(&self, len: usize, buf: &mut impl BufMut) {
                 put_varint(buf, len);
+                self.encode_fields(buf);
+            }
+
+            /// Writes the properties, without the property length.
+            pub(crate) fn encode_fields(&self, buf: &mut impl BufMut) {
                 $( Slot::write(&self.$field, id::$id, buf); )*
                 for p in &self.user_properties {
-                    buf.put_u8(id::USER_PROPERTY);
-                    put_prefixed(buf, p.name.as_bytes());
+                    put_prefixed_with_id(buf, id::USER_PROPERTY, p.name.as_bytes());
                     put_prefixed(buf, p.value.as_bytes());
                 }
             }
 
             /// Checks what the types cannot: binary lengths.
+            #[inline(always)]
             pub(crate) fn check(&self) -> Result<(), EncodeError> {
                 $( Slot::check(&self.$field, id::$id)?; )*
                 Ok(())

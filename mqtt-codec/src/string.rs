@@ -6,8 +6,6 @@ use std::ops::Deref;
 
 use bytes::Bytes;
 
-use crate::error::DecodeError;
-
 /// An MQTT UTF-8 encoded string (MQTT 5.0 §1.5.4): at most 65,535 bytes of
 /// well-formed UTF-8 without U+0000.
 ///
@@ -52,6 +50,14 @@ impl MqttString {
 
     /// Checks `bytes` and wraps them without copying.
     pub fn from_bytes(bytes: Bytes) -> Result<Self, StringError> {
+        Self::check(&bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// Checks that `bytes` are an MQTT string, before any handle to them is
+    /// made.
+    #[inline(always)]
+    pub(crate) fn check(bytes: &[u8]) -> Result<(), StringError> {
         if bytes.len() > usize::from(u16::MAX) {
             return Err(StringError::TooLong { len: bytes.len() });
         }
@@ -62,17 +68,29 @@ impl MqttString {
             .iter()
             .fold(true, |ok, &b| ok & (b.wrapping_sub(1) < 0x7f))
         {
-            return Ok(Self(bytes));
+            return Ok(());
         }
+        Self::check_slow(bytes)
+    }
+
+    #[cold]
+    fn check_slow(bytes: &[u8]) -> Result<(), StringError> {
         // memchr-style scan first: U+0000 is a single zero byte in UTF-8 and
         // never part of a multi-byte sequence.
         if bytes.contains(&0) {
             return Err(StringError::NullCharacter);
         }
-        if std::str::from_utf8(&bytes).is_err() {
+        if std::str::from_utf8(bytes).is_err() {
             return Err(StringError::InvalidUtf8);
         }
-        Ok(Self(bytes))
+        Ok(())
+    }
+
+    /// Wraps bytes that [`MqttString::check`] accepted.
+    #[inline(always)]
+    pub(crate) fn from_checked(bytes: Bytes) -> Self {
+        debug_assert!(Self::check(&bytes).is_ok());
+        Self(bytes)
     }
 
     /// The string as `&str`.
@@ -80,7 +98,8 @@ impl MqttString {
         // The bytes were checked to be UTF-8 when `self` was made and are
         // immutable since: `Bytes` never changes its contents.
         #[allow(unsafe_code)]
-        // SAFETY: see above; every constructor runs `from_utf8` or takes a `&str`.
+        // SAFETY: see above; every constructor runs `check` (whose fast path
+        // accepts only ASCII) or takes a `&str`.
         unsafe {
             std::str::from_utf8_unchecked(&self.0)
         }
@@ -94,10 +113,6 @@ impl MqttString {
     /// Gives up the wrapper and returns the bytes.
     pub fn into_bytes(self) -> Bytes {
         self.0
-    }
-
-    pub(crate) fn decode(bytes: Bytes, what: &'static str) -> Result<Self, DecodeError> {
-        Self::from_bytes(bytes).map_err(|error| DecodeError::InvalidString { what, error })
     }
 }
 

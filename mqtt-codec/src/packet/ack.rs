@@ -40,7 +40,7 @@ impl Ack {
 
     pub(crate) fn decode(
         kind: PacketType,
-        mut r: Reader,
+        mut r: Reader<'_>,
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Self, DecodeError> {
@@ -58,7 +58,7 @@ impl Ack {
                 .filter(|c| set.contains(c))
                 .ok_or(DecodeError::InvalidReasonCode { packet: kind, code })?;
             if !r.is_empty() {
-                ack.properties = AckProperties::decode(&mut r, limits)?;
+                ack.properties.decode_into(&mut r, limits)?;
             }
         }
         r.finish(kind.name())?;
@@ -100,17 +100,16 @@ pub struct SubAck {
 
 impl SubAck {
     pub(crate) fn decode(
-        mut r: Reader,
+        mut r: Reader<'_>,
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Self, DecodeError> {
         let packet_id = read_packet_id(&mut r, PacketType::SubAck)?;
-        let properties = if version.is_v5() {
-            AckProperties::decode(&mut r, limits)?
-        } else {
-            AckProperties::default()
-        };
-        let rest = r.rest();
+        let mut properties = AckProperties::default();
+        if version.is_v5() {
+            properties.decode_into(&mut r, limits)?;
+        }
+        let rest = r.remaining();
         if rest.is_empty() {
             return Err(DecodeError::NoReasonCodes {
                 packet: PacketType::SubAck,
@@ -186,7 +185,7 @@ pub struct UnsubAck {
 
 impl UnsubAck {
     pub(crate) fn decode(
-        mut r: Reader,
+        mut r: Reader<'_>,
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Self, DecodeError> {
@@ -199,8 +198,9 @@ impl UnsubAck {
                 reason_codes: Vec::new(),
             });
         }
-        let properties = AckProperties::decode(&mut r, limits)?;
-        let rest = r.rest();
+        let mut properties = AckProperties::default();
+        properties.decode_into(&mut r, limits)?;
+        let rest = r.remaining();
         if rest.is_empty() {
             return Err(DecodeError::NoReasonCodes {
                 packet: PacketType::UnsubAck,

@@ -20,7 +20,7 @@ pub struct Auth {
 }
 
 impl Auth {
-    pub(crate) fn decode(mut r: Reader, limits: &DecodeLimits) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut r: Reader<'_>, limits: &DecodeLimits) -> Result<Self, DecodeError> {
         let mut a = Self::default();
         if !r.is_empty() {
             let code = r.u8("reason code")?;
@@ -31,7 +31,7 @@ impl Auth {
                     code,
                 })?;
             if !r.is_empty() {
-                a.properties = AuthProperties::decode(&mut r, limits)?;
+                a.properties.decode_into(&mut r, limits)?;
             }
         }
         r.finish("AUTH")?;

@@ -35,7 +35,7 @@ impl ConnAck {
     }
 
     pub(crate) fn decode(
-        mut r: Reader,
+        mut r: Reader<'_>,
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Self, DecodeError> {
@@ -59,11 +59,10 @@ impl ConnAck {
         if session_present && code != 0 {
             return Err(DecodeError::SessionPresentOnFailure { code });
         }
-        let properties = if version.is_v5() {
-            ConnAckProperties::decode(&mut r, limits)?
-        } else {
-            ConnAckProperties::default()
-        };
+        let mut properties = ConnAckProperties::default();
+        if version.is_v5() {
+            properties.decode_into(&mut r, limits)?;
+        }
         r.finish("CONNACK")?;
         Ok(Self {
             session_present,

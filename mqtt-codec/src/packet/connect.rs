@@ -7,8 +7,8 @@ use crate::error::{DecodeError, EncodeError};
 use crate::limits::DecodeLimits;
 use crate::properties::{ConnectProperties, WillProperties, check_binary};
 use crate::string::MqttString;
-use crate::types::{ProtocolVersion, QoS};
-use crate::wire::{Reader, put_prefixed};
+use crate::types::{PacketType, ProtocolVersion, QoS};
+use crate::wire::{Reader, VARINT_MAX, put_fixed_header, put_prefixed};
 
 /// CONNECT: the first packet a client sends [MQTT-3.1.0-1].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,16 +62,19 @@ impl Connect {
         }
     }
 
-    pub(crate) fn decode(mut r: Reader, limits: &DecodeLimits) -> Result<Self, DecodeError> {
-        let name = r.binary("protocol name")?;
+    pub(crate) fn decode(
+        mut r: Reader<'_>,
+        limits: &DecodeLimits,
+    ) -> Result<Box<Self>, DecodeError> {
+        let name = r.binary_slice("protocol name")?;
         let level = r.u8("protocol level")?;
-        let protocol = match (&name[..], level) {
+        let protocol = match (name, level) {
             (b"MQTT", 4) => ProtocolVersion::V3_1_1,
             (b"MQTT", 5) => ProtocolVersion::V5,
             (b"MQIsdp", 3) => ProtocolVersion::V3_1,
             (b"MQTT" | b"MQIsdp", 3..=5) => {
                 return Err(DecodeError::ProtocolNameMismatch {
-                    name: String::from_utf8_lossy(&name).into_owned(),
+                    name: String::from_utf8_lossy(name).into_owned(),
                     level,
                 });
             }
@@ -80,7 +83,7 @@ impl Connect {
             }
             _ => {
                 return Err(DecodeError::InvalidProtocolName {
-                    name: String::from_utf8_lossy(&name).into_owned(),
+                    name: String::from_utf8_lossy(name).into_owned(),
                 });
             }
         };
@@ -103,50 +106,43 @@ impl Connect {
             return Err(DecodeError::PasswordWithoutUsername);
         }
         let keep_alive = r.u16("keep alive")?;
-        let properties = if protocol.is_v5() {
-            ConnectProperties::decode(&mut r, limits)?
-        } else {
-            ConnectProperties::default()
-        };
-
-        let client_id = r.string("client identifier")?;
-        let will = if will_flag {
-            let properties = if protocol.is_v5() {
-                WillProperties::decode(&mut r, limits)?
-            } else {
-                WillProperties::default()
-            };
-            let topic = r.string("will topic")?;
-            super::publish::check_topic_name(&topic, "will topic")?;
-            if topic.is_empty() {
-                return Err(DecodeError::EmptyTopicName { what: "will topic" });
-            }
-            let payload = r.binary("will payload")?;
-            Some(Will {
-                topic,
-                payload,
+        // Built in its box, field by field: a `Connect` is over 400 bytes,
+        // and building it on the stack copies it at each step out.
+        let mut c = Box::new(Self::new(protocol, MqttString::new()));
+        c.clean_start = clean_start;
+        c.keep_alive = keep_alive;
+        if protocol.is_v5() {
+            c.properties.decode_into(&mut r, limits)?;
+        }
+        c.client_id = r.string("client identifier")?;
+        if will_flag {
+            let will = c.will.insert(Will {
+                topic: MqttString::new(),
+                payload: Bytes::new(),
                 qos: will_qos,
                 retain: will_retain,
-                properties,
-            })
-        } else {
-            None
-        };
-        let username = has_username.then(|| r.string("user name")).transpose()?;
-        let password = has_password.then(|| r.binary("password")).transpose()?;
+                properties: WillProperties::default(),
+            });
+            if protocol.is_v5() {
+                will.properties.decode_into(&mut r, limits)?;
+            }
+            will.topic = r.topic_name("will topic")?;
+            if will.topic.is_empty() {
+                return Err(DecodeError::EmptyTopicName { what: "will topic" });
+            }
+            will.payload = r.binary("will payload")?;
+        }
+        if has_username {
+            c.username = Some(r.string("user name")?);
+        }
+        if has_password {
+            c.password = Some(r.binary("password")?);
+        }
         r.finish("CONNECT payload")?;
-        Ok(Self {
-            protocol,
-            clean_start,
-            keep_alive,
-            properties,
-            client_id,
-            will,
-            username,
-            password,
-        })
+        Ok(c)
     }
 
+    #[inline]
     pub(crate) fn check(&self) -> Result<(), EncodeError> {
         self.properties.check()?;
         if let Some(w) = &self.will {
@@ -161,52 +157,112 @@ impl Connect {
 
     /// 3.1.1 forbids a password without a user name [MQTT-3.1.2-22]; such a
     /// password is left out rather than sent in a packet peers must refuse.
-    fn sends_password(&self) -> bool {
-        self.password.is_some() && (self.protocol.is_v5() || self.username.is_some())
+    #[inline]
+    fn sent_password(&self) -> Option<&Bytes> {
+        self.password
+            .as_ref()
+            .filter(|_| self.protocol.is_v5() || self.username.is_some())
     }
 
     pub(crate) fn body_len(&self) -> usize {
+        let (props, will_props) = self.properties_len();
+        self.body_len_with(props, will_props, self.sent_password())
+    }
+
+    /// The lengths of the CONNECT and will properties, 0 before 5.0.
+    #[inline]
+    fn properties_len(&self) -> (usize, usize) {
+        if !self.protocol.is_v5() {
+            return (0, 0);
+        }
+        let will = self.will.as_ref().map_or(0, |w| w.properties.len());
+        (self.properties.len(), will)
+    }
+
+    #[inline]
+    fn body_len_with(&self, props: usize, will_props: usize, password: Option<&Bytes>) -> usize {
         let v5 = self.protocol.is_v5();
         let mut len = 2 + self.protocol.protocol_name().len() + 1 + 1 + 2;
         if v5 {
-            len += props_block_len(self.properties.len());
+            len += props_block_len(props);
         }
         len += 2 + self.client_id.len();
         if let Some(w) = &self.will {
             if v5 {
-                len += props_block_len(w.properties.len());
+                len += props_block_len(will_props);
             }
             len += 2 + w.topic.len() + 2 + w.payload.len();
         }
         if let Some(u) = &self.username {
             len += 2 + u.len();
         }
-        if let (true, Some(p)) = (self.sends_password(), &self.password) {
+        if let Some(p) = password {
             len += 2 + p.len();
         }
         len
     }
 
-    pub(crate) fn encode_body(&self, buf: &mut impl BufMut) {
+    /// Encodes the whole packet, in one pass with the property lengths
+    /// computed once.
+    #[inline]
+    pub(crate) fn encode(&self, buf: &mut impl BufMut) -> Result<(), EncodeError> {
+        self.check()?;
+        let (props, will_props) = self.properties_len();
+        let password = self.sent_password();
+        let body = self.body_len_with(props, will_props, password);
+        if body > VARINT_MAX as usize {
+            return Err(EncodeError::PacketTooLarge {
+                packet: PacketType::Connect,
+                size: body,
+            });
+        }
         let v5 = self.protocol.is_v5();
-        put_prefixed(buf, self.protocol.protocol_name().as_bytes());
-        buf.put_u8(self.protocol.level());
         let mut flags = u8::from(self.clean_start) << 1;
         if let Some(w) = &self.will {
             flags |= 0b100 | ((w.qos as u8) << 3) | (u8::from(w.retain) << 5);
         }
-        let send_password = self.sends_password();
-        flags |= u8::from(send_password) << 6;
+        flags |= u8::from(password.is_some()) << 6;
         flags |= u8::from(self.username.is_some()) << 7;
-        buf.put_u8(flags);
-        buf.put_u16(self.keep_alive);
-        if v5 {
-            self.properties.encode(self.properties.len(), buf);
+
+        // Protocol name, level, flags, keep alive and what follows them (the
+        // property length in 5.0, the client identifier's length before) in
+        // writes of constant size, which compile to plain stores.
+        let first = (PacketType::Connect as u8) << 4;
+        let level = self.protocol.level();
+        let [ka_hi, ka_lo] = self.keep_alive.to_be_bytes();
+        let client_id = self.client_id.as_bytes();
+        // A client identifier is at most 65,535 bytes: `MqttString` guarantees it.
+        let [id_hi, id_lo] = (client_id.len() as u16).to_be_bytes();
+        match self.protocol {
+            ProtocolVersion::V3_1 => {
+                put_fixed_header(buf, first, body, [0, 6]);
+                buf.put_slice(&[
+                    b'M', b'Q', b'I', b's', b'd', b'p', level, flags, ka_hi, ka_lo, id_hi, id_lo,
+                ]);
+            }
+            ProtocolVersion::V3_1_1 => {
+                put_fixed_header(buf, first, body, [0, 4]);
+                buf.put_slice(&[
+                    b'M', b'Q', b'T', b'T', level, flags, ka_hi, ka_lo, id_hi, id_lo,
+                ]);
+            }
+            ProtocolVersion::V5 => {
+                put_fixed_header(buf, first, body, [0, 4]);
+                if props < 0x80 {
+                    let len = props as u8;
+                    buf.put_slice(&[b'M', b'Q', b'T', b'T', level, flags, ka_hi, ka_lo, len]);
+                    self.properties.encode_fields(buf);
+                } else {
+                    buf.put_slice(&[b'M', b'Q', b'T', b'T', level, flags, ka_hi, ka_lo]);
+                    self.properties.encode(props, buf);
+                }
+                buf.put_slice(&[id_hi, id_lo]);
+            }
         }
-        put_prefixed(buf, self.client_id.as_bytes());
+        buf.put_slice(client_id);
         if let Some(w) = &self.will {
             if v5 {
-                w.properties.encode(w.properties.len(), buf);
+                w.properties.encode(will_props, buf);
             }
             put_prefixed(buf, w.topic.as_bytes());
             put_prefixed(buf, &w.payload);
@@ -214,8 +270,9 @@ impl Connect {
         if let Some(u) = &self.username {
             put_prefixed(buf, u.as_bytes());
         }
-        if let (true, Some(p)) = (send_password, &self.password) {
+        if let Some(p) = password {
             put_prefixed(buf, p);
         }
+        Ok(())
     }
 }

@@ -30,7 +30,7 @@ impl Disconnect {
     }
 
     pub(crate) fn decode(
-        mut r: Reader,
+        mut r: Reader<'_>,
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Self, DecodeError> {
@@ -44,7 +44,7 @@ impl Disconnect {
                     code,
                 })?;
             if !r.is_empty() {
-                d.properties = DisconnectProperties::decode(&mut r, limits)?;
+                d.properties.decode_into(&mut r, limits)?;
             }
         }
         r.finish("DISCONNECT")?;

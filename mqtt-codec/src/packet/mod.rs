@@ -16,7 +16,7 @@ pub use disconnect::Disconnect;
 pub use publish::Publish;
 pub use subscribe::{Subscribe, Subscription, Unsubscribe};
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::limits::DecodeLimits;
@@ -144,10 +144,15 @@ impl Packet {
         if buf.len() < h.header_len + h.remaining {
             return Ok(None);
         }
-        let mut frame = buf.split_to(h.header_len + h.remaining);
-        frame.advance(h.header_len);
-        let body = Reader::new(frame.freeze());
-        Self::decode_body(h.kind, h.flags, body, version, limits).map(Some)
+        // The fixed header stays in the frame: skipping it there would cost
+        // more than starting the reader past it.
+        let frame = buf.split_to(h.header_len + h.remaining).freeze();
+        // PUBLISH, the hot path, apart: its decoder returns the packet in
+        // the form this function does, so it is built in place.
+        if h.kind == PacketType::Publish {
+            return Publish::decode(h.flags, frame, h.header_len, version, limits);
+        }
+        Self::decode_body(h.kind, frame, h.header_len, version, limits)
     }
 
     /// How many bytes the whole packet at the front of `buf` needs, once its
@@ -161,18 +166,21 @@ impl Packet {
         Ok(FixedHeader::parse(buf, version, limits)?.map(|h| h.header_len + h.remaining))
     }
 
-    #[inline]
+    /// Decodes any packet but PUBLISH from its `frame`, whose first
+    /// `header_len` bytes are the fixed header. It returns what
+    /// [`Packet::decode`] does, for the same reason as [`Publish::decode`].
     fn decode_body(
         kind: PacketType,
-        flags: u8,
-        r: Reader,
+        frame: Bytes,
+        header_len: usize,
         version: ProtocolVersion,
         limits: &DecodeLimits,
-    ) -> Result<Packet, DecodeError> {
-        Ok(match kind {
-            PacketType::Connect => Packet::Connect(Box::new(Connect::decode(r, limits)?)),
+    ) -> Result<Option<Packet>, DecodeError> {
+        let r = Reader::new(&frame, header_len);
+        Ok(Some(match kind {
+            PacketType::Connect => Packet::Connect(Connect::decode(r, limits)?),
             PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, version, limits)?),
-            PacketType::Publish => Packet::Publish(Publish::decode(flags, r, version, limits)?),
+            PacketType::Publish => unreachable!("Packet::decode decodes PUBLISH itself"),
             PacketType::PubAck => Packet::PubAck(Ack::decode(kind, r, version, limits)?),
             PacketType::PubRec => Packet::PubRec(Ack::decode(kind, r, version, limits)?),
             PacketType::PubRel => Packet::PubRel(Ack::decode(kind, r, version, limits)?),
@@ -193,7 +201,7 @@ impl Packet {
             }
             PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(r, version, limits)?),
             PacketType::Auth => Packet::Auth(Auth::decode(r, limits)?),
-        })
+        }))
     }
 
     /// The packet's type.
@@ -298,26 +306,41 @@ impl Packet {
     ///
     /// `buf` must have room for [`Packet::encoded_len`] bytes or grow by
     /// itself, as `BytesMut` and `Vec<u8>` do.
+    #[inline]
     pub fn encode(
         &self,
         version: ProtocolVersion,
         buf: &mut impl BufMut,
     ) -> Result<(), EncodeError> {
-        // The hot path: one dispatch instead of one per step below, and the
-        // properties' length computed once. Same checks, same bytes.
-        if let Packet::Publish(p) = self {
-            p.encode_header(version, buf)?;
-            buf.put_slice(&p.payload);
-            return Ok(());
+        // PUBLISH and CONNECT in one pass: one dispatch instead of one per
+        // step below, and the properties' length computed once. Same checks,
+        // same bytes.
+        match self {
+            Packet::Publish(p) => {
+                p.encode_header(version, buf)?;
+                buf.put_slice(&p.payload);
+                Ok(())
+            }
+            Packet::Connect(c) => c.encode(buf),
+            _ => self.encode_other(version, buf),
         }
+    }
+
+    /// [`Packet::encode`] of the packets but PUBLISH and CONNECT: apart and
+    /// not inlined, so that the hot path's function stays small.
+    #[inline(never)]
+    fn encode_other(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut impl BufMut,
+    ) -> Result<(), EncodeError> {
         let version = self.effective_version(version);
         let body = self.check(version)?;
         buf.put_u8(((self.packet_type() as u8) << 4) | self.flags());
         put_varint(buf, body);
         match self {
-            Packet::Connect(c) => c.encode_body(buf),
+            Packet::Connect(_) | Packet::Publish(_) => unreachable!("encoded above"),
             Packet::ConnAck(c) => c.encode_body(version, buf),
-            Packet::Publish(p) => p.encode_body(version, buf),
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
                 a.encode_body(version, buf)
             }
@@ -334,7 +357,11 @@ impl Packet {
 }
 
 /// Reads a packet identifier, refusing 0 [MQTT-2.2.1-3].
-pub(crate) fn read_packet_id(r: &mut Reader, packet: PacketType) -> Result<PacketId, DecodeError> {
+#[inline(always)]
+pub(crate) fn read_packet_id(
+    r: &mut Reader<'_>,
+    packet: PacketType,
+) -> Result<PacketId, DecodeError> {
     PacketId::new(r.u16("packet identifier")?).ok_or(DecodeError::ZeroPacketId { packet })
 }
 

@@ -46,16 +46,15 @@ fn check_count(n: usize, packet: PacketType, limits: &DecodeLimits) -> Result<()
 
 impl Subscribe {
     pub(crate) fn decode(
-        mut r: Reader,
+        mut r: Reader<'_>,
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Self, DecodeError> {
         let packet_id = read_packet_id(&mut r, PacketType::Subscribe)?;
-        let properties = if version.is_v5() {
-            SubscribeProperties::decode(&mut r, limits)?
-        } else {
-            SubscribeProperties::default()
-        };
+        let mut properties = SubscribeProperties::default();
+        if version.is_v5() {
+            properties.decode_into(&mut r, limits)?;
+        }
         let mut subscriptions = Vec::new();
         while !r.is_empty() {
             check_count(subscriptions.len(), PacketType::Subscribe, limits)?;
@@ -123,16 +122,15 @@ pub struct Unsubscribe {
 
 impl Unsubscribe {
     pub(crate) fn decode(
-        mut r: Reader,
+        mut r: Reader<'_>,
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Self, DecodeError> {
         let packet_id = read_packet_id(&mut r, PacketType::Unsubscribe)?;
-        let properties = if version.is_v5() {
-            UnsubscribeProperties::decode(&mut r, limits)?
-        } else {
-            UnsubscribeProperties::default()
-        };
+        let mut properties = UnsubscribeProperties::default();
+        if version.is_v5() {
+            properties.decode_into(&mut r, limits)?;
+        }
         let mut filters = Vec::new();
         while !r.is_empty() {
             check_count(filters.len(), PacketType::Unsubscribe, limits)?;
