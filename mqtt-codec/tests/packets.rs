@@ -981,11 +981,24 @@ fn disconnect_v5_empty_means_normal_disconnection() {
 fn disconnect_v5_with_reason_code() {
     let wire = [
         0xE0, // DISCONNECT
-        0x01, // remaining length 1
+        0x02, // remaining length 2
         0x04, // reason code: Disconnect with Will Message
+        0x00, // property length 0: always written after a reason code
     ];
     let expected = Disconnect::new(ReasonCode::DisconnectWithWillMessage);
     check(V5, &wire, Packet::Disconnect(expected));
+}
+
+/// The form without a property length is valid (MQTT 5.0 §3.14.2.2.1) and
+/// accepted; it is encoded with the property length.
+#[test]
+fn disconnect_v5_reason_code_without_property_length_is_accepted() {
+    let mut wire = BytesMut::from(&[0xE0u8, 0x01, 0x8B][..]);
+    let decoded = Packet::decode(&mut wire, V5, &DecodeLimits::default()).unwrap().unwrap();
+    assert_eq!(decoded, Packet::Disconnect(Disconnect::new(ReasonCode::ServerShuttingDown)));
+    let mut out = BytesMut::new();
+    decoded.encode(V5, &mut out).unwrap();
+    assert_eq!(&out[..], &[0xE0, 0x02, 0x8B, 0x00]);
 }
 
 #[test]

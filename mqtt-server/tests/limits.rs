@@ -146,9 +146,6 @@ async fn shutdown_sends_server_shutting_down_and_run_returns() {
 }
 
 #[tokio::test]
-#[ignore = "rumqttc 0.24 cannot parse a DISCONNECT without properties (remaining length 1, \
-            allowed by MQTT 5.0 §3.14.2.2.1), which is what the codec encodes; rumqttc reports \
-            'connection closed by peer' instead of the reason code"]
 async fn shutdown_disconnect_reason_reaches_rumqttc() {
     let broker = TestBroker::start(TestBroker::config()).await;
     let (mut peer, _) = v5::Peer::connect(v5::options(broker.addr, "peer")).await;

@@ -2,7 +2,7 @@
 
 use bytes::BufMut;
 
-use super::{put_reason_tail, reason_tail_len};
+use super::props_block_len;
 use crate::error::DecodeError;
 use crate::limits::DecodeLimits;
 use crate::properties::DisconnectProperties;
@@ -51,20 +51,28 @@ impl Disconnect {
         Ok(d)
     }
 
+    /// Whether the body is left out: a normal disconnection without
+    /// properties (MQTT 5.0 §3.14.2.1).
+    fn is_bare(&self) -> bool {
+        self.reason_code == ReasonCode::Success && self.properties.is_empty()
+    }
+
+    /// A reason code is always followed by the property length, 0 when
+    /// there are no properties. The spec lets it be left out
+    /// (§3.14.2.2.1), but clients in use (rumqttc 0.24) cannot read that
+    /// form, and mosquitto writes the length too.
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
-        if version.is_v5() {
-            reason_tail_len(self.reason_code, self.properties.len())
-        } else {
+        if !version.is_v5() || self.is_bare() {
             0
+        } else {
+            1 + props_block_len(self.properties.len())
         }
     }
 
     pub(crate) fn encode_body(&self, version: ProtocolVersion, buf: &mut impl BufMut) {
-        if version.is_v5() {
-            let props = self.properties.len();
-            put_reason_tail(buf, self.reason_code, props, |b| {
-                self.properties.encode(props, b)
-            });
+        if version.is_v5() && !self.is_bare() {
+            buf.put_u8(self.reason_code as u8);
+            self.properties.encode(self.properties.len(), buf);
         }
     }
 }
