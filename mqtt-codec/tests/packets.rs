@@ -994,8 +994,13 @@ fn disconnect_v5_with_reason_code() {
 #[test]
 fn disconnect_v5_reason_code_without_property_length_is_accepted() {
     let mut wire = BytesMut::from(&[0xE0u8, 0x01, 0x8B][..]);
-    let decoded = Packet::decode(&mut wire, V5, &DecodeLimits::default()).unwrap().unwrap();
-    assert_eq!(decoded, Packet::Disconnect(Disconnect::new(ReasonCode::ServerShuttingDown)));
+    let decoded = Packet::decode(&mut wire, V5, &DecodeLimits::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        decoded,
+        Packet::Disconnect(Disconnect::new(ReasonCode::ServerShuttingDown))
+    );
     let mut out = BytesMut::new();
     decoded.encode(V5, &mut out).unwrap();
     assert_eq!(&out[..], &[0xE0, 0x02, 0x8B, 0x00]);
