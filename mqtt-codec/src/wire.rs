@@ -238,6 +238,29 @@ impl<'a> Reader<'a> {
         Ok(self.buf.slice(start..end))
     }
 
+    /// The range of binary data in the buffer, skipped: for a field whose
+    /// handle is made later.
+    #[inline(always)]
+    pub(crate) fn binary_range(
+        &mut self,
+        what: &'static str,
+    ) -> Result<(usize, usize), DecodeError> {
+        self.prefixed(what)
+    }
+
+    /// The range of a UTF-8 encoded string in the buffer, checked and
+    /// skipped: for a field whose handle is made later.
+    #[inline(always)]
+    pub(crate) fn string_range(
+        &mut self,
+        what: &'static str,
+    ) -> Result<(usize, usize), DecodeError> {
+        let (start, end) = self.prefixed(what)?;
+        MqttString::check(&self.buf[start..end])
+            .map_err(|error| DecodeError::InvalidString { what, error })?;
+        Ok((start, end))
+    }
+
     /// A UTF-8 encoded string (MQTT 5.0 §1.5.4), checked before a handle
     /// to its bytes is made.
     #[inline(always)]

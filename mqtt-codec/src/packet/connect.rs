@@ -1,6 +1,6 @@
 //! CONNECT (MQTT 5.0 §3.1, MQTT 3.1.1 §3.1).
 
-use bytes::{BufMut, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 
 use super::props_block_len;
 use crate::error::{DecodeError, EncodeError};
@@ -29,6 +29,23 @@ pub struct Connect {
     pub username: Option<MqttString>,
     /// The password (binary data).
     pub password: Option<Bytes>,
+}
+
+/// Puts `value` in `slot`, which holds the empty value `Connect::decode`
+/// starts from (`None`, or the static empty `Bytes`): its drop would do
+/// nothing but cost an indirect call, so it is skipped.
+#[inline(always)]
+fn fill<T>(slot: &mut T, value: T) {
+    std::mem::forget(std::mem::replace(slot, value));
+}
+
+/// The field that ends a CONNECT's payload.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Last {
+    ClientId,
+    WillPayload,
+    Username,
+    Password,
 }
 
 /// The will message of a CONNECT (MQTT 5.0 §3.1.2.5, §3.1.3.2–4).
@@ -62,10 +79,18 @@ impl Connect {
         }
     }
 
+    /// Decodes a CONNECT from its `frame`, whose first `header_len` bytes
+    /// are the fixed header.
+    ///
+    /// Every string and binary field is a handle to `frame`, and each handle
+    /// costs an atomic increment when made and a decrement when dropped; the
+    /// last field of the payload takes over `frame`'s own handle instead.
     pub(crate) fn decode(
-        mut r: Reader<'_>,
+        frame: Bytes,
+        header_len: usize,
         limits: &DecodeLimits,
     ) -> Result<Box<Self>, DecodeError> {
+        let mut r = Reader::new(&frame, header_len);
         let name = r.binary_slice("protocol name")?;
         let level = r.u8("protocol level")?;
         let protocol = match (name, level) {
@@ -106,39 +131,96 @@ impl Connect {
             return Err(DecodeError::PasswordWithoutUsername);
         }
         let keep_alive = r.u16("keep alive")?;
-        // Built in its box, field by field: a `Connect` is over 400 bytes,
-        // and building it on the stack copies it at each step out.
-        let mut c = Box::new(Self::new(protocol, MqttString::new()));
-        c.clean_start = clean_start;
-        c.keep_alive = keep_alive;
+        // Built in its box: a `Connect` is over 400 bytes, and building it
+        // on the stack copies it into the box.
+        let mut c = Box::write(
+            Box::new_uninit(),
+            Self {
+                protocol,
+                clean_start,
+                keep_alive,
+                properties: ConnectProperties::default(),
+                client_id: MqttString::new(),
+                will: if will_flag {
+                    Some(Will {
+                        topic: MqttString::new(),
+                        payload: Bytes::new(),
+                        qos: will_qos,
+                        retain: will_retain,
+                        properties: WillProperties::default(),
+                    })
+                } else {
+                    None
+                },
+                username: None,
+                password: None,
+            },
+        );
         if protocol.is_v5() {
             c.properties.decode_into(&mut r, limits)?;
         }
-        c.client_id = r.string("client identifier")?;
-        if will_flag {
-            let will = c.will.insert(Will {
-                topic: MqttString::new(),
-                payload: Bytes::new(),
-                qos: will_qos,
-                retain: will_retain,
-                properties: WillProperties::default(),
-            });
+        // The field that ends the payload, read as a range: it becomes
+        // `frame` itself once the reader is done with it.
+        let last = if has_password {
+            Last::Password
+        } else if has_username {
+            Last::Username
+        } else if will_flag {
+            Last::WillPayload
+        } else {
+            Last::ClientId
+        };
+        let mut range = (0, 0);
+        if last == Last::ClientId {
+            range = r.string_range("client identifier")?;
+        } else {
+            fill(&mut c.client_id, r.string("client identifier")?);
+        }
+        if let Some(will) = &mut c.will {
             if protocol.is_v5() {
                 will.properties.decode_into(&mut r, limits)?;
             }
-            will.topic = r.topic_name("will topic")?;
+            fill(&mut will.topic, r.topic_name("will topic")?);
             if will.topic.is_empty() {
                 return Err(DecodeError::EmptyTopicName { what: "will topic" });
             }
-            will.payload = r.binary("will payload")?;
+            if last == Last::WillPayload {
+                range = r.binary_range("will payload")?;
+            } else {
+                fill(&mut will.payload, r.binary("will payload")?);
+            }
         }
         if has_username {
-            c.username = Some(r.string("user name")?);
+            if last == Last::Username {
+                range = r.string_range("user name")?;
+            } else {
+                fill(&mut c.username, Some(r.string("user name")?));
+            }
         }
         if has_password {
-            c.password = Some(r.binary("password")?);
+            range = r.binary_range("password")?;
         }
         r.finish("CONNECT payload")?;
+        let (start, end) = range;
+        // An empty field is the static empty `Bytes`, as `Bytes::slice` makes it.
+        let bytes = if start == end {
+            Bytes::new()
+        } else {
+            let mut bytes = frame;
+            bytes.truncate(end);
+            bytes.advance(start);
+            bytes
+        };
+        match last {
+            Last::ClientId => fill(&mut c.client_id, MqttString::from_checked(bytes)),
+            Last::WillPayload => {
+                if let Some(w) = &mut c.will {
+                    fill(&mut w.payload, bytes);
+                }
+            }
+            Last::Username => fill(&mut c.username, Some(MqttString::from_checked(bytes))),
+            Last::Password => fill(&mut c.password, Some(bytes)),
+        }
         Ok(c)
     }
 
@@ -238,6 +320,13 @@ impl Connect {
                 put_fixed_header(buf, first, body, [0, 6]);
                 buf.put_slice(&[
                     b'M', b'Q', b'I', b's', b'd', b'p', level, flags, ka_hi, ka_lo, id_hi, id_lo,
+                ]);
+            }
+            // The common case, fixed header included, in a single write.
+            ProtocolVersion::V3_1_1 if body < 0x80 => {
+                buf.put_slice(&[
+                    first, body as u8, 0, 4, b'M', b'Q', b'T', b'T', level, flags, ka_hi, ka_lo,
+                    id_hi, id_lo,
                 ]);
             }
             ProtocolVersion::V3_1_1 => {

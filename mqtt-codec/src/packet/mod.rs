@@ -176,9 +176,14 @@ impl Packet {
         version: ProtocolVersion,
         limits: &DecodeLimits,
     ) -> Result<Option<Packet>, DecodeError> {
+        if kind == PacketType::Connect {
+            return Ok(Some(Packet::Connect(Connect::decode(
+                frame, header_len, limits,
+            )?)));
+        }
         let r = Reader::new(&frame, header_len);
         Ok(Some(match kind {
-            PacketType::Connect => Packet::Connect(Connect::decode(r, limits)?),
+            PacketType::Connect => unreachable!("decoded above"),
             PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, version, limits)?),
             PacketType::Publish => unreachable!("Packet::decode decodes PUBLISH itself"),
             PacketType::PubAck => Packet::PubAck(Ack::decode(kind, r, version, limits)?),
