@@ -51,6 +51,13 @@ struct BrokerArgs {
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Keep sessions, queued messages and retained messages on disk in
+    /// DIR (created if missing) and restore them at startup: turns on
+    /// `persistence` with `data_dir = DIR`. Acknowledged QoS 1/2 messages
+    /// survive kill -9.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
     /// Log level or filter (error, warn, info, debug, trace, or a
     /// tracing filter such as `mqtt_server=debug`). Overrides RUST_LOG.
     #[arg(long, value_name = "LEVEL")]
@@ -77,6 +84,10 @@ async fn broker(args: BrokerArgs) -> Result<(), String> {
     };
     if !args.listen.is_empty() {
         config.listen = args.listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.persistence = true;
+        config.data_dir = dir;
     }
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let shutdown = server.shutdown_handle();

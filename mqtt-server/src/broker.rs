@@ -8,21 +8,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use mqtt_codec::{MqttString, PublishProperties, QoS, Will};
+use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, Will};
 use mqtt_router::{RetainedStore, Router, Target};
 use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
+use mqtt_store::{Batch, Recovered, StoreError};
 use mqtt_topic::TopicName;
 use tokio::sync::Notify;
 
 use crate::auth::Security;
 use crate::config::Config;
 use crate::handle::{SessionHandle, SessionRef, lock};
+use crate::persist::Persist;
 use crate::stats::Stats;
 
 thread_local! {
     /// Routing scratch space, reused so that routing a message allocates
     /// nothing once it has grown to the usual fan-out.
     static TARGETS: RefCell<Vec<Target<SessionRef>>> = const { RefCell::new(Vec::new()) };
+    /// The deliveries made of them, likewise.
+    static DELIVERIES: RefCell<Vec<(SessionRef, Delivery)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Called once a publication's batch is durable, or has failed.
+pub(crate) type CommitDone = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// How to publish one message.
+#[derive(Default)]
+pub(crate) struct Publishing<'a> {
+    /// The publishing session (for No Local).
+    pub(crate) publisher: Option<&'a SessionRef>,
+    /// A QoS 2 PUBLISH of a persistent session: its packet identifier is
+    /// stored with the message, so that a resend after a crash is known
+    /// as a duplicate.
+    pub(crate) incoming_qos2: Option<PacketId>,
+    /// A QoS 1/2 delivery that does not fit a connected session's mailbox
+    /// is handed back in [`Routed::blocked`] instead of dropped.
+    pub(crate) may_block: bool,
+    /// Called when the message's batch is durable; not called (and
+    /// [`Routed::committing`] false) when there was nothing to store.
+    pub(crate) done: Option<CommitDone>,
+}
+
+/// What publishing a message did.
+#[derive(Debug, Default)]
+pub(crate) struct Routed {
+    /// Sessions it matched.
+    pub(crate) matched: usize,
+    /// Deliveries waiting for room in a connected session's mailbox.
+    pub(crate) blocked: Vec<(Arc<SessionHandle>, Delivery)>,
+    /// Whether a batch was submitted and `done` will be called.
+    pub(crate) committing: bool,
 }
 
 /// A job for the janitor.
@@ -54,6 +89,8 @@ pub(crate) struct Broker {
     pub(crate) security: Security,
     /// When the broker started (uptime in metrics and `$SYS`).
     pub(crate) started: Instant,
+    /// The durable store, with persistence on.
+    pub(crate) persist: Option<Persist>,
 }
 
 impl Broker {
@@ -72,6 +109,7 @@ impl Broker {
             jobs_changed: Notify::new(),
             security,
             started: tokio::time::Instant::now().into_std(),
+            persist: None,
         }
     }
 
@@ -79,15 +117,21 @@ impl Broker {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Routes a message to every matching session's mailbox and stores it
-    /// if retained. Returns the number of sessions it went to.
+    /// Routes a message to every matching session's mailbox and keeps it
+    /// if retained.
+    ///
+    /// With persistence, QoS 1/2 deliveries to persistent sessions and the
+    /// retained message go into one batch, submitted *before* the
+    /// deliveries enter the mailboxes: a subscriber's removal of a
+    /// delivered message is then always submitted after its append.
     pub(crate) fn publish(
         &self,
         topic: &TopicName,
         message: Arc<Message>,
-        publisher: Option<&SessionRef>,
+        how: Publishing<'_>,
         now: Instant,
-    ) -> usize {
+    ) -> Routed {
+        let mut batch = self.persist.as_ref().map(|_| Persist::batch(now));
         if message.retain && self.config.retain_available {
             let mut retained = self.retained.write().unwrap_or_else(|p| p.into_inner());
             let is_new = retained.get(topic).is_none();
@@ -96,37 +140,169 @@ impl Broker {
                 || retained.len() < self.config.max_retained_messages
             {
                 retained.set(topic.clone(), message.clone());
+                // $SYS topics describe this run of the broker: not stored.
+                if let Some(b) = batch
+                    .as_mut()
+                    .filter(|_| !topic.as_str().starts_with("$SYS/"))
+                {
+                    if message.payload.is_empty() {
+                        b.clear_retained(&message.topic);
+                    } else {
+                        b.set_retained(&message);
+                    }
+                }
             }
         }
-        TARGETS.with(|cell| {
-            let mut targets = cell.borrow_mut();
+        let publisher = how.publisher;
+        if let (Some(b), Some(id), Some(me)) = (batch.as_mut(), how.incoming_qos2, publisher) {
+            b.add_incoming_qos2(&me.0.client_id, id);
+        }
+        DELIVERIES.with(|cell| {
+            let mut deliveries = cell.borrow_mut();
+            let matched = TARGETS.with(|cell| {
+                let mut targets = cell.borrow_mut();
+                {
+                    let router = self.router.read().unwrap_or_else(|p| p.into_inner());
+                    router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
+                }
+                let mut n = targets.len();
+                // Only with an ACL: the subscriber may not read every topic its
+                // filters match.
+                if self.security.acl_in_use() {
+                    targets.retain(|t| t.session.0.may_read(topic.as_str()));
+                    let denied = n - targets.len();
+                    Stats::add(&self.stats.dropped_acl_read, denied as u64);
+                    n -= denied;
+                }
+                for t in targets.drain(..) {
+                    let mut delivery = Delivery {
+                        qos: t.qos.min(message.qos),
+                        // Established subscriptions get RETAIN 0 unless they
+                        // asked for Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+                        retain: message.retain && t.retain_as_published,
+                        subscription_ids: t.subscription_ids,
+                        shared_group: t.shared,
+                        message: message.clone(),
+                        tag: 0,
+                    };
+                    let handle = &t.session.0;
+                    if let Some(b) = batch.as_mut()
+                        && delivery.qos != QoS::AtMostOnce
+                        && handle.is_persistent()
+                    {
+                        delivery.tag = handle.take_seq();
+                        b.append_queued(&handle.client_id, delivery.tag, &delivery);
+                    }
+                    deliveries.push((t.session, delivery));
+                }
+                n
+            });
+            let mut routed = Routed {
+                matched,
+                ..Routed::default()
+            };
+            if let (Some(persist), Some(b)) = (&self.persist, batch)
+                && !b.is_empty()
             {
-                let router = self.router.read().unwrap_or_else(|p| p.into_inner());
-                router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
+                match how.done {
+                    Some(done) => {
+                        persist.submit(b, done);
+                        routed.committing = true;
+                    }
+                    None => persist.submit_logged(b),
+                }
             }
-            let mut n = targets.len();
-            // Only with an ACL: the subscriber may not read every topic its
-            // filters match.
-            if self.security.acl_in_use() {
-                targets.retain(|t| t.session.0.may_read(topic.as_str()));
-                let denied = n - targets.len();
-                Stats::add(&self.stats.dropped_acl_read, denied as u64);
-                n -= denied;
+            let mut forget = None;
+            for (session, delivery) in deliveries.drain(..) {
+                let handle = session.0;
+                if how.may_block
+                    && delivery.qos != QoS::AtMostOnce
+                    && handle.is_connected()
+                    && !handle.is_congested()
+                {
+                    if let Err(d) = self.try_deliver(&handle, delivery) {
+                        routed.blocked.push((handle, d));
+                    }
+                } else {
+                    self.push(&handle, delivery, &mut forget, now);
+                }
             }
-            for t in targets.drain(..) {
-                let delivery = Delivery {
-                    qos: t.qos.min(message.qos),
-                    // Established subscriptions get RETAIN 0 unless they
-                    // asked for Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
-                    retain: message.retain && t.retain_as_published,
-                    subscription_ids: t.subscription_ids,
-                    shared_group: t.shared,
-                    message: message.clone(),
-                };
-                self.deliver(&t.session.0, delivery, now);
-            }
-            n
+            self.forget(forget);
+            routed
         })
+    }
+
+    /// Puts a delivery in a session's mailbox if it fits without dropping
+    /// a QoS 1/2 message; hands it back otherwise.
+    pub(crate) fn try_deliver(
+        &self,
+        session: &SessionHandle,
+        delivery: Delivery,
+    ) -> Result<(), Delivery> {
+        let pushed = lock(&session.mailbox).try_push(delivery, &self.queue_limits);
+        if pushed.is_ok() {
+            Stats::add(&self.stats.messages_routed, 1);
+            session.notify.notify_one();
+        }
+        pushed
+    }
+
+    /// Pushes within the mailbox's limits and policy; stored deliveries it
+    /// drops are added to `forget`, a batch removing them.
+    fn push(
+        &self,
+        session: &SessionHandle,
+        delivery: Delivery,
+        forget: &mut Option<Batch>,
+        now: Instant,
+    ) {
+        let mut dropped = |d: Delivery| {
+            if d.tag != 0 && self.persist.is_some() {
+                forget
+                    .get_or_insert_with(|| Persist::batch(now))
+                    .remove_queued(&session.client_id, d.tag);
+            }
+        };
+        let pushed = lock(&session.mailbox).push_with(delivery, &self.queue_limits, &mut dropped);
+        match pushed {
+            Ok(()) => Stats::add(&self.stats.messages_routed, 1),
+            Err(_) => Stats::add(&self.stats.dropped_queue_full, 1),
+        }
+        session.notify.notify_one();
+    }
+
+    /// Pushes within the mailbox's limits and policy (stored deliveries it
+    /// drops are removed from the store).
+    pub(crate) fn push_by_policy(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
+        let mut forget = None;
+        self.push(session, delivery, &mut forget, now);
+        self.forget(forget);
+    }
+
+    /// Submits a batch of removals, if any.
+    pub(crate) fn forget(&self, batch: Option<Batch>) {
+        if let (Some(persist), Some(b)) = (&self.persist, batch) {
+            persist.submit_logged(b);
+        }
+    }
+
+    /// A publisher waited for room in `session`'s mailbox for as long as
+    /// it may: the delivery is dropped and counted, and the session is
+    /// marked congested so that publishers stop waiting for it.
+    pub(crate) fn drop_blocked(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
+        Stats::add(&self.stats.dropped_publish_wait, 1);
+        lock(&session.mailbox).drops.queue_full += 1;
+        session
+            .congested
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        if delivery.tag != 0
+            && let Some(persist) = &self.persist
+        {
+            let mut b = Persist::batch(now);
+            b.remove_queued(&session.client_id, delivery.tag);
+            persist.submit_logged(b);
+        }
+        tracing::warn!(client_id = %session.client_id, "a QoS 1/2 delivery was dropped after waiting max_publish_wait_ms for room in the session's queue; the session is marked congested");
     }
 
     /// Gives deliveries a leaving session did not acknowledge to other
@@ -138,6 +314,9 @@ impl Broker {
         deliveries: Vec<Delivery>,
         now: Instant,
     ) -> Vec<Delivery> {
+        // A moved delivery leaves the stored queue of the leaving session
+        // (and enters that of its new session, if stored).
+        let mut forget = None;
         let mut kept = Vec::new();
         let router = self.router.read().unwrap_or_else(|p| p.into_inner());
         let mut moves = Vec::new();
@@ -148,6 +327,12 @@ impl Broker {
                 .and_then(|share| router.reassign(share, leaving, |s| s.0.is_connected()));
             match target {
                 Some(t) => {
+                    if d.tag != 0 && self.persist.is_some() {
+                        forget
+                            .get_or_insert_with(|| Persist::batch(now))
+                            .remove_queued(&leaving.0.client_id, d.tag);
+                    }
+                    d.tag = 0;
                     d.qos = t.qos.min(d.message.qos);
                     d.subscription_ids = t.subscription_ids;
                     moves.push((t.session, d));
@@ -156,21 +341,22 @@ impl Broker {
             }
         }
         drop(router);
+        for (session, d) in &mut moves {
+            if d.qos != QoS::AtMostOnce && session.0.is_persistent() && self.persist.is_some() {
+                d.tag = session.0.take_seq();
+                forget
+                    .get_or_insert_with(|| Persist::batch(now))
+                    .append_queued(&session.0.client_id, d.tag, d);
+            }
+        }
+        // Appends are submitted before the deliveries can be taken (and
+        // removed) by their new sessions.
+        self.forget(forget.take());
         for (session, d) in moves {
-            self.deliver(&session.0, d, now);
+            self.push(&session.0, d, &mut forget, now);
         }
+        self.forget(forget);
         kept
-    }
-
-    /// Puts a delivery in a session's mailbox and wakes its connection.
-    pub(crate) fn deliver(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
-        let _ = now;
-        let pushed = lock(&session.mailbox).push(delivery, &self.queue_limits);
-        match pushed {
-            Ok(()) => Stats::add(&self.stats.messages_routed, 1),
-            Err(_) => Stats::add(&self.stats.dropped_queue_full, 1),
-        }
-        session.notify.notify_one();
     }
 
     /// Publishes a will message.
@@ -197,7 +383,16 @@ impl Broker {
                 .map(|s| now + std::time::Duration::from_secs(u64::from(s))),
         };
         tracing::debug!(topic = %topic.as_str(), "publishing will");
-        self.publish(&topic, Arc::new(message), None, now);
+        self.publish(&topic, Arc::new(message), Publishing::default(), now);
+    }
+
+    /// Forgets a session's stored will (published or cancelled).
+    fn clear_stored_will(&self, client_id: &MqttString, now: Instant) {
+        if let Some(persist) = &self.persist {
+            let mut b = Persist::batch(now);
+            b.clear_will(client_id);
+            persist.submit_logged(b);
+        }
     }
 
     /// Removes every subscription of a session from the router.
@@ -230,9 +425,24 @@ impl Broker {
         }
         drop(sessions);
         lock(&handle.mailbox).drain().for_each(drop);
+        if handle.is_persistent()
+            && let Some(persist) = &self.persist
+        {
+            let mut b = Persist::batch(tokio::time::Instant::now().into_std());
+            b.delete_session(&handle.client_id);
+            persist.submit_logged(b);
+        }
     }
 
+    /// Schedules a will for `at`; with persistence it is stored, so that
+    /// it is still published after a restart.
     pub(crate) fn schedule_will(&self, client_id: MqttString, will: Will, at: Instant) {
+        if let Some(persist) = &self.persist {
+            let now = tokio::time::Instant::now().into_std();
+            let mut b = Persist::batch(now);
+            b.set_will(&client_id, &will, at);
+            persist.submit_logged(b);
+        }
         let seq = self.next_id();
         lock(&self.jobs).insert((at, seq), Job::Will(client_id, Box::new(will)));
         self.jobs_changed.notify_one();
@@ -262,10 +472,13 @@ impl Broker {
                 })
                 .collect()
         };
-        if session_ends {
-            for w in wills {
-                self.publish_will(w, now);
+        if !wills.is_empty() {
+            if session_ends {
+                for w in wills {
+                    self.publish_will(w, now);
+                }
             }
+            self.clear_stored_will(client_id, now);
         }
     }
 
@@ -292,7 +505,10 @@ impl Broker {
             };
             for job in due {
                 match job {
-                    Job::Will(_, will) => self.publish_will(*will, now),
+                    Job::Will(client_id, will) => {
+                        self.publish_will(*will, now);
+                        self.clear_stored_will(&client_id, now);
+                    }
                     Job::Expire(handle) => {
                         if handle.is_connected() {
                             continue;
@@ -316,6 +532,55 @@ impl Broker {
                 None => self.jobs_changed.notified().await,
             }
         }
+    }
+
+    /// Rebuilds what the store recovered: offline sessions with their
+    /// subscriptions (into the router), queues, in-flight messages and
+    /// expiry; retained messages; pending wills.
+    pub(crate) fn restore(&self, recovered: Recovered) {
+        let mut sessions = lock(&self.sessions);
+        let mut router = self.router.write().unwrap_or_else(|p| p.into_inner());
+        for loaded in recovered.sessions {
+            let mut state = loaded.state;
+            for (d, seq) in state.queued.iter_mut().zip(&loaded.queue_seqs) {
+                d.tag = *seq;
+            }
+            let handle = Arc::new(SessionHandle::new(self.next_id(), state.client_id.clone()));
+            handle
+                .persistent
+                .store(true, std::sync::atomic::Ordering::Release);
+            handle
+                .next_seq
+                .store(loaded.next_seq.max(1), std::sync::atomic::Ordering::Relaxed);
+            let me = SessionRef(handle.clone());
+            for (filter, sub) in &state.subscriptions {
+                if let Err(e) = router.subscribe(me.clone(), filter, sub.options, sub.id) {
+                    tracing::warn!(client_id = %state.client_id, %filter, error = %e, "stored subscription not restored");
+                }
+            }
+            *lock(&handle.offline) = Some(state);
+            sessions.insert(handle.client_id.clone(), handle.clone());
+            if let Some(at) = loaded.expires_at {
+                self.schedule_expiry(handle, at);
+            }
+        }
+        drop(router);
+        drop(sessions);
+        let mut retained = self.retained.write().unwrap_or_else(|p| p.into_inner());
+        for message in recovered.retained {
+            if let Ok(topic) = TopicName::from_bytes(message.topic.as_bytes().clone()) {
+                retained.set(topic, Arc::new(message));
+            }
+        }
+        drop(retained);
+        for pending in recovered.wills {
+            let seq = self.next_id();
+            lock(&self.jobs).insert(
+                (pending.will.publish_at, seq),
+                Job::Will(pending.client_id, Box::new(pending.will.will)),
+            );
+        }
+        self.jobs_changed.notify_one();
     }
 
     /// The QoS a subscription is granted: the lesser of what it asked and

@@ -127,6 +127,20 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds between `$SYS/broker/...` updates; 0 = off. Default: 10.
     pub sys_interval: u64,
+    /// Milliseconds a publisher's QoS 1/2 acknowledgement may wait for room
+    /// in a connected subscriber's full queue (the publisher is not read
+    /// meanwhile: its Receive Maximum throttles it). After that the
+    /// delivery is dropped and counted, and the subscriber is marked
+    /// congested so that publishers stop waiting for it until it reads
+    /// again. 0 = never wait (drop by `queue_overflow`). Default: 2000.
+    pub max_publish_wait_ms: u64,
+    /// Whether sessions, queued and in-flight messages, retained messages
+    /// and wills are kept on disk, in `data_dir`, and restored at startup.
+    /// Default: false (in memory). `--data-dir DIR` turns it on.
+    pub persistence: bool,
+    /// The store's directory (created if missing), with `persistence`.
+    /// Default: `"mqtt-data"`.
+    pub data_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -161,6 +175,9 @@ impl Default for Config {
             max_connection_rate: 0,
             metrics_listen: None,
             sys_interval: 10,
+            max_publish_wait_ms: 2000,
+            persistence: false,
+            data_dir: PathBuf::from("mqtt-data"),
         }
     }
 }
@@ -253,6 +270,12 @@ impl Config {
         if self.max_auth_failures > 0 && self.auth_failure_window == 0 {
             return invalid("auth_failure_window", "must be at least 1 second");
         }
+        if self.max_publish_wait_ms > 3_600_000 {
+            return invalid("max_publish_wait_ms", "must be at most 3600000 (one hour)");
+        }
+        if self.persistence && self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir", "must name a directory when persistence is on");
+        }
         Ok(())
     }
 
@@ -271,6 +294,11 @@ impl Config {
             queue: self.queue_limits(),
             ..ServerConfig::default()
         }
+    }
+
+    /// How long a publisher may wait for room in a subscriber's queue.
+    pub fn max_publish_wait(&self) -> Duration {
+        Duration::from_millis(self.max_publish_wait_ms)
     }
 
     /// The per-session queue limits.
@@ -323,12 +351,15 @@ mod tests {
             "max_publish_bytes_rate",
             "max_connection_rate",
             "sys_interval",
+            "max_publish_wait_ms",
+            "persistence",
+            "data_dir",
         ] {
             assert!(table.contains_key(key), "example.toml lacks `{key}`");
         }
         assert_eq!(
             table.len(),
-            24,
+            27,
             "a key in example.toml is not listed in this test"
         );
         // Keys off by default are shown commented out, with an example value.

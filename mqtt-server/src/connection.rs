@@ -8,6 +8,7 @@
 //! is encoded into one buffer and written with as few syscalls as the
 //! socket allows.
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,14 +18,19 @@ use bytes::BytesMut;
 use mqtt_codec::{
     ConnAckProperties, Connect, MqttString, Packet, PacketId, QoS, ReasonCode, Subscribe,
 };
-use mqtt_session::{Accept, CloseReason, Closed, Delivery, Message, ServerConnection, ServerEvent};
+use mqtt_session::{
+    Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ServerConnection,
+    ServerEvent,
+};
+use mqtt_store::{Batch, StoreError};
 use mqtt_topic::{Subscription, TopicFilter, TopicName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
-use crate::broker::Broker;
+use crate::broker::{Broker, Publishing};
 use crate::handle::{Control, SessionHandle, SessionRef, lock};
+use crate::persist::Persist;
 use crate::quota::PublishQuota;
 use crate::stats::Stats;
 use crate::writer::WriteQueue;
@@ -60,6 +66,100 @@ struct Task<'a> {
     quota: PublishQuota,
     /// Over its publish quota: nothing is read or decoded until then.
     throttled: Option<Instant>,
+    /// The session is stored (persistence on, expiry > 0).
+    persistent: bool,
+    /// Store commits of this connection: what waits for them.
+    commits: Commits,
+    /// A publication waiting for room in connected subscribers' queues:
+    /// nothing is read nor processed until it is resolved.
+    stalled: Option<Stall>,
+}
+
+/// Completions of this connection's store commits: (ticket, result).
+type CommitTx = mpsc::UnboundedSender<(u64, Result<(), StoreError>)>;
+
+/// What waits for a commit.
+#[derive(Debug)]
+enum AfterCommit {
+    /// The acknowledgement of publication `serial` (see [`Commits::acks`]).
+    Ack(u64),
+    /// The PUBCOMP of a released incoming QoS 2 identifier.
+    Complete(PacketId),
+}
+
+/// An acknowledgement waiting for its message's commit and/or for room
+/// in subscribers' queues.
+#[derive(Debug)]
+struct PendingAck {
+    packet_id: PacketId,
+    code: ReasonCode,
+    /// What it still waits for (a commit, a stall): 1 or 2.
+    waits: u8,
+    error: Option<StoreError>,
+}
+
+/// This connection's side of the store: tickets of commits in flight,
+/// what waits for them, and packets held until they are durable.
+struct Commits {
+    tx: CommitTx,
+    next_ticket: u64,
+    /// Tickets submitted and not completed.
+    outstanding: BTreeSet<u64>,
+    after: HashMap<u64, Vec<AfterCommit>>,
+    acks: HashMap<u64, PendingAck>,
+    next_serial: u64,
+    /// Changes gathered during one turn of the loop, submitted at its end
+    /// as one batch, under its ticket.
+    batch: Option<(u64, Batch)>,
+    /// The ticket packets written now must wait for (0: none).
+    gate: u64,
+    /// Packets held until the commit of their ticket (and every earlier
+    /// one) completes, in order.
+    held: VecDeque<(u64, Packet)>,
+}
+
+impl Commits {
+    fn new(tx: CommitTx) -> Self {
+        Self {
+            tx,
+            next_ticket: 0,
+            outstanding: BTreeSet::new(),
+            after: HashMap::new(),
+            acks: HashMap::new(),
+            next_serial: 0,
+            batch: None,
+            gate: 0,
+            held: VecDeque::new(),
+        }
+    }
+
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.outstanding.insert(self.next_ticket);
+        self.next_ticket
+    }
+
+    /// Whether every commit up to `ticket` has completed.
+    fn done_up_to(&self, ticket: u64) -> bool {
+        self.outstanding.first().is_none_or(|&first| first > ticket)
+    }
+
+    /// A callback completing `ticket` into the connection's loop.
+    fn done(&self, ticket: u64) -> Box<dyn FnOnce(Result<(), StoreError>) + Send> {
+        let tx = self.tx.clone();
+        Box::new(move |result| {
+            // The connection may be gone: nothing waits any more.
+            let _ = tx.send((ticket, result));
+        })
+    }
+}
+
+/// A publication whose deliveries wait for room.
+struct Stall {
+    /// The acknowledgement waiting (see [`Commits::acks`]).
+    serial: Option<u64>,
+    deliveries: Vec<(Arc<SessionHandle>, Delivery)>,
+    until: Instant,
 }
 
 /// Serves one client until the connection ends.
@@ -74,6 +174,7 @@ pub(crate) async fn serve<S>(
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (control_tx, mut control_rx) = mpsc::channel(1);
+    let (commit_tx, mut commit_rx) = mpsc::unbounded_channel();
     let mut task = Task {
         conn: ServerConnection::new(broker.session_config.clone(), now()),
         broker: &broker,
@@ -87,6 +188,9 @@ pub(crate) async fn serve<S>(
         access: None,
         quota: PublishQuota::new(&broker.config, now()),
         throttled: None,
+        persistent: false,
+        commits: Commits::new(commit_tx),
+        stalled: None,
     };
     let mut rbuf = BytesMut::new();
     let mut read_open = true;
@@ -96,23 +200,36 @@ pub(crate) async fn serve<S>(
     // the write queue runs empty (for TCP, flushing does nothing).
     let mut unflushed = false;
     loop {
+        task.retry_stalled();
         task.process_events().await;
         task.pull_mailbox();
         task.encode_transmit();
-        if task.conn.is_closed() && (task.wbuf.is_empty() || !read_open) {
+        task.flush_batch();
+        let held = !task.commits.held.is_empty();
+        if task.conn.is_closed() && ((task.wbuf.is_empty() && !held) || !read_open) {
             break;
         }
         let deadline = task.conn.poll_timeout().map(tokio::time::Instant::from_std);
         let handle = task.handle.clone();
         let room = task.wbuf.len() < WRITE_HIGH_WATER && handle.is_some();
         let throttled = task.throttled.map(tokio::time::Instant::from_std);
+        let stall = task.stalled.as_ref().map(|s| {
+            let (h, d) = &s.deliveries[0];
+            (
+                h.clone(),
+                d.message.size(),
+                tokio::time::Instant::from_std(s.until),
+            )
+        });
+        let stalled = stall.is_some();
+        let limits = broker.queue_limits;
         tokio::select! {
             r = async {
                 if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
                     rbuf.reserve(READ_CHUNK);
                 }
                 reader.read_buf(&mut rbuf).await
-            }, if read_open && !task.conn.is_closed() && throttled.is_none() => {
+            }, if read_open && !task.conn.is_closed() && throttled.is_none() && !stalled => {
                 match r {
                     Ok(0) | Err(_) => {
                         read_open = false;
@@ -166,6 +283,22 @@ pub(crate) async fn serve<S>(
                 task.throttled = None;
                 task.decode(&mut rbuf);
             }
+            Some((ticket, result)) = commit_rx.recv() => {
+                task.on_commit(ticket, result);
+                while let Ok((ticket, result)) = commit_rx.try_recv() {
+                    task.on_commit(ticket, result);
+                }
+            }
+            // Room in the queue a publication waits for, or its time is up.
+            _ = async {
+                match &stall {
+                    Some((h, size, until)) => tokio::select! {
+                        _ = wait_room(h, *size, &limits) => {}
+                        _ = tokio::time::sleep_until(*until) => {}
+                    },
+                    None => std::future::pending().await,
+                }
+            }, if stalled => {}
             Some(control) = control_rx.recv() => match control {
                 Control::TakeOver(reply) => {
                     task.takeover = Some(reply);
@@ -182,9 +315,37 @@ pub(crate) async fn serve<S>(
     }
     if !task.conn.is_closed() {
         task.conn.connection_lost(now());
+        task.retry_stalled();
         task.process_events().await;
     }
+    task.flush_batch();
     let _ = writer.shutdown().await;
+}
+
+/// The batch of this turn of the loop.
+fn batch_of(commits: &mut Commits) -> &mut Batch {
+    let (_, batch) = match commits.batch.take() {
+        Some(b) => commits.batch.insert(b),
+        None => {
+            let ticket = commits.ticket();
+            commits.batch.insert((ticket, Persist::batch(now())))
+        }
+    };
+    batch
+}
+
+/// Waits until `h`'s mailbox has room for `size` bytes, or it no longer
+/// needs waiting for (congested, disconnected).
+async fn wait_room(h: &SessionHandle, size: usize, limits: &mqtt_session::QueueLimits) {
+    let notified = h.space.notified();
+    tokio::pin!(notified);
+    // Registered before the check: a notification between the two is
+    // not lost.
+    notified.as_mut().enable();
+    if lock(&h.mailbox).has_room(size, limits) || h.is_congested() || !h.is_connected() {
+        return;
+    }
+    notified.await;
 }
 
 impl Task<'_> {
@@ -244,24 +405,46 @@ impl Task<'_> {
         if !session.queued.is_empty() {
             return;
         }
+        let limits = &self.broker.queue_limits;
+        // Never more than the session's queue takes: what it refused
+        // would be lost.
         let room = usize::from(self.broker.session_config.max_inflight)
             .saturating_sub(self.conn.inflight())
-            .max(16);
+            .max(16)
+            .min(limits.max_messages);
         let now = now();
+        let mut expired = Vec::new();
         let mut mailbox = lock(&handle.mailbox);
+        let mut taken = 0;
         for _ in 0..room {
-            let Some(d) = mailbox.pop(now) else { break };
+            let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
+                break;
+            };
+            taken += 1;
             let _ = self.conn.deliver(d);
         }
         if !mailbox.is_empty() {
             // Not all taken: make sure the select loop comes back for more.
             handle.notify.notify_one();
         }
+        if handle.is_congested() && mailbox.len() <= limits.max_messages / 2 {
+            // Reading again: publishers may wait for it again.
+            handle.congested.store(false, Ordering::Relaxed);
+        }
+        drop(mailbox);
+        if taken > 0 {
+            handle.space.notify_waiters();
+        }
+        if self.persistent {
+            let client_id = handle.client_id.clone();
+            for tag in expired.into_iter().filter(|&t| t != 0) {
+                self.batch().remove_queued(&client_id, tag);
+            }
+        }
     }
 
     fn encode_transmit(&mut self) {
         let now = now();
-        let version = self.conn.version();
         while let Some(packet) = self.conn.poll_transmit(now) {
             if let Packet::Publish(p) = &packet {
                 let stats = &self.broker.stats;
@@ -272,14 +455,201 @@ impl Task<'_> {
                     (p.topic.len() + p.payload.len()) as u64,
                 );
             }
-            if let Err(e) = self.wbuf.push(&packet, version) {
+            if self.persistent {
+                self.store_outgoing(&packet);
+            }
+            self.send(packet);
+        }
+    }
+
+    /// Stores what a QoS 2 packet commits this side to, before the packet
+    /// leaves: a PUBLISH under its packet identifier (so that after a
+    /// crash it is resent with that identifier and DUP, which the client
+    /// recognises), a PUBREL as the message's new stage (so that after a
+    /// crash PUBREL is resent, not the PUBLISH, which the client would take
+    /// for a new message once it has released the identifier).
+    fn store_outgoing(&mut self, packet: &Packet) {
+        let Some(client_id) = self.conn.client_id().cloned() else {
+            return;
+        };
+        let inflight = match packet {
+            Packet::Publish(p) if p.qos == QoS::ExactlyOnce && !p.dup => {
+                let Some(id) = p.packet_id else { return };
+                let Some(d) = self.conn.inflight_delivery(id) else {
+                    return;
+                };
+                let tag = d.tag;
+                let inflight = Inflight {
+                    packet_id: id,
+                    stage: InflightStage::Published(d.clone()),
+                };
+                if tag != 0 {
+                    self.batch().remove_queued(&client_id, tag);
+                }
+                inflight
+            }
+            Packet::PubRel(a) if a.reason_code == ReasonCode::Success => Inflight {
+                packet_id: a.packet_id,
+                stage: InflightStage::Released,
+            },
+            _ => return,
+        };
+        self.batch().set_inflight(&client_id, &inflight);
+        self.commits.gate = self.commits.batch.as_ref().map_or(0, |(t, _)| *t);
+    }
+
+    /// Writes a packet, or holds it (and every later one) until the commit
+    /// it waits for completes.
+    fn send(&mut self, packet: Packet) {
+        let c = &mut self.commits;
+        if !c.held.is_empty() || (c.gate != 0 && !c.done_up_to(c.gate)) {
+            c.held.push_back((c.gate, packet));
+            return;
+        }
+        if let Err(e) = self.wbuf.push(&packet, self.conn.version()) {
+            tracing::warn!(peer = %self.peer, error = %e, "cannot encode packet");
+        }
+    }
+
+    /// Writes the held packets whose commits have completed.
+    fn release_held(&mut self) {
+        while let Some((ticket, _)) = self.commits.held.front() {
+            if !self.commits.done_up_to(*ticket) {
+                return;
+            }
+            let Some((_, packet)) = self.commits.held.pop_front() else {
+                return;
+            };
+            if let Err(e) = self.wbuf.push(&packet, self.conn.version()) {
                 tracing::warn!(peer = %self.peer, error = %e, "cannot encode packet");
             }
         }
     }
 
+    /// The batch of this turn of the loop.
+    fn batch(&mut self) -> &mut Batch {
+        batch_of(&mut self.commits)
+    }
+
+    /// Submits this turn's batch.
+    fn flush_batch(&mut self) {
+        let Some((ticket, batch)) = self.commits.batch.take() else {
+            return;
+        };
+        match &self.broker.persist {
+            Some(persist) => persist.submit(batch, self.commits.done(ticket)),
+            None => {
+                self.commits.outstanding.remove(&ticket);
+            }
+        }
+    }
+
+    /// Makes the gate wait for this turn's batch: packets written from
+    /// now on (CONNACK, SUBACK...) wait until it is durable.
+    fn gate_on_batch(&mut self) {
+        if let Some((t, _)) = &self.commits.batch {
+            self.commits.gate = *t;
+        }
+    }
+
+    /// A commit of this connection completed.
+    fn on_commit(&mut self, ticket: u64, result: Result<(), StoreError>) {
+        self.commits.outstanding.remove(&ticket);
+        if let Err(e) = &result {
+            tracing::error!(peer = %self.peer, error = %e, "store commit failed");
+        }
+        for after in self.commits.after.remove(&ticket).unwrap_or_default() {
+            match after {
+                AfterCommit::Ack(serial) => self.ack_ready(serial, result.clone().err()),
+                AfterCommit::Complete(id) => {
+                    // Even if the store failed: the flow must end, and
+                    // the store is the operator's alarm (logged above).
+                    self.conn.complete_release(id);
+                }
+            }
+        }
+        self.release_held();
+    }
+
+    /// One thing an acknowledgement waited for is done.
+    fn ack_ready(&mut self, serial: u64, error: Option<StoreError>) {
+        let Some(pending) = self.commits.acks.get_mut(&serial) else {
+            return;
+        };
+        if let Some(e) = error {
+            pending.error = Some(e);
+        }
+        pending.waits = pending.waits.saturating_sub(1);
+        if pending.waits > 0 {
+            return;
+        }
+        let Some(pending) = self.commits.acks.remove(&serial) else {
+            return;
+        };
+        match pending.error {
+            None => {
+                self.conn.acknowledge(pending.packet_id, pending.code);
+            }
+            Some(e) => {
+                Stats::add(&self.broker.stats.store_refused, 1);
+                if self.conn.version().is_v5() {
+                    // Not acknowledged as received: the client knows it
+                    // was not kept (0x97 when the disk or a quota is full).
+                    self.conn.acknowledge(pending.packet_id, e.reason_code());
+                } else {
+                    // MQTT 3.1.1 has no way to refuse a PUBLISH: close, so
+                    // that the client sends it again later.
+                    tracing::warn!(peer = %self.peer, error = %e, "closing an MQTT 3.1.1 connection: a message could not be stored");
+                    self.conn.close(now(), e.reason_code());
+                }
+            }
+        }
+    }
+
+    /// Tries again to deliver what a stalled publication waits for.
+    fn retry_stalled(&mut self) {
+        self.release_held();
+        let Some(stall) = self.stalled.as_mut() else {
+            return;
+        };
+        let broker = self.broker;
+        let now = now();
+        let closed = self.conn.is_closed();
+        let timed_out = now >= stall.until;
+        let mut waiting = Vec::new();
+        for (h, d) in std::mem::take(&mut stall.deliveries) {
+            let d = match broker.try_deliver(&h, d) {
+                Ok(()) => continue,
+                Err(d) => d,
+            };
+            if timed_out || h.is_congested() {
+                broker.drop_blocked(&h, d, now);
+            } else if closed || !h.is_connected() {
+                // The publisher is gone (nobody to hold back) or the
+                // subscriber is: its queue's policy applies.
+                broker.push_by_policy(&h, d, now);
+            } else {
+                waiting.push((h, d));
+            }
+        }
+        if waiting.is_empty() {
+            let serial = stall.serial;
+            self.stalled = None;
+            if let Some(serial) = serial {
+                self.ack_ready(serial, None);
+            }
+        } else {
+            stall.deliveries = waiting;
+        }
+    }
+
     async fn process_events(&mut self) {
-        while let Some(event) = self.conn.poll_event() {
+        // A stalled publication holds back every later event: messages
+        // from one client stay in order.
+        while self.stalled.is_none() {
+            let Some(event) = self.conn.poll_event() else {
+                break;
+            };
             match event {
                 ServerEvent::Connect {
                     connect,
@@ -300,6 +670,35 @@ impl Task<'_> {
                                 self.subscriptions = self.subscriptions.saturating_sub(1);
                             }
                         }
+                    }
+                    self.save_session();
+                }
+                ServerEvent::Delivered {
+                    packet_id,
+                    qos,
+                    tag,
+                } => {
+                    if self.persistent
+                        && let Some(client_id) = self.conn.client_id().cloned()
+                    {
+                        if qos == QoS::ExactlyOnce {
+                            self.batch().remove_inflight(&client_id, packet_id);
+                        } else if tag != 0 {
+                            self.batch().remove_queued(&client_id, tag);
+                        }
+                    }
+                }
+                ServerEvent::Released { packet_id } => {
+                    if self.persistent
+                        && let Some(client_id) = self.conn.client_id().cloned()
+                    {
+                        self.batch().remove_incoming_qos2(&client_id, packet_id);
+                        let ticket = self.commits.batch.as_ref().map_or(0, |(t, _)| *t);
+                        self.commits
+                            .after
+                            .entry(ticket)
+                            .or_default()
+                            .push(AfterCommit::Complete(packet_id));
                     }
                 }
                 ServerEvent::Auth(_) => {
@@ -379,13 +778,20 @@ impl Task<'_> {
         // After the takeover, so that the will the previous connection
         // scheduled as it closed is seen too.
         broker.on_reconnect_will(&client_id, connect.clean_start, now);
+        let resumed = state.is_some() && !connect.clean_start;
+        let old_persistent = existing.as_ref().is_some_and(|h| h.is_persistent());
         let handle = match (existing, connect.clean_start) {
             (Some(h), false) if state.is_some() => h,
             (old, _) => {
-                if let (Some(old), Some(s)) = (old, state.take()) {
-                    broker.end_session(&old, s.subscriptions.into_keys());
-                }
                 let h = Arc::new(SessionHandle::new(broker.next_id(), client_id.clone()));
+                if let Some(old) = old {
+                    // Sequence numbers go on, never reused for a client id.
+                    h.next_seq
+                        .store(old.next_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+                    if let Some(s) = state.take() {
+                        broker.end_session(&old, s.subscriptions.into_keys());
+                    }
+                }
                 lock(&broker.sessions).insert(client_id.clone(), h.clone());
                 h
             }
@@ -398,14 +804,48 @@ impl Task<'_> {
         self.handle = Some(handle);
         Stats::add(&broker.stats.clients_connected, 1);
         tracing::debug!(peer = %self.peer, client_id = %client_id, version = %connect.protocol, "client connected");
+        let persistence = broker.persist.is_some();
         self.conn.accept(
             now,
             Accept {
                 session: state,
-                assigned_client_id: needs_client_id.then_some(client_id),
+                assigned_client_id: needs_client_id.then_some(client_id.clone()),
                 properties: ConnAckProperties::default(),
             },
         );
+        if !persistence {
+            return;
+        }
+        let Some(session) = self.conn.session() else {
+            return;
+        };
+        self.persistent = session.expiry_interval > 0;
+        // PUBCOMP once the released identifier is forgotten on disk.
+        self.conn.set_confirm_releases(self.persistent);
+        let was_persistent = self
+            .handle
+            .as_ref()
+            .is_some_and(|h| h.persistent.swap(self.persistent, Ordering::AcqRel));
+        if (!resumed && old_persistent) || (was_persistent && !self.persistent) {
+            // What was stored for this client id is gone: a new session.
+            self.batch().delete_session(&client_id);
+        }
+        if self.persistent {
+            self.save_session();
+        }
+    }
+
+    /// Stores the session record (subscriptions, expiry) of a persistent
+    /// session; what is written next waits for it (SUBACK, UNSUBACK).
+    fn save_session(&mut self) {
+        if !self.persistent {
+            return;
+        }
+        let Some(session) = self.conn.session() else {
+            return;
+        };
+        batch_of(&mut self.commits).save_session(session, None);
+        self.gate_on_batch();
     }
 
     fn on_publish(&mut self, message: Message, packet_id: Option<PacketId>) {
@@ -433,14 +873,70 @@ impl Task<'_> {
             return;
         }
         let me = self.handle.clone().map(SessionRef);
-        let n = broker.publish(&topic, Arc::new(message), me.as_ref(), now);
-        if let Some(id) = packet_id {
-            let code = if n == 0 {
-                ReasonCode::NoMatchingSubscribers
-            } else {
-                ReasonCode::Success
-            };
+        let persistence = broker.persist.is_some();
+        let serial = packet_id.map(|_| {
+            self.commits.next_serial += 1;
+            self.commits.next_serial
+        });
+        let ticket = (persistence && serial.is_some()).then(|| self.commits.ticket());
+        let incoming_qos2 =
+            packet_id.filter(|_| self.persistent && message.qos == QoS::ExactlyOnce);
+        let how = Publishing {
+            publisher: me.as_ref(),
+            incoming_qos2,
+            may_block: packet_id.is_some() && !broker.config.max_publish_wait().is_zero(),
+            done: ticket.map(|t| self.commits.done(t)),
+        };
+        let routed = broker.publish(&topic, Arc::new(message), how, now);
+        if let Some(t) = ticket
+            && !routed.committing
+        {
+            self.commits.outstanding.remove(&t);
+        }
+        let (Some(id), Some(serial)) = (packet_id, serial) else {
+            if !routed.blocked.is_empty() {
+                // Not a publication anyone waits on: no stall.
+                for (h, d) in routed.blocked {
+                    broker.push_by_policy(&h, d, now);
+                }
+            }
+            return;
+        };
+        let code = if routed.matched == 0 {
+            ReasonCode::NoMatchingSubscribers
+        } else {
+            ReasonCode::Success
+        };
+        let mut waits = 0;
+        if let (Some(t), true) = (ticket, routed.committing) {
+            waits += 1;
+            self.commits
+                .after
+                .entry(t)
+                .or_default()
+                .push(AfterCommit::Ack(serial));
+        }
+        if !routed.blocked.is_empty() {
+            waits += 1;
+            Stats::add(&broker.stats.publish_waits, 1);
+            self.stalled = Some(Stall {
+                serial: Some(serial),
+                deliveries: routed.blocked,
+                until: now + broker.config.max_publish_wait(),
+            });
+        }
+        if waits == 0 {
             self.conn.acknowledge(id, code);
+        } else {
+            self.commits.acks.insert(
+                serial,
+                PendingAck {
+                    packet_id: id,
+                    code,
+                    waits,
+                    error: None,
+                },
+            );
         }
     }
 
@@ -537,11 +1033,14 @@ impl Task<'_> {
                             .into_iter()
                             .collect(),
                         shared_group: None,
+                        tag: 0,
                     });
                 });
             }
         }
         self.conn.acknowledge_subscribe(s.packet_id, codes);
+        // SUBACK leaves once the subscriptions are stored.
+        self.save_session();
         for d in retained {
             let _ = self.conn.deliver(d);
         }
@@ -561,6 +1060,8 @@ impl Task<'_> {
         };
         Stats::sub(&broker.stats.clients_connected, 1);
         handle.connected.store(false, Ordering::Release);
+        // Publishers waiting for room in this session's queue stop waiting.
+        handle.space.notify_waiters();
         {
             let mut control = lock(&handle.control);
             if control
@@ -585,6 +1086,7 @@ impl Task<'_> {
         // mailbox too. Those with no other member to go to stay.
         let me = SessionRef(handle.clone());
         let mut shared = session.take_shared();
+        let mut dropped = Vec::new();
         {
             let mut mailbox = lock(&handle.mailbox);
             let all: Vec<Delivery> = mailbox.drain().collect();
@@ -592,10 +1094,17 @@ impl Task<'_> {
                 if d.shared_group.is_some() {
                     shared.push(d);
                 } else {
-                    let _ = mailbox.push(d, &broker.queue_limits);
+                    let _ = mailbox.push_with(d, &broker.queue_limits, |d| dropped.push(d.tag));
                 }
             }
         }
+        if self.persistent {
+            for tag in dropped.into_iter().filter(|&t| t != 0) {
+                self.batch().remove_queued(&handle.client_id, tag);
+            }
+        }
+        // What this connection gathered goes before what follows.
+        self.flush_batch();
         if !shared.is_empty() {
             for d in broker.reassign_shared(&me, shared, now) {
                 let _ = session.enqueue(d, &broker.queue_limits);
@@ -616,6 +1125,14 @@ impl Task<'_> {
                 }
             }
             at => {
+                if self.persistent
+                    && let Some(persist) = &broker.persist
+                {
+                    // The deadline is stored: time spent down counts.
+                    let mut b = Persist::batch(now);
+                    b.save_session(&session, at);
+                    persist.submit_logged(b);
+                }
                 *lock(&handle.offline) = Some(session);
                 if let Some(at) = at {
                     broker.schedule_expiry(handle.clone(), at);

@@ -3,7 +3,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mqtt_codec::MqttString;
@@ -38,6 +38,20 @@ pub(crate) struct SessionHandle {
     pub(crate) mailbox: Mutex<MessageQueue>,
     /// Wakes the owning connection task when the mailbox gets something.
     pub(crate) notify: Notify,
+    /// Wakes publishers waiting for room in the mailbox (backpressure):
+    /// notified when the owning task takes from it, or disconnects.
+    pub(crate) space: Notify,
+    /// A publisher waited `max_publish_wait_ms` for room in vain: until
+    /// the owning task takes from its mailbox again, publishers do not
+    /// wait for it and a full mailbox drops by policy.
+    pub(crate) congested: AtomicBool,
+    /// Whether the session is stored (persistence on, expiry > 0): its
+    /// QoS 1/2 deliveries are appended to the store before the publisher
+    /// is acknowledged.
+    pub(crate) persistent: AtomicBool,
+    /// The next sequence number of the session's stored queue; from 1, as
+    /// 0 is the `Delivery::tag` of a delivery not stored.
+    pub(crate) next_seq: AtomicU64,
     pub(crate) connected: AtomicBool,
     /// The owning connection's control channel, while connected.
     pub(crate) control: Mutex<Option<mpsc::Sender<Control>>>,
@@ -55,6 +69,10 @@ impl SessionHandle {
             client_id,
             mailbox: Mutex::new(MessageQueue::new()),
             notify: Notify::new(),
+            space: Notify::new(),
+            congested: AtomicBool::new(false),
+            persistent: AtomicBool::new(false),
+            next_seq: AtomicU64::new(1),
             connected: AtomicBool::new(false),
             control: Mutex::new(None),
             offline: Mutex::new(None),
@@ -64,6 +82,19 @@ impl SessionHandle {
 
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_persistent(&self) -> bool {
+        self.persistent.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_congested(&self) -> bool {
+        self.congested.load(Ordering::Relaxed)
+    }
+
+    /// A sequence number for the session's stored queue.
+    pub(crate) fn take_seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Whether the ACL lets this session's client read `topic`.

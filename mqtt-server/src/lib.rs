@@ -6,7 +6,11 @@
 //! Publishers route under a read lock of the subscription index, so they
 //! route concurrently on every core, and put each delivery, as a shared
 //! `Arc` whose payload is never copied, into the target session's bounded
-//! mailbox; they never wait for a subscriber. Each connection task drains its
+//! mailbox. A QoS 1/2 delivery that finds a connected subscriber's mailbox
+//! full holds back its publisher's acknowledgement (and reading) until
+//! there is room, for at most `max_publish_wait_ms`; with persistence, the
+//! acknowledgement also waits for the group commit that stores the message
+//! (see `persist.rs`). Each connection task drains its
 //! mailbox within the client's Receive Maximum, encodes every ready packet
 //! into one buffer and writes it with as few syscalls as the socket allows.
 //!
@@ -33,6 +37,7 @@ mod handle;
 mod listener;
 mod metrics;
 mod passwd;
+mod persist;
 mod proxy;
 mod quota;
 mod stats;
@@ -57,6 +62,7 @@ pub use auth::{
 };
 pub use config::{Config, ConfigError, QueueOverflow};
 pub use listener::{DEFAULT_WEBSOCKET_PATH, ListenerConfig, ListenerKind, ListenerSettings};
+pub use mqtt_store::{Store, StoreError};
 pub use passwd::{DEFAULT_ITERATIONS, MAX_ITERATIONS, PasswordFile, PasswordHash, SALT_LEN};
 pub use stats::Stats;
 
@@ -108,8 +114,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Checks the configuration and binds every listener.
+    /// Checks the configuration and binds every listener. With
+    /// `persistence`, opens the store in `data_dir` and restores what it
+    /// holds first.
     pub async fn bind(config: Config) -> io::Result<Server> {
+        Self::bind_inner(config, None).await
+    }
+
+    /// Like [`Server::bind`], with persistence on `store` whatever
+    /// `persistence` and `data_dir` say: for another backend, or a test
+    /// that injects failures. `store` must not be recovered yet.
+    pub async fn bind_with_store(config: Config, store: Arc<dyn Store>) -> io::Result<Server> {
+        Self::bind_inner(config, Some(store)).await
+    }
+
+    async fn bind_inner(config: Config, store: Option<Arc<dyn Store>>) -> io::Result<Server> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -119,8 +138,44 @@ impl Server {
         };
         let security = auth::Security::from_config(&config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let now = tokio::time::Instant::now().into_std();
+        let started = std::time::Instant::now();
+        let opened = match store {
+            Some(store) => Some(persist::Persist::with_store(store, now)?),
+            None if config.persistence => {
+                let dir = config.data_dir.clone();
+                // Opening replays the journal and recovery reads every
+                // record: blocking work, off the async threads.
+                let opened = tokio::task::spawn_blocking(move || persist::Persist::open(&dir, now))
+                    .await
+                    .map_err(io::Error::other)??;
+                Some(opened)
+            }
+            None => None,
+        };
+        let data_dir = config.data_dir.clone();
         let mut broker = Broker::new(config);
         broker.security = security;
+        if let Some((persist, recovered)) = opened {
+            let r = recovered.report;
+            broker.restore(recovered);
+            tracing::info!(
+                dir = %data_dir.display(),
+                sessions = r.sessions,
+                queued = r.queued,
+                inflight = r.inflight,
+                incoming_qos2 = r.incoming_qos2,
+                retained = r.retained,
+                wills = r.wills,
+                expired_sessions = r.expired_sessions,
+                expired_messages = r.expired_messages,
+                corrupt = r.corrupt,
+                orphans = r.orphans,
+                took_ms = started.elapsed().as_millis() as u64,
+                "persistent state restored"
+            );
+            broker.persist = Some(persist);
+        }
         let listeners = listener::bind_all(&broker).await?;
         let (shutdown, _) = watch::channel(false);
         Ok(Server {
@@ -221,6 +276,17 @@ impl Server {
         janitor.abort();
         for task in background {
             task.abort();
+        }
+        let flushing = broker.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            flushing
+                .persist
+                .as_ref()
+                .map(|p| p.flush(std::time::Instant::now()))
+        })
+        .await;
+        if let Ok(Some(Err(e))) = flushed {
+            tracing::error!(error = %e, "store flush at shutdown failed");
         }
         Ok(())
     }

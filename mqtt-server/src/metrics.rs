@@ -250,9 +250,16 @@ pub(crate) fn render(broker: &Broker) -> String {
         ("queue_full", &s.dropped_queue_full),
         ("acl_publish", &s.dropped_acl_publish),
         ("acl_read", &s.dropped_acl_read),
+        ("publish_wait_timeout", &s.dropped_publish_wait),
     ] {
         out.sample("mqtt_messages_dropped_total", &[("reason", reason)], get(c));
     }
+    out.single(
+        "mqtt_publish_waits_total",
+        "counter",
+        "Times a publisher's acknowledgement waited for room in a connected subscriber's full queue (backpressure).",
+        get(&s.publish_waits),
+    );
     out.single(
         "mqtt_publish_throttled_total",
         "counter",
@@ -330,13 +337,38 @@ pub(crate) fn render(broker: &Broker) -> String {
     out.family(
         name,
         "histogram",
-        "Latency of store commits. Placeholder: always empty until persistence lands in the broker.",
+        "Latency of store commits, from submission to durable (group commit: about 1 ms window plus one fsync). Empty without persistence.",
     );
-    for le in ["0.001", "0.005", "0.01", "0.05", "0.1", "+Inf"] {
-        out.sample(&format!("{name}_bucket"), &[("le", le)], 0);
+    let empty = crate::persist::CommitStats::default();
+    let commits = broker.persist.as_ref().map_or(&empty, |p| &*p.stats);
+    let mut cumulative = 0;
+    for (i, (_, le)) in crate::persist::LATENCY_BUCKETS.iter().enumerate() {
+        cumulative += get(&commits.buckets[i]);
+        out.sample(&format!("{name}_bucket"), &[("le", le)], cumulative);
     }
-    out.sample(&format!("{name}_sum"), &[], 0);
-    out.sample(&format!("{name}_count"), &[], 0);
+    out.sample(
+        &format!("{name}_bucket"),
+        &[("le", "+Inf")],
+        get(&commits.count),
+    );
+    out.sample(
+        &format!("{name}_sum"),
+        &[],
+        get(&commits.sum_micros) as f64 / 1e6,
+    );
+    out.sample(&format!("{name}_count"), &[], get(&commits.count));
+    out.single(
+        "mqtt_store_commit_errors_total",
+        "counter",
+        "Store commits that failed (disk full, I/O error).",
+        get(&commits.errors),
+    );
+    out.single(
+        "mqtt_store_refused_total",
+        "counter",
+        "QoS 1/2 messages refused (0x97/0x80, or MQTT 3.1.1 connection closed) because the store could not commit them.",
+        get(&s.store_refused),
+    );
     out.0
 }
 

@@ -49,6 +49,15 @@ pub struct Stats {
     /// Times a connection stopped reading because its client went over
     /// `max_publish_rate` or `max_publish_bytes_rate`.
     pub publish_throttled: AtomicU64,
+    /// Times a publisher's acknowledgement (and its reading) waited for
+    /// room in a connected subscriber's full queue (backpressure).
+    pub publish_waits: AtomicU64,
+    /// QoS 1/2 deliveries dropped because a subscriber's queue stayed full
+    /// for `max_publish_wait_ms`.
+    pub dropped_publish_wait: AtomicU64,
+    /// Acknowledgements refused (0x97 / 0x80, or the connection closed for
+    /// MQTT 3.1.1) because the store could not commit the message.
+    pub store_refused: AtomicU64,
 }
 
 impl Stats {

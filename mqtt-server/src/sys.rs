@@ -25,7 +25,7 @@ use mqtt_codec::{MqttString, PublishProperties, QoS};
 use mqtt_session::Message;
 use mqtt_topic::TopicName;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Publishing};
 use crate::handle::lock;
 use crate::stats::Stats;
 
@@ -166,7 +166,7 @@ fn publish(broker: &Broker, topic: &str, value: &str, now: Instant) {
         properties: PublishProperties::default(),
         expires_at: None,
     };
-    broker.publish(&name, Arc::new(message), None, now);
+    broker.publish(&name, Arc::new(message), Publishing::default(), now);
 }
 
 #[cfg(test)]

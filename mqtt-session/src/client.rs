@@ -376,7 +376,7 @@ impl ClientConnection {
                 }
             }
             Packet::PubAck(a) => {
-                if self.outbound.on_puback(a.packet_id) == AckOutcome::Completed {
+                if let AckOutcome::Completed { .. } = self.outbound.on_puback(a.packet_id) {
                     self.events.push_back(ClientEvent::Published {
                         packet_id: a.packet_id,
                         reason_code: a.reason_code,
@@ -384,7 +384,9 @@ impl ClientConnection {
                 }
             }
             Packet::PubRec(a) => {
-                if self.outbound.on_pubrec(&a, &mut self.transmit) == AckOutcome::Completed {
+                if let AckOutcome::Completed { .. } =
+                    self.outbound.on_pubrec(&a, &mut self.transmit)
+                {
                     self.events.push_back(ClientEvent::Published {
                         packet_id: a.packet_id,
                         reason_code: a.reason_code,
@@ -392,14 +394,16 @@ impl ClientConnection {
                 }
             }
             Packet::PubComp(a) => {
-                if self.outbound.on_pubcomp(a.packet_id) == AckOutcome::Completed {
+                if let AckOutcome::Completed { .. } = self.outbound.on_pubcomp(a.packet_id) {
                     self.events.push_back(ClientEvent::Published {
                         packet_id: a.packet_id,
                         reason_code: a.reason_code,
                     });
                 }
             }
-            Packet::PubRel(a) => self.inbound.on_pubrel(a.packet_id, &mut self.transmit),
+            Packet::PubRel(a) => {
+                self.inbound.on_pubrel(a.packet_id, &mut self.transmit);
+            }
             Packet::SubAck(s) => {
                 if self.outbound.on_control_ack(s.packet_id) {
                     self.events.push_back(ClientEvent::Subscribed(s));

@@ -84,6 +84,23 @@ pub(crate) struct Inbound {
     /// QoS 2 flows between PUBREC and PUBCOMP; they count against the
     /// Receive Maximum until PUBCOMP is sent.
     awaiting_rel: usize,
+    /// PUBCOMP waits for [`Self::complete_release`] (the application first
+    /// forgets the identifier durably).
+    confirm_releases: bool,
+    /// Identifiers released by PUBREL whose PUBCOMP waits for the
+    /// application.
+    completing: Vec<PacketId>,
+}
+
+/// What a PUBREL did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PubRelOutcome {
+    /// The flow ended: PUBCOMP sent.
+    Completed,
+    /// The flow ended; PUBCOMP waits for the application.
+    AwaitingConfirmation,
+    /// Unknown identifier: PUBCOMP 0x92 sent.
+    Unknown,
 }
 
 impl Inbound {
@@ -95,7 +112,14 @@ impl Inbound {
             pending: VecDeque::new(),
             qos2: IdSet::default(),
             awaiting_rel: 0,
+            confirm_releases: false,
+            completing: Vec::new(),
         }
+    }
+
+    /// Holds each PUBCOMP until [`Self::complete_release`].
+    pub(crate) fn set_confirm_releases(&mut self, on: bool) {
+        self.confirm_releases = on;
     }
 
     /// Restores the QoS 2 identifiers of a resumed session: PUBREC was sent
@@ -109,11 +133,16 @@ impl Inbound {
     }
 
     /// The QoS 2 identifiers for which PUBREC was sent and PUBREL not received.
+    /// Those whose PUBCOMP waits for the application are included: the
+    /// client sends PUBREL again after reconnecting.
     pub(crate) fn released_pending(&self) -> Vec<PacketId> {
-        self.qos2
+        let mut ids: Vec<PacketId> = self
+            .qos2
             .iter()
             .filter(|id| !self.pending.iter().any(|p| p.id == *id))
-            .collect()
+            .collect();
+        ids.extend(self.completing.iter().copied());
+        ids
     }
 
     /// Publications counted against our Receive Maximum.
@@ -227,17 +256,37 @@ impl Inbound {
     }
 
     /// PUBREL arrived: PUBCOMP, with 0x92 if the identifier is unknown.
-    pub(crate) fn on_pubrel(&mut self, id: PacketId, out: &mut Vec<Packet>) {
+    pub(crate) fn on_pubrel(&mut self, id: PacketId, out: &mut Vec<Packet>) -> PubRelOutcome {
         let waiting = self.qos2.contains(id) && !self.pending.iter().any(|p| p.id == id);
         if waiting {
             self.qos2.remove(id);
+            if self.confirm_releases {
+                self.completing.push(id);
+                return PubRelOutcome::AwaitingConfirmation;
+            }
             self.awaiting_rel -= 1;
             out.push(Packet::PubComp(Ack::new(id)));
+            PubRelOutcome::Completed
+        } else if self.completing.contains(&id) {
+            // A repeated PUBREL: its PUBCOMP is on its way.
+            PubRelOutcome::AwaitingConfirmation
         } else {
             out.push(Packet::PubComp(Ack::with_reason(
                 id,
                 ReasonCode::PacketIdentifierNotFound,
             )));
+            PubRelOutcome::Unknown
         }
+    }
+
+    /// The application has forgotten a released identifier: PUBCOMP.
+    pub(crate) fn complete_release(&mut self, id: PacketId, out: &mut Vec<Packet>) -> bool {
+        let Some(i) = self.completing.iter().position(|&c| c == id) else {
+            return false;
+        };
+        self.completing.swap_remove(i);
+        self.awaiting_rel -= 1;
+        out.push(Packet::PubComp(Ack::new(id)));
+        true
     }
 }

@@ -33,6 +33,9 @@ struct Slot {
     stage: Use,
     /// Send order, to resend in the original order [MQTT-4.6.0-1].
     seq: u64,
+    /// The delivery's [`Delivery::tag`], kept past PUBREC (when the
+    /// delivery itself is let go) for [`AckOutcome::Completed`].
+    tag: u64,
 }
 
 /// Aliases this side assigns to the topics it sends (MQTT 5.0 §3.3.2.3.4).
@@ -82,8 +85,14 @@ pub(crate) struct Outbound {
 /// What an acknowledgement did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum AckOutcome {
-    /// The flow this identifier belonged to is complete.
-    Completed,
+    /// The flow this identifier belonged to, of a message sent at `qos`
+    /// with [`Delivery::tag`] `tag`, is complete.
+    Completed {
+        /// The QoS it was sent with.
+        qos: QoS,
+        /// Its tag.
+        tag: u64,
+    },
     /// The flow moved on (PUBREC → PUBREL sent).
     Progressed,
     /// No flow had this identifier in that stage; ignored.
@@ -134,9 +143,14 @@ impl Outbound {
                 }
                 InflightStage::Released => out.push(Packet::PubRel(Ack::new(id))),
             }
+            let tag = match &inflight.stage {
+                InflightStage::Published(d) => d.tag,
+                InflightStage::Released => 0,
+            };
             self.slots[index] = Some(Slot {
                 stage: Use::Message(inflight.stage),
                 seq: self.next_seq,
+                tag,
             });
             self.next_seq += 1;
             self.held += 1;
@@ -185,11 +199,16 @@ impl Outbound {
         PacketId::new(id)
     }
 
-    fn release(&mut self, id: PacketId) {
+    /// Frees a message's identifier; returns the slot's tag.
+    fn release(&mut self, id: PacketId) -> u64 {
         let index = usize::from(id.get()) - 1;
-        if self.slots[index].take().is_some() {
-            self.held -= 1;
-            self.free.push(id.get());
+        match self.slots[index].take() {
+            Some(slot) => {
+                self.held -= 1;
+                self.free.push(id.get());
+                slot.tag
+            }
+            None => 0,
         }
     }
 
@@ -284,9 +303,11 @@ impl Outbound {
                 continue;
             }
             if let Some(id) = packet_id {
+                let tag = d.tag;
                 self.slots[usize::from(id.get()) - 1] = Some(Slot {
                     stage: Use::Message(InflightStage::Published(d)),
                     seq: self.next_seq,
+                    tag,
                 });
                 self.next_seq += 1;
                 self.held += 1;
@@ -295,7 +316,7 @@ impl Outbound {
         }
     }
 
-    fn stage(&self, id: PacketId) -> Option<&InflightStage> {
+    pub(crate) fn stage(&self, id: PacketId) -> Option<&InflightStage> {
         match &self.slots.get(usize::from(id.get()) - 1)?.as_ref()?.stage {
             Use::Message(stage) => Some(stage),
             Use::Control => None,
@@ -309,6 +330,7 @@ impl Outbound {
         self.slots[usize::from(id.get()) - 1] = Some(Slot {
             stage: Use::Control,
             seq: 0,
+            tag: 0,
         });
         Some(id)
     }
@@ -334,8 +356,11 @@ impl Outbound {
     pub(crate) fn on_puback(&mut self, id: PacketId) -> AckOutcome {
         match self.stage(id) {
             Some(InflightStage::Published(d)) if d.qos == QoS::AtLeastOnce => {
-                self.release(id);
-                AckOutcome::Completed
+                let tag = self.release(id);
+                AckOutcome::Completed {
+                    qos: QoS::AtLeastOnce,
+                    tag,
+                }
             }
             _ => AckOutcome::Unknown,
         }
@@ -347,8 +372,11 @@ impl Outbound {
         match self.stage(id) {
             Some(InflightStage::Published(d)) if d.qos == QoS::ExactlyOnce => {
                 if ack.reason_code.is_error() {
-                    self.release(id);
-                    return AckOutcome::Completed;
+                    let tag = self.release(id);
+                    return AckOutcome::Completed {
+                        qos: QoS::ExactlyOnce,
+                        tag,
+                    };
                 }
                 if let Some(slot) = self.slots[usize::from(id.get()) - 1].as_mut() {
                     slot.stage = Use::Message(InflightStage::Released);
@@ -375,8 +403,11 @@ impl Outbound {
     pub(crate) fn on_pubcomp(&mut self, id: PacketId) -> AckOutcome {
         match self.stage(id) {
             Some(InflightStage::Released) => {
-                self.release(id);
-                AckOutcome::Completed
+                let tag = self.release(id);
+                AckOutcome::Completed {
+                    qos: QoS::ExactlyOnce,
+                    tag,
+                }
             }
             _ => AckOutcome::Unknown,
         }

@@ -9,9 +9,11 @@ use mqtt_codec::{
 };
 
 use crate::error::ProtocolError;
-use crate::inbound::Inbound;
-use crate::outbound::Outbound;
-use crate::state::{Delivery, DropReason, Message, QueueLimits, SessionState, SubscriptionRecord};
+use crate::inbound::{Inbound, PubRelOutcome};
+use crate::outbound::{AckOutcome, Outbound};
+use crate::state::{
+    Delivery, DropReason, InflightStage, Message, QueueLimits, SessionState, SubscriptionRecord,
+};
 
 /// What a server allows its clients; sent to MQTT 5.0 clients in CONNACK.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +162,25 @@ pub enum ServerEvent {
     Subscribe(Subscribe),
     /// Topic filters removed from the session (UNSUBACK is already sent).
     Unsubscribed(Unsubscribe),
+    /// An outgoing QoS 1/2 message was fully acknowledged (PUBACK,
+    /// PUBCOMP, or a PUBREC with an error code): the server may forget it.
+    Delivered {
+        /// The identifier it had (now free).
+        packet_id: PacketId,
+        /// The QoS it was sent with.
+        qos: QoS,
+        /// Its [`Delivery::tag`].
+        tag: u64,
+    },
+    /// An incoming QoS 2 message was released (PUBREL): its identifier is
+    /// no longer a duplicate's. With
+    /// [`ServerConnection::set_confirm_releases`], call
+    /// [`ServerConnection::complete_release`] once it is forgotten (PUBCOMP
+    /// waits for that); otherwise PUBCOMP is already sent.
+    Released {
+        /// The identifier.
+        packet_id: PacketId,
+    },
     /// An AUTH packet: answer with [`ServerConnection::send_auth`], or
     /// accept, reject or close.
     Auth(Auth),
@@ -575,15 +596,25 @@ impl ServerConnection {
                 }
             }
             Packet::PubAck(a) => {
-                self.outbound.on_puback(a.packet_id);
+                let outcome = self.outbound.on_puback(a.packet_id);
+                self.on_ack_outcome(a.packet_id, outcome);
             }
             Packet::PubRec(a) => {
-                self.outbound.on_pubrec(&a, &mut self.transmit);
+                let outcome = self.outbound.on_pubrec(&a, &mut self.transmit);
+                self.on_ack_outcome(a.packet_id, outcome);
             }
             Packet::PubComp(a) => {
-                self.outbound.on_pubcomp(a.packet_id);
+                let outcome = self.outbound.on_pubcomp(a.packet_id);
+                self.on_ack_outcome(a.packet_id, outcome);
             }
-            Packet::PubRel(a) => self.inbound.on_pubrel(a.packet_id, &mut self.transmit),
+            Packet::PubRel(a) => {
+                if self.inbound.on_pubrel(a.packet_id, &mut self.transmit) != PubRelOutcome::Unknown
+                {
+                    self.events.push_back(ServerEvent::Released {
+                        packet_id: a.packet_id,
+                    });
+                }
+            }
             Packet::Subscribe(s) => {
                 if s.properties.subscription_identifier.is_some()
                     && !self.config.subscription_identifiers_available
@@ -643,6 +674,45 @@ impl ServerConnection {
             }
         }
         Ok(())
+    }
+
+    fn on_ack_outcome(&mut self, packet_id: PacketId, outcome: AckOutcome) {
+        if let AckOutcome::Completed { qos, tag } = outcome {
+            self.events.push_back(ServerEvent::Delivered {
+                packet_id,
+                qos,
+                tag,
+            });
+        }
+    }
+
+    /// Makes the PUBCOMP answering each PUBREL wait for
+    /// [`ServerConnection::complete_release`]: for a server that stores
+    /// incoming QoS 2 identifiers, which must forget one durably before the
+    /// client may reuse it. Off by default (PUBCOMP at once).
+    pub fn set_confirm_releases(&mut self, on: bool) {
+        self.inbound.set_confirm_releases(on);
+    }
+
+    /// With [`ServerConnection::set_confirm_releases`]: the application has forgotten
+    /// the identifier of a released incoming QoS 2 message
+    /// ([`ServerEvent::Released`]), so PUBCOMP goes out. Returns false if
+    /// no such release was waiting.
+    pub fn complete_release(&mut self, packet_id: PacketId) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        self.inbound.complete_release(packet_id, &mut self.transmit)
+    }
+
+    /// The delivery in flight under `packet_id` before its PUBREC (the
+    /// PUBLISH sent or about to be), if any: for a server that stores
+    /// outgoing QoS 2 messages under the identifier they were sent with.
+    pub fn inflight_delivery(&self, packet_id: PacketId) -> Option<&Delivery> {
+        match self.outbound.stage(packet_id)? {
+            InflightStage::Published(d) => Some(d),
+            InflightStage::Released => None,
+        }
     }
 
     /// The application is done with a received QoS 1/2 message: PUBACK or

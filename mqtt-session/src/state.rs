@@ -89,6 +89,13 @@ pub struct Delivery {
     /// gives such a delivery to another member of the group when this
     /// session leaves without acknowledging it (MQTT 5.0 §4.8.2).
     pub shared_group: Option<MqttString>,
+    /// An opaque number the server application attaches and gets back when
+    /// the delivery completes ([`ServerEvent::Delivered`]); 0 means none.
+    /// A broker with persistence keeps here the store's sequence number of
+    /// the queued message, to delete it once acknowledged. Never sent.
+    ///
+    /// [`ServerEvent::Delivered`]: crate::ServerEvent::Delivered
+    pub tag: u64,
 }
 
 impl Delivery {
@@ -102,6 +109,7 @@ impl Delivery {
             retain,
             subscription_ids: SmallVec::new(),
             shared_group: None,
+            tag: 0,
         }
     }
 }
@@ -361,18 +369,85 @@ impl MessageQueue {
     /// decides. Every drop is counted in `drops`; the reason is returned
     /// when the new delivery is the one dropped.
     pub fn push(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), DropReason> {
+        self.push_with(delivery, limits, |_| {})
+    }
+
+    /// [`push`](Self::push), handing every dropped delivery (the new one or
+    /// older ones) to `dropped`: for a caller that stored them elsewhere.
+    pub fn push_with(
+        &mut self,
+        delivery: Delivery,
+        limits: &QueueLimits,
+        mut dropped: impl FnMut(Delivery),
+    ) -> Result<(), DropReason> {
         push_bounded(
             &mut self.items,
             &mut self.bytes,
             &mut self.drops,
             delivery,
             limits,
+            &mut dropped,
         )
+    }
+
+    /// Queues a delivery if it fits, making room by dropping queued QoS 0
+    /// messages only (counted). A QoS 1/2 delivery that still does not fit
+    /// is handed back, and nothing else is dropped: the caller may wait for
+    /// room ([`Self::has_room`]) instead of losing it. A QoS 0 delivery
+    /// that does not fit is dropped and counted, as by [`Self::push`].
+    pub fn try_push(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), Delivery> {
+        if delivery.qos != QoS::AtMostOnce {
+            let size = delivery.message.size();
+            if size > limits.max_bytes {
+                return Err(delivery);
+            }
+            let mut count = self.items.len();
+            let mut bytes = self.bytes;
+            let mut qos0 = self
+                .items
+                .iter()
+                .filter(|d| d.qos == QoS::AtMostOnce)
+                .map(|d| d.message.size());
+            while count >= limits.max_messages || bytes + size > limits.max_bytes {
+                let Some(freed) = qos0.next() else {
+                    return Err(delivery);
+                };
+                count -= 1;
+                bytes -= freed;
+            }
+        }
+        let limits = QueueLimits {
+            overflow: Overflow::DropNewest,
+            ..*limits
+        };
+        let _ = self.push(delivery, &limits);
+        Ok(())
+    }
+
+    /// Whether a message of `size` bytes fits without dropping anything.
+    pub fn has_room(&self, size: usize, limits: &QueueLimits) -> bool {
+        self.items.len() < limits.max_messages && self.bytes + size <= limits.max_bytes
     }
 
     /// Takes the next delivery that has not expired, counting those that have.
     pub fn pop(&mut self, now: Instant) -> Option<Delivery> {
-        pop_unexpired(&mut self.items, &mut self.bytes, &mut self.drops, now)
+        self.pop_with(now, |_| {})
+    }
+
+    /// [`pop`](Self::pop), handing every expired delivery it skips to
+    /// `expired`.
+    pub fn pop_with(
+        &mut self,
+        now: Instant,
+        mut expired: impl FnMut(Delivery),
+    ) -> Option<Delivery> {
+        pop_unexpired(
+            &mut self.items,
+            &mut self.bytes,
+            &mut self.drops,
+            now,
+            &mut expired,
+        )
     }
 
     /// Takes every delivery, expired or not.
@@ -388,11 +463,13 @@ fn push_bounded(
     drops: &mut DropCounts,
     delivery: Delivery,
     limits: &QueueLimits,
+    dropped: &mut dyn FnMut(Delivery),
 ) -> Result<(), DropReason> {
     let size = delivery.message.size();
     while queue.len() >= limits.max_messages || *bytes + size > limits.max_bytes {
         if delivery.qos == QoS::AtMostOnce || size > limits.max_bytes {
             drops.count(DropReason::QueueFull, delivery.qos);
+            dropped(delivery);
             return Err(DropReason::QueueFull);
         }
         let victim = match queue.iter().position(|d| d.qos == QoS::AtMostOnce) {
@@ -400,12 +477,14 @@ fn push_bounded(
             None if limits.overflow == Overflow::DropOldest && !queue.is_empty() => 0,
             None => {
                 drops.count(DropReason::QueueFull, delivery.qos);
+                dropped(delivery);
                 return Err(DropReason::QueueFull);
             }
         };
         if let Some(old) = queue.remove(victim) {
             *bytes -= old.message.size();
             drops.count(DropReason::QueueFull, old.qos);
+            dropped(old);
         }
     }
     *bytes += size;
@@ -418,14 +497,70 @@ fn pop_unexpired(
     bytes: &mut usize,
     drops: &mut DropCounts,
     now: Instant,
+    expired: &mut dyn FnMut(Delivery),
 ) -> Option<Delivery> {
     while let Some(d) = queue.pop_front() {
         *bytes -= d.message.size();
         if d.message.is_expired(now) {
             drops.count(DropReason::Expired, d.qos);
+            expired(d);
             continue;
         }
         return Some(d);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(qos: QoS) -> Delivery {
+        let message = Message {
+            topic: MqttString::from_static("t"),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain: false,
+            properties: PublishProperties::default(),
+            expires_at: None,
+        };
+        Delivery::new(Arc::new(message), qos)
+    }
+
+    #[test]
+    fn try_push_makes_room_from_qos0_only_and_hands_qos1_back() {
+        let limits = QueueLimits {
+            max_messages: 2,
+            ..QueueLimits::default()
+        };
+        let mut q = MessageQueue::new();
+        q.push(delivery(QoS::AtMostOnce), &limits).ok();
+        q.push(delivery(QoS::AtLeastOnce), &limits).ok();
+        // Full: the QoS 0 message gives way.
+        assert!(q.try_push(delivery(QoS::AtLeastOnce), &limits).is_ok());
+        assert_eq!(q.drops.queue_full_qos0, 1);
+        // Full of QoS 1: handed back, nothing dropped.
+        let back = q.try_push(delivery(QoS::ExactlyOnce), &limits);
+        assert!(back.is_err_and(|d| d.qos == QoS::ExactlyOnce));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.drops.queue_full, 0);
+        assert!(!q.has_room(1, &limits));
+    }
+
+    #[test]
+    fn push_with_reports_each_dropped_delivery() {
+        let limits = QueueLimits {
+            max_messages: 1,
+            overflow: Overflow::DropOldest,
+            ..QueueLimits::default()
+        };
+        let mut q = MessageQueue::new();
+        let mut first = delivery(QoS::AtLeastOnce);
+        first.tag = 7;
+        q.push(first, &limits).ok();
+        let mut dropped = Vec::new();
+        q.push_with(delivery(QoS::AtLeastOnce), &limits, |d| dropped.push(d.tag))
+            .ok();
+        assert_eq!(dropped, vec![7]);
+    }
 }

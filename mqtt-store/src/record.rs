@@ -443,6 +443,7 @@ fn get_delivery(
         retain,
         subscription_ids,
         shared_group,
+        tag: 0,
     };
     Ok((delivery, expiry))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use mqtt_server::{Config, ListenerKind, ListenerSettings, Server, ShutdownHandle, Stats};
+use mqtt_server::{Config, ListenerKind, ListenerSettings, Server, ShutdownHandle, Stats, Store};
 use tokio::task::JoinHandle;
 
 use crate::TIMEOUT;
@@ -37,9 +37,26 @@ impl TestBroker {
     ///
     /// # Panics
     /// If the configuration is invalid or the port cannot be bound.
-    pub async fn start(mut config: Config) -> TestBroker {
+    pub async fn start(config: Config) -> TestBroker {
+        Self::start_inner(config, None).await
+    }
+
+    /// [`TestBroker::start`] with persistence on `store`
+    /// ([`Server::bind_with_store`]): e.g. a store that fails on demand.
+    ///
+    /// # Panics
+    /// If the configuration is invalid or the port cannot be bound.
+    pub async fn start_with_store(config: Config, store: Arc<dyn Store>) -> TestBroker {
+        Self::start_inner(config, Some(store)).await
+    }
+
+    async fn start_inner(mut config: Config, store: Option<Arc<dyn Store>>) -> TestBroker {
         config.listen = vec![SocketAddr::from(([127, 0, 0, 1], 0))];
-        let server = Server::bind(config).await.expect("the test broker binds");
+        let server = match store {
+            Some(store) => Server::bind_with_store(config, store).await,
+            None => Server::bind(config).await,
+        }
+        .expect("the test broker binds");
         let addr = *server
             .local_addrs()
             .first()

@@ -1,0 +1,150 @@
+//! Backpressure: a QoS 1/2 message that does not fit a connected
+//! subscriber's full queue holds back its publisher's acknowledgement
+//! instead of being dropped, for at most `max_publish_wait_ms`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mqtt_codec::{Ack, Packet, ProtocolVersion, QoS, ReasonCode};
+use mqtt_testkit::{RawClient, Received, TestBroker, packets};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_publishers_and_a_slow_subscriber_lose_no_acknowledged_qos1_message() {
+    const PER_PUBLISHER: u16 = 300;
+    let mut config = TestBroker::config();
+    // A small queue, so that the publishers outrun it at once.
+    config.max_queued_messages = 20;
+    let broker = TestBroker::start(config).await;
+    let (mut sub, _) =
+        RawClient::connect(broker.addr, packets::connect(ProtocolVersion::V5, "slow")).await;
+    sub.send(&Packet::Subscribe(packets::subscribe(
+        1,
+        &[("load/#", QoS::AtLeastOnce)],
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+
+    let mut publishers = Vec::new();
+    for p in 0..4 {
+        let addr = broker.addr;
+        publishers.push(tokio::spawn(async move {
+            let id = format!("pub{p}");
+            let (mut raw, _) =
+                RawClient::connect(addr, packets::connect(ProtocolVersion::V5, &id)).await;
+            // Open loop: everything at once, within the Receive Maximum.
+            for i in 1..=PER_PUBLISHER {
+                let payload = format!("{p}-{i}");
+                let topic = format!("load/{p}");
+                raw.send(&Packet::Publish(packets::publish(
+                    &topic,
+                    payload.as_bytes(),
+                    QoS::AtLeastOnce,
+                    i,
+                )))
+                .await
+                .unwrap();
+            }
+            let mut acked = Vec::new();
+            while acked.len() < usize::from(PER_PUBLISHER) {
+                match raw.next(Duration::from_secs(20)).await {
+                    Received::Packet(Packet::PubAck(a)) => {
+                        assert_eq!(a.reason_code, ReasonCode::Success);
+                        acked.push(format!("{p}-{}", a.packet_id));
+                    }
+                    other => panic!("{id}: PUBACK expected, got {other:?}"),
+                }
+            }
+            acked
+        }));
+    }
+    let mut received = HashSet::new();
+    let mut n = 0;
+    while received.len() < 4 * usize::from(PER_PUBLISHER) {
+        match sub.next(Duration::from_secs(20)).await {
+            Received::Packet(Packet::Publish(p)) => {
+                received.insert(String::from_utf8(p.payload.to_vec()).unwrap());
+                sub.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
+                    .await
+                    .unwrap();
+                n += 1;
+                if n % 50 == 0 {
+                    // Slower than the publishers.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            other => panic!(
+                "subscriber: PUBLISH expected after {} messages, got {other:?}",
+                received.len()
+            ),
+        }
+    }
+    for p in publishers {
+        for m in p.await.unwrap() {
+            assert!(received.contains(&m), "acknowledged message {m} lost");
+        }
+    }
+    assert_eq!(broker.stat(|s| &s.dropped_queue_full), 0);
+    assert_eq!(broker.stat(|s| &s.dropped_publish_wait), 0);
+    assert!(
+        broker.stat(|s| &s.publish_waits) > 0,
+        "the queue never filled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_delays_publishers_by_at_most_max_publish_wait() {
+    let mut config = TestBroker::config();
+    config.max_queued_messages = 10;
+    config.max_publish_wait_ms = 300;
+    let broker = TestBroker::start(config).await;
+    let mut dead = RawClient::open_with_recv_buffer(broker.addr, 4096)
+        .await
+        .unwrap();
+    dead.handshake(packets::connect(ProtocolVersion::V5, "dead"))
+        .await;
+    dead.send(&Packet::Subscribe(packets::subscribe(
+        1,
+        &[("t", QoS::AtLeastOnce)],
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(dead.recv().await, Some(Packet::SubAck(_))));
+    // From now on it reads nothing.
+
+    let (mut publisher, _) =
+        RawClient::connect(broker.addr, packets::connect(ProtocolVersion::V5, "pub")).await;
+    let payload = vec![0u8; 64 * 1024];
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 1..=300u16 {
+        let sent = Instant::now();
+        publisher
+            .send(&Packet::Publish(packets::publish(
+                "t",
+                &payload,
+                QoS::AtLeastOnce,
+                i,
+            )))
+            .await
+            .unwrap();
+        match publisher.next(Duration::from_secs(5)).await {
+            Received::Packet(Packet::PubAck(a)) => assert_eq!(a.packet_id.get(), i),
+            other => panic!("PUBACK {i} expected, got {other:?}"),
+        }
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(
+        broker.stat(|s| &s.dropped_publish_wait) >= 1,
+        "the dead subscriber's queue never filled"
+    );
+    // One wait of 300 ms, then the session is congested: no more waits.
+    assert!(slowest < Duration::from_millis(1300), "{slowest:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(dead);
+}
