@@ -1,8 +1,5 @@
 //! Topic filters: what a SUBSCRIBE asks for.
 
-use std::fmt;
-use std::str::FromStr;
-
 use bytes::Bytes;
 
 use crate::name::{Levels, as_str};
@@ -106,68 +103,4 @@ impl From<TopicName> for TopicFilter {
     }
 }
 
-impl fmt::Debug for TopicFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for TopicFilter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl AsRef<[u8]> for TopicFilter {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for TopicFilter {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for TopicFilter {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl FromStr for TopicFilter {
-    type Err = TopicError;
-    fn from_str(s: &str) -> Result<Self, TopicError> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<&str> for TopicFilter {
-    type Error = TopicError;
-    fn try_from(s: &str) -> Result<Self, TopicError> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<String> for TopicFilter {
-    type Error = TopicError;
-    /// Checks `s` and takes its buffer without copying.
-    fn try_from(s: String) -> Result<Self, TopicError> {
-        validate::filter(&s)?;
-        Ok(Self(Bytes::from(s)))
-    }
-}
-
-impl TryFrom<Bytes> for TopicFilter {
-    type Error = TopicError;
-    fn try_from(bytes: Bytes) -> Result<Self, TopicError> {
-        Self::from_bytes(bytes)
-    }
-}
-
-impl From<TopicFilter> for Bytes {
-    fn from(filter: TopicFilter) -> Bytes {
-        filter.0
-    }
-}
+string_impls!(TopicFilter, validate::filter);

@@ -83,6 +83,8 @@
 //! ```
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod string_impls;
 mod children;
 mod error;
 mod filter;

@@ -1,8 +1,5 @@
 //! Topic names: the topic a PUBLISH is sent to.
 
-use std::fmt;
-use std::str::FromStr;
-
 use bytes::Bytes;
 
 use crate::{TopicError, validate};
@@ -115,68 +112,4 @@ impl DoubleEndedIterator for Levels<'_> {
 
 impl std::iter::FusedIterator for Levels<'_> {}
 
-impl fmt::Debug for TopicName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl fmt::Display for TopicName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl AsRef<[u8]> for TopicName {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for TopicName {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for TopicName {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl FromStr for TopicName {
-    type Err = TopicError;
-    fn from_str(s: &str) -> Result<Self, TopicError> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<&str> for TopicName {
-    type Error = TopicError;
-    fn try_from(s: &str) -> Result<Self, TopicError> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<String> for TopicName {
-    type Error = TopicError;
-    /// Checks `s` and takes its buffer without copying.
-    fn try_from(s: String) -> Result<Self, TopicError> {
-        validate::name(&s)?;
-        Ok(Self(Bytes::from(s)))
-    }
-}
-
-impl TryFrom<Bytes> for TopicName {
-    type Error = TopicError;
-    fn try_from(bytes: Bytes) -> Result<Self, TopicError> {
-        Self::from_bytes(bytes)
-    }
-}
-
-impl From<TopicName> for Bytes {
-    fn from(name: TopicName) -> Bytes {
-        name.0
-    }
-}
+string_impls!(TopicName, validate::name);
