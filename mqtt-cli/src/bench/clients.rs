@@ -100,12 +100,14 @@ pub(crate) struct PubResult {
     pub(crate) connected: bool,
 }
 
-/// Publishes on `topic` following `plan`, until its count, its deadline or
-/// `stop`.
+/// Publishes on `topics` following `plan`, until its count, its deadline or
+/// `stop`. With one topic every message goes to it; with several, each
+/// message goes to one picked at random (`seed` starts the generator).
 pub(crate) async fn publisher(
     shared: Arc<Shared>,
     id: String,
-    topic: MqttString,
+    topics: Arc<[MqttString]>,
+    seed: u64,
     plan: Arc<PubPlan>,
     mut stop: watch::Receiver<bool>,
 ) -> PubResult {
@@ -123,7 +125,12 @@ pub(crate) async fn publisher(
     };
     let limit = plan.count.unwrap_or(u64::MAX);
     let mut arena = BytesMut::new();
+    let mut rng = XorShift::new(seed);
     let mut stopped = *stop.borrow();
+    if topics.is_empty() {
+        shared.errors.push("no topic to publish to".into());
+        stopped = true;
+    }
     loop {
         let mut acked = 0;
         while let Some(ev) = client.poll_event() {
@@ -159,6 +166,11 @@ pub(crate) async fn publisher(
             && client.buffered() < WRITE_HIGH_WATER
         {
             let payload = payload(&mut arena, plan.size);
+            let topic = if topics.len() == 1 {
+                &topics[0]
+            } else {
+                &topics[rng.below(topics.len())]
+            };
             let message = Message::new(topic.clone(), payload, plan.qos, false);
             if client.publish(message).is_err() {
                 // The session's own queue is full: wait for the socket.
@@ -238,6 +250,32 @@ pub(crate) async fn publisher(
     result
 }
 
+/// A small, fast pseudo-random generator (xorshift64*): picks topics, where
+/// statistical quality hardly matters and a system call per pick would.
+#[derive(Debug, Clone)]
+pub(crate) struct XorShift(u64);
+
+impl XorShift {
+    pub(crate) fn new(seed: u64) -> Self {
+        // Never zero, and distinct seeds give distinct streams.
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
 /// A payload of `size` bytes whose first 8 are the time now, in
 /// nanoseconds since the UNIX epoch (big-endian). Payloads are cut from one
 /// buffer to spare an allocation per message.
@@ -311,12 +349,7 @@ pub(crate) async fn subscriber(
             match ev {
                 ClientEvent::Message(m) => {
                     received += 1;
-                    if m.payload.len() >= 8 {
-                        let mut ts = [0u8; 8];
-                        ts.copy_from_slice(&m.payload[..8]);
-                        let sent = u64::from_be_bytes(ts);
-                        let _ = result.latency.record(now.saturating_sub(sent).max(1));
-                    }
+                    record_latency(&mut result.latency, &m.payload, now);
                 }
                 ClientEvent::Subscribed(ack) => {
                     match ack.reason_codes.first() {
@@ -359,14 +392,17 @@ pub(crate) async fn subscriber(
 
 /// Connects, reports the time to CONNACK (`None` on failure) on
 /// `opened`, and holds the connection (answering keep-alive) until `stop`.
+/// `permit`, if any, is released once the attempt is over (`--concurrency`).
 pub(crate) async fn connection(
     shared: Arc<Shared>,
     id: String,
     opened: tokio::sync::mpsc::Sender<Option<Duration>>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     mut stop: watch::Receiver<bool>,
 ) {
     let began = Instant::now();
     let client = shared.open(id).await;
+    drop(permit);
     let _ = opened.send(client.as_ref().map(|_| began.elapsed())).await;
     let Some(mut client) = client else {
         return;
@@ -390,4 +426,211 @@ pub(crate) async fn connection(
         }
     }
     shared.close(client).await;
+}
+
+/// What the subscriber of `bench filters` subscribes to.
+#[derive(Debug, Clone)]
+pub(crate) struct FilterPlan {
+    /// Distinct filters, numbered from 0; see [`filter_for`].
+    pub(crate) filters: usize,
+    /// Filters per SUBSCRIBE packet.
+    pub(crate) batch: usize,
+    /// SUBSCRIBE packets sent and not yet acknowledged, at most.
+    pub(crate) window: usize,
+    pub(crate) qos: QoS,
+    /// How long the whole subscription may take before the run gives up.
+    pub(crate) timeout: Duration,
+}
+
+/// Filter number `i` of `bench filters`: a mix of exact filters and both
+/// wildcards, each distinct, and each matched by topic [`topic_for`]`(i)`
+/// and by no other topic of that form.
+pub(crate) fn filter_for(i: usize) -> String {
+    match i % 3 {
+        0 => format!("f/{i}/x"),
+        1 => format!("f/{i}/+"),
+        _ => format!("f/{i}/#"),
+    }
+}
+
+/// The topic `bench filters` publishes to for filter `i`.
+pub(crate) fn topic_for(i: usize) -> String {
+    format!("f/{i}/x")
+}
+
+/// How the subscription of `bench filters` went.
+#[derive(Debug, Default)]
+pub(crate) struct Subscribed {
+    /// From the first SUBSCRIBE to the last SUBACK; `None` if not every
+    /// SUBACK came.
+    pub(crate) took: Option<Duration>,
+    /// Which filters were granted.
+    pub(crate) granted: Vec<bool>,
+    /// Filters refused by a SUBACK failure code.
+    pub(crate) refused: u64,
+}
+
+/// Subscribes to `plan.filters` filters, in SUBSCRIBE packets of
+/// `plan.batch` with at most `plan.window` unacknowledged, reports how it
+/// went on `ready`, then counts what arrives until `stop`.
+pub(crate) async fn filter_subscriber(
+    shared: Arc<Shared>,
+    id: String,
+    plan: FilterPlan,
+    ready: tokio::sync::oneshot::Sender<Subscribed>,
+    mut stop: watch::Receiver<bool>,
+) -> SubResult {
+    let mut result = SubResult {
+        received: 0,
+        latency: new_histogram(),
+        granted: None,
+        last: None,
+    };
+    let mut sub = Subscribed {
+        granted: vec![false; plan.filters],
+        ..Subscribed::default()
+    };
+    let Some(mut client) = shared.open(id).await else {
+        let _ = ready.send(sub);
+        return result;
+    };
+    let counters = &shared.counters;
+    let batch = plan.batch.max(1);
+    let window = plan.window.max(1);
+    // Packet identifier of each SUBSCRIBE in flight -> its first filter.
+    let mut pending = std::collections::HashMap::new();
+    let mut next = 0usize;
+    let mut acked_filters = 0usize;
+    let start = Instant::now();
+    let give_up = start + plan.timeout;
+    let mut ready = Some(ready);
+    loop {
+        let mut received = 0;
+        let now = unix_nanos();
+        while let Some(ev) = client.poll_event() {
+            match ev {
+                ClientEvent::Message(m) => {
+                    received += 1;
+                    record_latency(&mut result.latency, &m.payload, now);
+                }
+                ClientEvent::Subscribed(ack) => {
+                    let Some(first) = pending.remove(&ack.packet_id) else {
+                        continue;
+                    };
+                    for (k, code) in ack.reason_codes.iter().enumerate() {
+                        let i = first + k;
+                        if i >= plan.filters {
+                            break;
+                        }
+                        if code.is_error() {
+                            if sub.refused == 0 {
+                                shared.errors.push(format!(
+                                    "subscription to {:?} refused: {code}",
+                                    filter_for(i)
+                                ));
+                            }
+                            sub.refused += 1;
+                        } else {
+                            sub.granted[i] = true;
+                        }
+                    }
+                    acked_filters = acked_filters.max(first + ack.reason_codes.len());
+                }
+                ClientEvent::Closed { reason, .. } => {
+                    shared.lost(&client.close_error(reason));
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(sub);
+                    }
+                    return result;
+                }
+                _ => {}
+            }
+        }
+        if received > 0 {
+            counters.received.fetch_add(received, Relaxed);
+            result.received += received;
+            result.last = Some(Instant::now());
+        }
+        // Keep the window full: after the SUBACKs just handled and before
+        // waiting, as nothing else would wake us.
+        while ready.is_some() && next < plan.filters && pending.len() < window {
+            let end = (next + batch).min(plan.filters);
+            let subscriptions: Vec<Subscription> = (next..end)
+                .filter_map(|i| {
+                    MqttString::try_from(filter_for(i))
+                        .ok()
+                        .map(|filter| Subscription {
+                            filter,
+                            options: SubscriptionOptions::qos(plan.qos),
+                        })
+                })
+                .collect();
+            match client
+                .session()
+                .subscribe(subscriptions, Default::default())
+            {
+                Some(pid) => {
+                    pending.insert(pid, next);
+                    next = end;
+                }
+                None => {
+                    shared.errors.push("cannot send SUBSCRIBE".into());
+                    break;
+                }
+            }
+        }
+        if ready.is_some() && next >= plan.filters && pending.is_empty() {
+            sub.took = Some(start.elapsed());
+            result.granted = Some(format!("{} filters", plan.filters));
+            if let Some(r) = ready.take() {
+                let _ = r.send(std::mem::take(&mut sub));
+            }
+        }
+        let subscribing = ready.is_some();
+        let deadline = async {
+            if subscribing {
+                tokio::time::sleep_until(give_up.into()).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = client.step() => if let Err(e) = r {
+                shared.lost(&e);
+                if let Some(r) = ready.take() {
+                    let _ = r.send(sub);
+                }
+                return result;
+            },
+            () = deadline => {
+                shared.errors.push(format!(
+                    "{} of {} filters acknowledged after {} s; giving up",
+                    acked_filters.min(plan.filters),
+                    plan.filters,
+                    plan.timeout.as_secs()
+                ));
+                if let Some(r) = ready.take() {
+                    let _ = r.send(std::mem::take(&mut sub));
+                }
+                break;
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    if let Some(r) = ready.take() {
+        let _ = r.send(sub);
+    }
+    shared.close(client).await;
+    result
+}
+
+/// Records the latency of a message whose payload starts with its
+/// publication time.
+fn record_latency(hist: &mut Histogram<u64>, payload: &[u8], now: u64) {
+    if payload.len() >= 8 {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&payload[..8]);
+        let sent = u64::from_be_bytes(ts);
+        let _ = hist.record(now.saturating_sub(sent).max(1));
+    }
 }

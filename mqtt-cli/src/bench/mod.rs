@@ -20,7 +20,7 @@ use mqtt_codec::{Connect, MqttString, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use self::clients::{PubPlan, PubResult, Shared, SubResult};
+use self::clients::{FilterPlan, PubPlan, PubResult, Shared, SubResult};
 use self::stats::{Counters, Errors, Latency, Report, new_histogram};
 use crate::options::{Version, mqtt_string, parse_qos};
 use crate::transport::{Endpoint, TlsOptions, TlsSettings};
@@ -44,6 +44,9 @@ enum Mode {
     /// Publishers and subscribers in one process: delivered rate, latency
     /// and losses.
     Pubsub(PubSubArgs),
+    /// One subscriber with many filters: the time to subscribe to them
+    /// all, then the delivered rate of messages that each match one.
+    Filters(FiltersArgs),
 }
 
 /// Where to connect and as whom; shared by every mode.
@@ -121,9 +124,75 @@ struct ConnArgs {
     #[arg(short = 'R', long, default_value_t = 100.0)]
     rate: f64,
 
+    /// Connection attempts in progress at once, at most (0: no limit).
+    /// A limit below the broker's listen backlog measures how fast it
+    /// accepts, not how the kernel drops SYNs from a full backlog.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    concurrency: usize,
+
     /// Seconds to keep the connections open once all are attempted.
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     hold: u64,
+
+    /// Process id of the broker (same machine): its resident memory
+    /// (VmRSS) is read before the first connection and once all are open
+    /// and idle (at the end of --hold), giving the memory per connection.
+    #[arg(long, value_name = "PID")]
+    rss_pid: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct FiltersArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Distinct filters to subscribe to: f/I/x, f/I/+ and f/I/# in turn,
+    /// for I from 0.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    filters: usize,
+
+    /// Filters per SUBSCRIBE packet.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    batch: usize,
+
+    /// SUBSCRIBE packets sent and not yet acknowledged, at most.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    window: usize,
+
+    /// Seconds the subscription may take before the run gives up.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    subscribe_timeout: u64,
+
+    /// Publishing clients; each message goes to f/I/x for a random
+    /// granted filter I, so it matches exactly one filter.
+    #[arg(short = 'c', long, default_value_t = 1, value_name = "N")]
+    publishers: usize,
+
+    /// Messages per second per publisher; 0 publishes as fast as the
+    /// connection takes them (open loop).
+    #[arg(short = 'R', long, default_value_t = 0.0)]
+    rate: f64,
+
+    /// QoS of the subscriptions and of the messages.
+    #[arg(short = 'q', long, default_value = "0", value_parser = parse_qos)]
+    qos: QoS,
+
+    /// Payload size in bytes (at least 8 to carry a timestamp).
+    #[arg(short = 's', long = "size", default_value_t = 64)]
+    size: usize,
+
+    /// Seconds to publish for once subscribed.
+    #[arg(short = 'd', long, default_value_t = 10.0, value_name = "SECS")]
+    duration: f64,
+
+    /// QoS 1/2 messages each publisher keeps unacknowledged at most.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+
+    /// Seconds to wait, after publishing ends, for the last deliveries.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    drain: f64,
 }
 
 /// What publishers do; shared by `pub` and `pubsub`.
@@ -255,6 +324,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         Mode::Conn(a) => conn(a).await?,
         Mode::Pub(a) => pubsub(&a.common, &a.publish, None).await?,
         Mode::Sub(a) => sub(a).await?,
+        Mode::Filters(a) => filters(a).await?,
         Mode::Pubsub(a) => {
             let subs = SubPlan {
                 count: a.subscribers,
@@ -308,7 +378,8 @@ fn client_id(c: &Common, role: &str, i: usize) -> String {
 }
 
 /// Prints the report and gives the exit code: failure if anything failed.
-fn finish(report: Report, json: bool) -> Result<ExitCode, String> {
+fn finish(mut report: Report, json: bool) -> Result<ExitCode, String> {
+    report.generator_cpu_s = self_cpu_s();
     if json {
         let text = serde_json::to_string(&report).map_err(|e| e.to_string())?;
         println!("{text}");
@@ -353,18 +424,31 @@ async fn conn(a: ConnArgs) -> Result<ExitCode, String> {
     let (progress_tx, progress_rx) = watch::channel(false);
     let progress = tokio::spawn(stats::progress(counters.clone(), progress_rx));
     let start = Instant::now();
+    let rss_before = a.rss_pid.map(rss_kb).transpose()?;
     let mut tasks = JoinSet::new();
     let (opened_tx, mut opened_rx) = mpsc::channel(a.clients.max(1));
+    let limit = (a.concurrency > 0).then(|| Arc::new(tokio::sync::Semaphore::new(a.concurrency)));
     let mut attempts = 0u64;
     for i in 0..a.clients {
         if *stop_rx.borrow() {
             break;
         }
         ramp(start, i, a.rate).await;
+        let permit = match &limit {
+            Some(l) => {
+                let mut s = stop_rx.clone();
+                tokio::select! {
+                    p = l.clone().acquire_owned() => p.ok(),
+                    _ = s.wait_for(|s| *s) => break,
+                }
+            }
+            None => None,
+        };
         tasks.spawn(clients::connection(
             shared.clone(),
             client_id(&a.common, "conn", i),
             opened_tx.clone(),
+            permit,
             stop_rx.clone(),
         ));
         attempts += 1;
@@ -388,6 +472,9 @@ async fn conn(a: ConnArgs) -> Result<ExitCode, String> {
         let mut s = stop_rx.clone();
         let _ = tokio::time::timeout(Duration::from_secs(a.hold), s.wait_for(|s| *s)).await;
     }
+    // Read while the connections are still open, and idle since --hold.
+    let open_now = counters.connected.load(Relaxed);
+    let rss_after = a.rss_pid.map(rss_kb).transpose()?;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let _ = progress_tx.send(true);
@@ -401,9 +488,204 @@ async fn conn(a: ConnArgs) -> Result<ExitCode, String> {
         connect_latency: Latency::from_histogram(&hist),
         disconnects: counters.disconnects.load(Relaxed),
         errors: shared.errors.take(),
+        rss_before_kb: rss_before,
+        rss_after_kb: rss_after,
+        rss_per_conn_bytes: rss_before
+            .zip(rss_after)
+            .filter(|_| open_now > 0)
+            .map(|(b, a)| (a as f64 - b as f64) * 1024.0 / open_now as f64),
         ..Report::default()
     };
     finish(report, a.common.json)
+}
+
+/// CPU time (user + system, all threads) this process has used, in
+/// seconds; `None` where /proc is not there.
+fn self_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| ticks as f64 / 100.0)
+}
+
+/// utime + stime of a /proc/PID/stat text, in clock ticks (USER_HZ, 100
+/// on Linux).
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name, in parentheses, may hold spaces: count from after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After the name: state (3), ..., utime (14), stime (15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Resident memory of process `pid` in KiB: VmRSS in /proc/PID/status.
+fn rss_kb(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_vm_rss(&text).ok_or_else(|| format!("no VmRSS line in {path}"))
+}
+
+/// The VmRSS value (KiB) of a /proc/PID/status text.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `bench filters`: one subscriber with many filters, then publishers to
+/// topics that each match one of them.
+async fn filters(a: FiltersArgs) -> Result<ExitCode, String> {
+    if a.filters == 0 {
+        return Err("--filters must be at least 1".into());
+    }
+    let shared = shared(&a.common)?;
+    let counters = shared.counters.clone();
+    let (stop_tx, stop_rx) = stop_on_ctrl_c();
+    let (progress_tx, progress_rx) = watch::channel(false);
+    let progress = tokio::spawn(stats::progress(counters.clone(), progress_rx));
+
+    let (sub_stop_tx, sub_stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let plan = FilterPlan {
+        filters: a.filters,
+        batch: a.batch,
+        window: a.window,
+        qos: a.qos,
+        timeout: Duration::from_secs(a.subscribe_timeout.max(1)),
+    };
+    let subscriber = tokio::spawn(clients::filter_subscriber(
+        shared.clone(),
+        client_id(&a.common, "sub", 0),
+        plan,
+        ready_tx,
+        sub_stop_rx,
+    ));
+    let mut stop = stop_rx.clone();
+    let subscribed = tokio::select! {
+        s = ready_rx => s.unwrap_or_default(),
+        _ = stop.wait_for(|s| *s) => clients::Subscribed::default(),
+    };
+    let granted: Vec<usize> = subscribed
+        .granted
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| g.then_some(i))
+        .collect();
+
+    // Publish only once every SUBACK is in, to granted filters only: then
+    // each message matches exactly one subscription.
+    let plan = Arc::new(PubPlan {
+        qos: a.qos,
+        size: a.size,
+        rate: a.rate.max(0.0),
+        count: None,
+        deadline: Some(Instant::now() + Duration::from_secs_f64(a.duration.max(0.0))),
+        inflight: a.inflight,
+        drain: Duration::from_secs_f64(a.drain.max(0.0)),
+    });
+    let start = Instant::now();
+    let mut results = Vec::new();
+    if subscribed.took.is_some() && !granted.is_empty() && !*stop_rx.borrow() {
+        let topics: Arc<[MqttString]> = granted
+            .iter()
+            .map(|&i| mqtt_string("topic", &clients::topic_for(i)))
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
+        let mut pub_set = JoinSet::new();
+        for i in 0..a.publishers {
+            pub_set.spawn(clients::publisher(
+                shared.clone(),
+                client_id(&a.common, "pub", i),
+                topics.clone(),
+                i as u64 + 1,
+                plan.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        while let Some(r) = pub_set.join_next().await {
+            if let Ok(r) = r {
+                results.push(r);
+            }
+        }
+    }
+    let pub_elapsed = start.elapsed();
+    let _ = stop_tx.send(true);
+    let expected: u64 = results
+        .iter()
+        .map(|r: &PubResult| {
+            if a.qos == QoS::AtMostOnce {
+                r.sent
+            } else {
+                r.acked
+            }
+        })
+        .sum();
+    wait_for_deliveries(&counters, expected, a.drain).await;
+    let _ = sub_stop_tx.send(true);
+    let sub_result = subscriber.await.ok();
+    let _ = progress_tx.send(true);
+    let _ = progress.await;
+
+    let sent: u64 = results.iter().map(|r| r.sent).sum();
+    let mut report = Report {
+        mode: "filters",
+        publishers: a.publishers,
+        subscribers: 1,
+        qos: a.qos as u8,
+        payload_size: Some(a.size),
+        elapsed_s: pub_elapsed.as_secs_f64(),
+        connections: (a.publishers + 1) as u64,
+        connect_failures: counters.connect_failed.load(Relaxed),
+        sent,
+        sent_rate: sent as f64 / pub_elapsed.as_secs_f64().max(1e-9),
+        acked: results.iter().map(|r| r.acked).sum(),
+        publish_failures: counters.publish_failed.load(Relaxed),
+        filters: Some(a.filters as u64),
+        filters_granted: Some(granted.len() as u64),
+        filters_refused: Some(subscribed.refused),
+        subscribe_s: subscribed.took.map(|d| d.as_secs_f64()),
+        subscribe_rate: subscribed
+            .took
+            .map(|d| a.filters as f64 / d.as_secs_f64().max(1e-9)),
+        ..Report::default()
+    };
+    if let Some(r) = &sub_result {
+        fill_receipts(&mut report, std::slice::from_ref(r), start);
+    }
+    if subscribed.took.is_some() {
+        report.publish_rate = Some(report.received_rate);
+        report.expected = Some(expected);
+        report.losses = Some(expected.saturating_sub(report.received));
+        report.duplicates = Some(report.received.saturating_sub(expected));
+    }
+    report.disconnects = counters.disconnects.load(Relaxed);
+    report.errors = shared.errors.take();
+    let incomplete = subscribed.took.is_none() || subscribed.refused > 0;
+    let code = finish(report, a.common.json)?;
+    Ok(if incomplete { ExitCode::FAILURE } else { code })
+}
+
+/// Waits for the deliveries still on their way: until `expected` have
+/// arrived, or none arrived for `drain` seconds.
+async fn wait_for_deliveries(counters: &Counters, expected: u64, drain: f64) {
+    let drain = Duration::from_secs_f64(drain.max(0.0));
+    let mut last_count = counters.received.load(Relaxed);
+    let mut last_change = Instant::now();
+    loop {
+        let now_count = counters.received.load(Relaxed);
+        if now_count >= expected {
+            break;
+        }
+        if now_count != last_count {
+            last_count = now_count;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= drain {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// What the subscribers of a run do.
@@ -590,7 +872,8 @@ async fn pubsub(
         let publisher = clients::publisher(
             shared.clone(),
             client_id(common, "pub", i),
-            name,
+            Arc::from([name]),
+            i as u64 + 1,
             plan.clone(),
             stop_rx.clone(),
         );
@@ -623,24 +906,7 @@ async fn pubsub(
                     n * fan_out(t, &filters)
                 })
                 .sum();
-            // Wait for the deliveries still on their way: until all have
-            // arrived, or none arrived for the drain time.
-            let drain = Duration::from_secs_f64(options.drain.max(0.0));
-            let mut last_count = counters.received.load(Relaxed);
-            let mut last_change = Instant::now();
-            loop {
-                let now_count = counters.received.load(Relaxed);
-                if now_count >= expected {
-                    break;
-                }
-                if now_count != last_count {
-                    last_count = now_count;
-                    last_change = Instant::now();
-                } else if last_change.elapsed() >= drain {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            wait_for_deliveries(&counters, expected, options.drain).await;
             let _ = sub_stop_tx.send(true);
             Some((collect_subscribers(&mut sub_set).await, expected))
         }
@@ -675,4 +941,47 @@ async fn pubsub(
     report.disconnects = counters.disconnects.load(Relaxed);
     report.errors = shared.errors.take();
     finish(report, common.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_from_proc_status() {
+        let status = "Name:\tmqtt\nVmPeak:\t  999 kB\nVmRSS:\t   46672 kB\nRssAnon:\t 1 kB\n";
+        assert_eq!(parse_vm_rss(status), Some(46672));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_skip_a_command_name_with_spaces() {
+        let stat = "42 (tokio rt) S 1 42 42 0 -1 4194560 100 0 0 0 250 17 0 0 20 0 3 0 1 2 3";
+        assert_eq!(parse_cpu_ticks(stat), Some(267));
+        assert!(self_cpu_s().is_some_and(|s| s >= 0.0) || !std::path::Path::new("/proc").exists());
+    }
+
+    #[test]
+    fn filters_are_distinct_and_each_matched_by_its_own_topic_only() {
+        let n = 30;
+        let filters: Vec<String> = (0..n).map(clients::filter_for).collect();
+        let distinct: BTreeSet<&String> = filters.iter().collect();
+        assert_eq!(distinct.len(), n);
+        for i in 0..n {
+            let topic = clients::topic_for(i);
+            assert!(mqtt_topic::TopicName::new(&topic).is_ok());
+            assert_eq!(fan_out(&topic, &filters), 1, "{topic}");
+            assert!(mqtt_topic::matches(&filters[i], &topic));
+        }
+    }
+
+    #[test]
+    fn random_picks_stay_in_range_and_spread() {
+        let mut rng = clients::XorShift::new(7);
+        let mut seen = [0u32; 10];
+        for _ in 0..10_000 {
+            seen[rng.below(10)] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
+    }
 }

@@ -187,6 +187,40 @@ pub(crate) struct Report {
     pub(crate) latency: Option<Latency>,
     /// What went wrong, one line each (first few).
     pub(crate) errors: Vec<String>,
+    /// The broker's resident memory before the first connection, KiB
+    /// (conn mode with --rss-pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_before_kb: Option<u64>,
+    /// The broker's resident memory with every connection open and idle,
+    /// KiB (conn mode with --rss-pid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_after_kb: Option<u64>,
+    /// (after - before) / connections open, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rss_per_conn_bytes: Option<f64>,
+    /// Filters asked for (filters mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) filters: Option<u64>,
+    /// Filters granted by the SUBACKs (filters mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) filters_granted: Option<u64>,
+    /// Filters refused by the SUBACKs (filters mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) filters_refused: Option<u64>,
+    /// Seconds from the first SUBSCRIBE to the last SUBACK (filters mode);
+    /// absent if not every SUBACK came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subscribe_s: Option<f64>,
+    /// Filters subscribed per second (filters mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) subscribe_rate: Option<f64>,
+    /// Messages delivered per second once subscribed (filters mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) publish_rate: Option<f64>,
+    /// CPU seconds (user + system) the load generator itself used: it
+    /// shares the machine with the broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) generator_cpu_s: Option<f64>,
 }
 
 impl Report {
@@ -218,6 +252,27 @@ impl Report {
         ));
         if let Some(r) = self.connect_rate {
             line(format!("  connect rate   {r:.1} conn/s"));
+        }
+        if let (Some(b), Some(a)) = (self.rss_before_kb, self.rss_after_kb) {
+            line(format!(
+                "  broker RSS     {b} KiB before, {a} KiB with the connections open ({} bytes per connection)",
+                self.rss_per_conn_bytes
+                    .map_or("n/a".into(), |r| format!("{r:.0}"))
+            ));
+        }
+        if let Some(n) = self.filters {
+            line(format!(
+                "  filters        {n} ({} granted, {} refused)",
+                self.filters_granted.unwrap_or(0),
+                self.filters_refused.unwrap_or(0)
+            ));
+            match self.subscribe_s {
+                Some(s) => line(format!(
+                    "  subscribe      {s:.3} s ({:.0} filters/s)",
+                    self.subscribe_rate.unwrap_or(0.0)
+                )),
+                None => line("  subscribe      incomplete".to_owned()),
+            }
         }
         if let Some(l) = &self.connect_latency {
             line(format!(
