@@ -41,8 +41,10 @@ pub(crate) struct Publishing<'a> {
     /// stored with the message, so that a resend after a crash is known
     /// as a duplicate.
     pub(crate) incoming_qos2: Option<PacketId>,
-    /// A QoS 1/2 delivery that does not fit a connected session's mailbox
-    /// is handed back in [`Routed::blocked`] instead of dropped.
+    /// A delivery that does not fit a connected session's mailbox is handed
+    /// back in [`Routed::blocked`] instead of dropped, so the publisher can
+    /// wait for room (QoS 0 included: a fast publisher is slowed to its
+    /// subscribers' pace rather than losing most of what it sends).
     pub(crate) may_block: bool,
     /// Called when the message's batch is durable; not called (and
     /// [`Routed::committing`] false) when there was nothing to store.
@@ -215,11 +217,7 @@ impl Broker {
             let mut forget = None;
             for (session, delivery) in deliveries.drain(..) {
                 let handle = session.0;
-                if how.may_block
-                    && delivery.qos != QoS::AtMostOnce
-                    && handle.is_connected()
-                    && !handle.is_congested()
-                {
+                if how.may_block && handle.is_connected() && !handle.is_congested() {
                     if let Err(d) = self.try_deliver(&handle, delivery) {
                         routed.blocked.push((handle, d));
                     }
@@ -302,7 +300,7 @@ impl Broker {
             b.remove_queued(&session.client_id, delivery.tag);
             persist.submit_logged(b);
         }
-        tracing::warn!(client_id = %session.client_id, "a QoS 1/2 delivery was dropped after waiting max_publish_wait_ms for room in the session's queue; the session is marked congested");
+        tracing::warn!(client_id = %session.client_id, qos = ?delivery.qos, "a delivery was dropped after waiting max_publish_wait_ms for room in the session's queue; the session is marked congested");
     }
 
     /// Gives deliveries a leaving session did not acknowledge to other

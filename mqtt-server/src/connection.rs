@@ -884,7 +884,7 @@ impl Task<'_> {
         let how = Publishing {
             publisher: me.as_ref(),
             incoming_qos2,
-            may_block: packet_id.is_some() && !broker.config.max_publish_wait().is_zero(),
+            may_block: !broker.config.max_publish_wait().is_zero(),
             done: ticket.map(|t| self.commits.done(t)),
         };
         let routed = broker.publish(&topic, Arc::new(message), how, now);
@@ -895,10 +895,14 @@ impl Task<'_> {
         }
         let (Some(id), Some(serial)) = (packet_id, serial) else {
             if !routed.blocked.is_empty() {
-                // Not a publication anyone waits on: no stall.
-                for (h, d) in routed.blocked {
-                    broker.push_by_policy(&h, d, now);
-                }
+                // QoS 0: no acknowledgement to hold, but the publisher stops
+                // reading until its subscribers have room.
+                Stats::add(&broker.stats.publish_waits, 1);
+                self.stalled = Some(Stall {
+                    serial: None,
+                    deliveries: routed.blocked,
+                    until: now + broker.config.max_publish_wait(),
+                });
             }
             return;
         };

@@ -390,13 +390,17 @@ impl MessageQueue {
         )
     }
 
-    /// Queues a delivery if it fits, making room by dropping queued QoS 0
-    /// messages only (counted). A QoS 1/2 delivery that still does not fit
-    /// is handed back, and nothing else is dropped: the caller may wait for
-    /// room ([`Self::has_room`]) instead of losing it. A QoS 0 delivery
-    /// that does not fit is dropped and counted, as by [`Self::push`].
+    /// Queues a delivery if it fits, making room for a QoS 1/2 delivery by
+    /// dropping queued QoS 0 messages only (counted). A delivery that still
+    /// does not fit — or a QoS 0 one that does not fit as is — is handed
+    /// back, and nothing else is dropped: the caller may wait for room
+    /// ([`Self::has_room`]) instead of losing it.
     pub fn try_push(&mut self, delivery: Delivery, limits: &QueueLimits) -> Result<(), Delivery> {
-        if delivery.qos != QoS::AtMostOnce {
+        if delivery.qos == QoS::AtMostOnce {
+            if !self.has_room(delivery.message.size(), limits) {
+                return Err(delivery);
+            }
+        } else {
             let size = delivery.message.size();
             if size > limits.max_bytes {
                 return Err(delivery);
@@ -545,6 +549,11 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.drops.queue_full, 0);
         assert!(!q.has_room(1, &limits));
+        // A QoS 0 delivery that does not fit is handed back too.
+        let back = q.try_push(delivery(QoS::AtMostOnce), &limits);
+        assert!(back.is_err_and(|d| d.qos == QoS::AtMostOnce));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.drops.queue_full_qos0, 1);
     }
 
     #[test]
