@@ -39,8 +39,10 @@ use crate::writer::WriteQueue;
 /// from the mailbox: a client that does not read fills its own mailbox
 /// (bounded, counted drops), not the broker's memory.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 4096;
+/// Smallest read buffer: what an idle connection keeps allocated.
+const READ_MIN: usize = 512;
+/// Largest read buffer step, for a client that fills every read.
+const READ_MAX: usize = 64 * 1024;
 /// How long a new connection waits for the previous owner of its client
 /// identifier to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -193,6 +195,10 @@ pub(crate) async fn serve<S>(
         stalled: None,
     };
     let mut rbuf = BytesMut::new();
+    // How much room each read gets: doubled while reads fill it, back to
+    // READ_MIN when they do not, so a busy publisher reads in large chunks
+    // and an idle connection keeps little memory.
+    let mut read_chunk = READ_MIN;
     let mut read_open = true;
     let mut stopping = false;
     // Written since the last flush: TLS and WebSocket streams may hold
@@ -225,19 +231,29 @@ pub(crate) async fn serve<S>(
         let limits = broker.queue_limits;
         tokio::select! {
             r = async {
-                if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                    rbuf.reserve(READ_CHUNK);
+                if rbuf.capacity() - rbuf.len() < read_chunk / 4 {
+                    rbuf.reserve(read_chunk);
                 }
-                reader.read_buf(&mut rbuf).await
+                let room = rbuf.capacity() - rbuf.len();
+                reader.read_buf(&mut rbuf).await.map(|n| (n, room))
             }, if read_open && !task.conn.is_closed() && throttled.is_none() && !stalled => {
                 match r {
-                    Ok(0) | Err(_) => {
+                    Ok((0, _)) | Err(_) => {
                         read_open = false;
                         task.conn.connection_lost(now());
                     }
-                    Ok(n) => {
+                    Ok((n, room)) => {
                         Stats::add(&broker.stats.bytes_received, n as u64);
+                        read_chunk = if n >= room / 2 {
+                            (read_chunk * 2).min(READ_MAX)
+                        } else {
+                            READ_MIN
+                        };
                         task.decode(&mut rbuf);
+                        if rbuf.is_empty() && rbuf.capacity() > READ_MIN && read_chunk == READ_MIN {
+                            // Quiet again: give back a buffer grown for a burst.
+                            rbuf = BytesMut::new();
+                        }
                     }
                 }
             }
@@ -654,7 +670,7 @@ impl Task<'_> {
                 ServerEvent::Connect {
                     connect,
                     needs_client_id,
-                } => self.on_connect(connect, needs_client_id).await,
+                } => Box::pin(self.on_connect(connect, needs_client_id)).await,
                 ServerEvent::Publish { message, packet_id } => self.on_publish(message, packet_id),
                 ServerEvent::Subscribe(s) => self.on_subscribe(s),
                 ServerEvent::Unsubscribed(u) => {
@@ -1146,3 +1162,4 @@ impl Task<'_> {
         }
     }
 }
+

@@ -390,7 +390,10 @@ impl ConnectionHandler {
     ) {
         let endpoint = &self.0;
         let limit = Duration::from_secs(broker.config.connect_timeout);
-        let setup = endpoint.establish(tcp, peer, broker.config.max_packet_size);
+        // Boxed, like the per-transport futures below: the spawned task then
+        // keeps only pointers, and an idle plain-TCP connection does not
+        // carry room for a TLS or WebSocket handshake it never made.
+        let setup = Box::pin(endpoint.establish(tcp, peer, broker.config.max_packet_size));
         let (transport, client, cert_username) = match tokio::time::timeout(limit, setup).await {
             Ok(Ok(x)) => x,
             Ok(Err(e)) => {
@@ -414,10 +417,18 @@ impl ConnectionHandler {
         };
         async move {
             match transport {
-                Transport::Plain(s) => connection::serve(broker, s, client, shutdown, auth).await,
-                Transport::Tls(s) => connection::serve(broker, s, client, shutdown, auth).await,
-                Transport::Ws(s) => connection::serve(broker, s, client, shutdown, auth).await,
-                Transport::Wss(s) => connection::serve(broker, s, client, shutdown, auth).await,
+                Transport::Plain(s) => {
+                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
+                }
+                Transport::Tls(s) => {
+                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
+                }
+                Transport::Ws(s) => {
+                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
+                }
+                Transport::Wss(s) => {
+                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
+                }
             }
         }
         .instrument(span)
