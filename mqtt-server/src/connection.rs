@@ -103,7 +103,8 @@ struct PendingAck {
 /// This connection's side of the store: tickets of commits in flight,
 /// what waits for them, and packets held until they are durable.
 struct Commits {
-    tx: CommitTx,
+    /// Only with persistence: a channel costs an allocation per connection.
+    tx: Option<CommitTx>,
     next_ticket: u64,
     /// Tickets submitted and not completed.
     outstanding: BTreeSet<u64>,
@@ -121,7 +122,7 @@ struct Commits {
 }
 
 impl Commits {
-    fn new(tx: CommitTx) -> Self {
+    fn new(tx: Option<CommitTx>) -> Self {
         Self {
             tx,
             next_ticket: 0,
@@ -146,12 +147,15 @@ impl Commits {
         self.outstanding.first().is_none_or(|&first| first > ticket)
     }
 
-    /// A callback completing `ticket` into the connection's loop.
+    /// A callback completing `ticket` into the connection's loop (there is
+    /// one whenever the broker has a store, the only case commits happen).
     fn done(&self, ticket: u64) -> Box<dyn FnOnce(Result<(), StoreError>) + Send> {
         let tx = self.tx.clone();
         Box::new(move |result| {
             // The connection may be gone: nothing waits any more.
-            let _ = tx.send((ticket, result));
+            if let Some(tx) = tx {
+                let _ = tx.send((ticket, result));
+            }
         })
     }
 }
@@ -176,7 +180,13 @@ pub(crate) async fn serve<S>(
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let (control_tx, mut control_rx) = mpsc::channel(1);
-    let (commit_tx, mut commit_rx) = mpsc::unbounded_channel();
+    let (commit_tx, mut commit_rx) = match broker.persist {
+        Some(_) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
     let mut task = Task {
         conn: ServerConnection::new(broker.session_config.clone(), now()),
         broker: &broker,
@@ -299,9 +309,14 @@ pub(crate) async fn serve<S>(
                 task.throttled = None;
                 task.decode(&mut rbuf);
             }
-            Some((ticket, result)) = commit_rx.recv() => {
+            Some((ticket, result)) = async {
+                match commit_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 task.on_commit(ticket, result);
-                while let Ok((ticket, result)) = commit_rx.try_recv() {
+                while let Some(Ok((ticket, result))) = commit_rx.as_mut().map(|rx| rx.try_recv()) {
                     task.on_commit(ticket, result);
                 }
             }
@@ -1162,4 +1177,3 @@ impl Task<'_> {
         }
     }
 }
-

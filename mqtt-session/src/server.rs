@@ -316,7 +316,12 @@ impl ServerConnection {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if event.is_none() && self.events.capacity() > 0 {
+            // Idle connections are most connections: give the room back.
+            self.events = VecDeque::new();
+        }
+        event
     }
 
     /// The next packet to write. Queued deliveries are turned into PUBLISH
@@ -328,6 +333,10 @@ impl ServerConnection {
             if let (State::Connected, Some(session)) = (&self.state, self.session.as_mut()) {
                 self.outbound
                     .send_queued(session, self.version, now, &mut self.transmit);
+            }
+            if self.transmit.is_empty() && self.transmit.capacity() > 0 {
+                // Nothing to send: an idle connection keeps no buffer.
+                self.transmit = Vec::new();
             }
         }
         let p = self.transmit.get_mut(self.transmit_at)?;
