@@ -295,3 +295,58 @@ fn help_documents_options_and_defaults() {
         assert!(help.contains(needle), "missing {needle:?} in:\n{help}");
     }
 }
+
+/// `mqtt passwd` writes the file the broker reads, and SIGHUP makes the
+/// running broker read it again without restarting.
+#[test]
+fn sighup_reloads_the_password_file() {
+    let dir = std::env::temp_dir().join(format!("mqtt-cli-passwd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("passwd");
+    let file_s = file.to_str().expect("utf-8 path");
+    let passwd = |args: &[&str]| {
+        let out = Command::new(MQTT)
+            .arg("passwd")
+            .args(args)
+            .output()
+            .expect("run mqtt passwd");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    passwd(&["-c", "-b", file_s, "alice", "first"]);
+    let (broker, port) = broker(&format!(
+        "allow_anonymous = false\npassword_file = \"{file_s}\""
+    ));
+    let publish = |pw: &str| {
+        mqtt(
+            port,
+            &["pub", "-t", "t", "-m", "x", "-u", "alice", "-P", pw],
+        )
+    };
+    assert!(publish("first").status.success());
+    assert!(!publish("second").status.success());
+
+    passwd(&["-b", file_s, "alice", "second"]);
+    let status = Command::new("kill")
+        .args(["-HUP", &broker.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    // The reload happens in the broker's own time: poll, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !publish("second").status.success() {
+        assert!(Instant::now() < deadline, "the new password never worked");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = publish("first");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Bad User Name or Password (0x86)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
