@@ -127,9 +127,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds between `$SYS/broker/...` updates; 0 = off. Default: 10.
     pub sys_interval: u64,
-    /// Milliseconds a publisher's QoS 1/2 acknowledgement may wait for room
-    /// in a connected subscriber's full queue (the publisher is not read
-    /// meanwhile: its Receive Maximum throttles it). After that the
+    /// Milliseconds a publisher may wait for room in a connected
+    /// subscriber's full queue (it is not read meanwhile, and a QoS 1/2
+    /// acknowledgement is held: its Receive Maximum throttles it). After that the
     /// delivery is dropped and counted, and the subscriber is marked
     /// congested so that publishers stop waiting for it until it reads
     /// again. 0 = never wait (drop by `queue_overflow`). Default: 2000.
