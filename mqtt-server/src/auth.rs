@@ -82,6 +82,25 @@ pub enum SecurityFileError {
     },
 }
 
+impl SecurityFileError {
+    /// Reads `path` and parses it with `parse`, whose error is a 1-based
+    /// line number and the problem; either failure names the file.
+    pub(crate) fn load<T>(
+        path: &std::path::Path,
+        parse: impl FnOnce(&str) -> Result<T, (usize, String)>,
+    ) -> Result<T, Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Self::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        parse(&text).map_err(|(line, problem)| Self::Line {
+            path: path.display().to_string(),
+            line,
+            problem,
+        })
+    }
+}
+
 /// What an [`Authenticator`] is asked.
 #[derive(Debug, Clone, Copy)]
 pub struct AuthRequest<'a> {

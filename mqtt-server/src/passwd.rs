@@ -222,15 +222,7 @@ impl PasswordFile {
     /// If it cannot be read, or a line is malformed (the error names the
     /// file and the line).
     pub fn load(path: &Path) -> Result<Self, SecurityFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SecurityFileError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|(line, problem)| SecurityFileError::Line {
-            path: path.display().to_string(),
-            line,
-            problem,
-        })
+        SecurityFileError::load(path, Self::parse)
     }
 
     /// Parses the text of a file; an error gives the 1-based line number

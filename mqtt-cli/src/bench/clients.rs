@@ -132,24 +132,9 @@ pub(crate) async fn publisher(
         stopped = true;
     }
     loop {
-        let mut acked = 0;
-        while let Some(ev) = client.poll_event() {
-            match ev {
-                ClientEvent::Published { reason_code, .. } if reason_code.is_error() => {
-                    counters.publish_failed.fetch_add(1, Relaxed);
-                }
-                ClientEvent::Published { .. } => acked += 1,
-                ClientEvent::Closed { reason, .. } => {
-                    shared.lost(&client.close_error(reason));
-                    counters.acked.fetch_add(acked, Relaxed);
-                    result.acked += acked;
-                    return result;
-                }
-                _ => {}
-            }
+        if !take_acks(&shared, &mut client, &mut result) {
+            return result;
         }
-        counters.acked.fetch_add(acked, Relaxed);
-        result.acked += acked;
 
         let now = Instant::now();
         if result.sent >= limit || stopped || plan.deadline.is_some_and(|d| now >= d) {
@@ -209,24 +194,9 @@ pub(crate) async fn publisher(
     // The last acknowledgements, within the drain time.
     let drain_until = Instant::now() + plan.drain;
     loop {
-        let mut acked = 0;
-        while let Some(ev) = client.poll_event() {
-            match ev {
-                ClientEvent::Published { reason_code, .. } if reason_code.is_error() => {
-                    counters.publish_failed.fetch_add(1, Relaxed);
-                }
-                ClientEvent::Published { .. } => acked += 1,
-                ClientEvent::Closed { reason, .. } => {
-                    shared.lost(&client.close_error(reason));
-                    counters.acked.fetch_add(acked, Relaxed);
-                    result.acked += acked;
-                    return result;
-                }
-                _ => {}
-            }
+        if !take_acks(&shared, &mut client, &mut result) {
+            return result;
         }
-        counters.acked.fetch_add(acked, Relaxed);
-        result.acked += acked;
         if client.unacknowledged() == 0 || Instant::now() >= drain_until {
             break;
         }
@@ -248,6 +218,31 @@ pub(crate) async fn publisher(
     }
     shared.close(client).await;
     result
+}
+
+/// Counts the acknowledgements (and refusals) the client has reported;
+/// false once the connection has closed.
+fn take_acks(shared: &Shared, client: &mut Client, result: &mut PubResult) -> bool {
+    let counters = &shared.counters;
+    let mut acked = 0;
+    let mut open = true;
+    while let Some(ev) = client.poll_event() {
+        match ev {
+            ClientEvent::Published { reason_code, .. } if reason_code.is_error() => {
+                counters.publish_failed.fetch_add(1, Relaxed);
+            }
+            ClientEvent::Published { .. } => acked += 1,
+            ClientEvent::Closed { reason, .. } => {
+                shared.lost(&client.close_error(reason));
+                open = false;
+                break;
+            }
+            _ => {}
+        }
+    }
+    counters.acked.fetch_add(acked, Relaxed);
+    result.acked += acked;
+    open
 }
 
 /// A small, fast pseudo-random generator (xorshift64*): picks topics, where
