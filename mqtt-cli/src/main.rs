@@ -33,7 +33,7 @@ enum Command {
     Pub(publish::PubArgs),
     /// Subscribe and print messages (like mosquitto_sub).
     Sub(subscribe::SubArgs),
-    /// Load-test a broker (like emqtt-bench): conn, pub, sub, pubsub.
+    /// Load-test a broker (like emqtt-bench): conn, pub, sub, pubsub, filters.
     Bench(bench::BenchArgs),
     /// Manage a password file (like mosquitto_passwd, same format).
     Passwd(passwd::PasswdArgs),
