@@ -1005,6 +1005,55 @@ fn mqtt_3_3_2_2_wildcard_in_will_topic_rejected() {
 }
 
 #[test]
+fn mqtt_3_3_2_14_wildcard_in_response_topic_rejected() {
+    let wire = [
+        0x30, // PUBLISH, QoS 0
+        0x0A, // remaining length 10
+        0x00, 0x01, b't', // topic "t"
+        0x06, // property length 6
+        0x08, 0x00, 0x03, b'r', b'/', b'+', // Response Topic "r/+"
+    ];
+    let err = DecodeError::WildcardInTopicName {
+        what: "Response Topic",
+    };
+    rejected(
+        V5,
+        &wire,
+        err,
+        ReasonCode::TopicNameInvalid,
+        &["Response Topic"],
+    );
+}
+
+#[test]
+fn mqtt_3_3_2_14_empty_will_response_topic_rejected() {
+    let wire = [
+        0x10, // CONNECT
+        0x16, // remaining length 22
+        0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+        0x05, // level 5
+        0x06, // flags: will, clean start
+        0x00, 0x00, // keep alive
+        0x00, // properties: none
+        0x00, 0x01, b'c', // client identifier "c"
+        0x03, // will property length 3
+        0x08, 0x00, 0x00, // Response Topic ""
+        0x00, 0x01, b'w', // will topic "w"
+        0x00, 0x00, // will payload ""
+    ];
+    let err = DecodeError::EmptyTopicName {
+        what: "Response Topic",
+    };
+    rejected(
+        V5,
+        &wire,
+        err,
+        ReasonCode::TopicNameInvalid,
+        &["[MQTT-4.7.3-1]"],
+    );
+}
+
+#[test]
 fn mqtt_4_7_3_1_empty_topic_in_v3_publish_rejected() {
     let wire = [
         0x30, // PUBLISH

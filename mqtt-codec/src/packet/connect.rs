@@ -179,6 +179,7 @@ impl Connect {
         if let Some(will) = &mut c.will {
             if protocol.is_v5() {
                 will.properties.decode_into(&mut r, limits)?;
+                super::publish::check_response_topic(will.properties.response_topic.as_ref())?;
             }
             fill(&mut will.topic, r.topic_name("will topic")?);
             if will.topic.is_empty() {

@@ -83,6 +83,7 @@ impl Publish {
         let mut properties = PublishProperties::default();
         if version.is_v5() {
             properties.decode_into(&mut r, limits)?;
+            check_response_topic(properties.response_topic.as_ref())?;
         }
         if topic.is_empty() {
             if !version.is_v5() {
@@ -198,5 +199,18 @@ impl Publish {
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
         let body = self.body_len(version);
         1 + varint_len(body) + body
+    }
+}
+
+/// A Response Topic is a topic name: not empty, no wildcards
+/// [MQTT-3.3.2-14]; the same holds for a Will's.
+pub(crate) fn check_response_topic(topic: Option<&MqttString>) -> Result<(), DecodeError> {
+    let what = "Response Topic";
+    match topic {
+        Some(t) if t.is_empty() => Err(DecodeError::EmptyTopicName { what }),
+        Some(t) if t.as_bytes().iter().any(|&b| b == b'+' || b == b'#') => {
+            Err(DecodeError::WildcardInTopicName { what })
+        }
+        _ => Ok(()),
     }
 }
