@@ -215,15 +215,20 @@ impl Broker {
                 }
             }
             let mut forget = None;
+            let mut queued = 0;
             for (session, delivery) in deliveries.drain(..) {
                 let handle = session.0;
                 if how.may_block && handle.is_connected() && !handle.is_congested() {
-                    if let Err(d) = self.try_deliver(&handle, delivery) {
-                        routed.blocked.push((handle, d));
+                    match self.try_push(&handle, delivery) {
+                        Ok(()) => queued += 1,
+                        Err(d) => routed.blocked.push((handle, d)),
                     }
                 } else {
                     self.push(&handle, delivery, &mut forget, now);
                 }
+            }
+            if queued > 0 {
+                Stats::add(&self.stats.messages_routed, queued);
             }
             self.forget(forget);
             routed
@@ -237,9 +242,17 @@ impl Broker {
         session: &SessionHandle,
         delivery: Delivery,
     ) -> Result<(), Delivery> {
-        let pushed = lock(&session.mailbox).try_push(delivery, &self.queue_limits);
+        let pushed = self.try_push(session, delivery);
         if pushed.is_ok() {
             Stats::add(&self.stats.messages_routed, 1);
+        }
+        pushed
+    }
+
+    /// [`Broker::try_deliver`] without counting it: the caller counts.
+    fn try_push(&self, session: &SessionHandle, delivery: Delivery) -> Result<(), Delivery> {
+        let pushed = lock(&session.mailbox).try_push(delivery, &self.queue_limits);
+        if pushed.is_ok() {
             session.notify.notify_one();
         }
         pushed

@@ -75,6 +75,42 @@ struct Task<'a> {
     /// A publication waiting for room in connected subscribers' queues:
     /// nothing is read nor processed until it is resolved.
     stalled: Option<Stall>,
+    /// The time of this turn of the loop: read once per turn (and once
+    /// per read), not once per packet.
+    now: Instant,
+    /// Counters gathered during a turn, added to the broker's shared
+    /// [`Stats`] once per turn rather than once per packet.
+    counts: Counts,
+}
+
+/// Per-connection counters waiting to be added to the shared [`Stats`].
+#[derive(Default)]
+struct Counts {
+    received: [u64; 3],
+    received_bytes: [u64; 3],
+    sent: [u64; 3],
+    sent_bytes: [u64; 3],
+}
+
+impl Counts {
+    /// Adds what was counted to `stats` and starts again from zero.
+    fn flush(&mut self, stats: &Stats) {
+        let received: u64 = self.received.iter().sum();
+        if received > 0 {
+            Stats::add(&stats.messages_received, received);
+            for q in 0..3 {
+                Stats::add(&stats.messages_received_by_qos[q], self.received[q]);
+                Stats::add(&stats.publish_bytes_received_by_qos[q], self.received_bytes[q]);
+            }
+        }
+        if self.sent.iter().any(|&n| n > 0) {
+            for q in 0..3 {
+                Stats::add(&stats.messages_sent_by_qos[q], self.sent[q]);
+                Stats::add(&stats.publish_bytes_sent_by_qos[q], self.sent_bytes[q]);
+            }
+        }
+        *self = Self::default();
+    }
 }
 
 /// Completions of this connection's store commits: (ticket, result).
@@ -203,6 +239,8 @@ pub(crate) async fn serve<S>(
         persistent: false,
         commits: Commits::new(commit_tx),
         stalled: None,
+        now: now(),
+        counts: Counts::default(),
     };
     let mut rbuf = BytesMut::new();
     // How much room each read gets: doubled while reads fill it, back to
@@ -216,11 +254,13 @@ pub(crate) async fn serve<S>(
     // the write queue runs empty (for TCP, flushing does nothing).
     let mut unflushed = false;
     loop {
+        task.now = now();
         task.retry_stalled();
         task.process_events().await;
         task.pull_mailbox();
         task.encode_transmit();
         task.flush_batch();
+        task.counts.flush(&broker.stats);
         let held = !task.commits.held.is_empty();
         if task.conn.is_closed() && ((task.wbuf.is_empty() && !held) || !read_open) {
             break;
@@ -344,12 +384,14 @@ pub(crate) async fn serve<S>(
             }
         }
     }
+    task.now = now();
     if !task.conn.is_closed() {
-        task.conn.connection_lost(now());
+        task.conn.connection_lost(task.now);
         task.retry_stalled();
         task.process_events().await;
     }
     task.flush_batch();
+    task.counts.flush(&broker.stats);
     let _ = writer.shutdown().await;
 }
 
@@ -382,12 +424,14 @@ async fn wait_room(h: &SessionHandle, size: usize, limits: &mqtt_session::QueueL
 impl Task<'_> {
     fn decode(&mut self, rbuf: &mut BytesMut) {
         let limits = self.conn.decode_limits();
+        self.now = now();
+        let now = self.now;
         loop {
             if self.conn.is_closed() {
                 rbuf.clear();
                 return;
             }
-            if let Some(until) = self.quota.throttled_until(now()) {
+            if let Some(until) = self.quota.throttled_until(now) {
                 if self.throttled.is_none() {
                     Stats::add(&self.broker.stats.publish_throttled, 1);
                 }
@@ -397,15 +441,13 @@ impl Task<'_> {
             match Packet::decode(rbuf, self.conn.version(), &limits) {
                 Ok(Some(packet)) => {
                     if let Packet::Publish(p) = &packet {
-                        let stats = &self.broker.stats;
                         let size = p.topic.len() + p.payload.len();
                         let q = p.qos as usize;
-                        Stats::add(&stats.messages_received, 1);
-                        Stats::add(&stats.messages_received_by_qos[q], 1);
-                        Stats::add(&stats.publish_bytes_received_by_qos[q], size as u64);
-                        self.quota.on_publish(size, now());
+                        self.counts.received[q] += 1;
+                        self.counts.received_bytes[q] += size as u64;
+                        self.quota.on_publish(size, now);
                     }
-                    if let Err(e) = self.conn.handle_packet(now(), packet) {
+                    if let Err(e) = self.conn.handle_packet(now, packet) {
                         Stats::add(&self.broker.stats.protocol_errors, 1);
                         tracing::info!(peer = %self.peer, error = %e, "closing connection: protocol error");
                     }
@@ -414,7 +456,7 @@ impl Task<'_> {
                 Err(e) => {
                     Stats::add(&self.broker.stats.protocol_errors, 1);
                     tracing::info!(peer = %self.peer, error = %e, "closing connection: malformed packet");
-                    self.conn.handle_decode_error(now(), e);
+                    self.conn.handle_decode_error(now, e);
                     rbuf.clear();
                     return;
                 }
@@ -443,7 +485,7 @@ impl Task<'_> {
             .saturating_sub(self.conn.inflight())
             .max(16)
             .min(limits.max_messages);
-        let now = now();
+        let now = self.now;
         let mut expired = Vec::new();
         let mut mailbox = lock(&handle.mailbox);
         let mut taken = 0;
@@ -475,16 +517,12 @@ impl Task<'_> {
     }
 
     fn encode_transmit(&mut self) {
-        let now = now();
+        let now = self.now;
         while let Some(packet) = self.conn.poll_transmit(now) {
             if let Packet::Publish(p) = &packet {
-                let stats = &self.broker.stats;
                 let q = p.qos as usize;
-                Stats::add(&stats.messages_sent_by_qos[q], 1);
-                Stats::add(
-                    &stats.publish_bytes_sent_by_qos[q],
-                    (p.topic.len() + p.payload.len()) as u64,
-                );
+                self.counts.sent[q] += 1;
+                self.counts.sent_bytes[q] += (p.topic.len() + p.payload.len()) as u64;
             }
             if self.persistent {
                 self.store_outgoing(&packet);
@@ -644,7 +682,7 @@ impl Task<'_> {
             return;
         };
         let broker = self.broker;
-        let now = now();
+        let now = self.now;
         let closed = self.conn.is_closed();
         let timed_out = now >= stall.until;
         let mut waiting = Vec::new();
@@ -881,7 +919,7 @@ impl Task<'_> {
 
     fn on_publish(&mut self, message: Message, packet_id: Option<PacketId>) {
         let broker = self.broker;
-        let now = now();
+        let now = self.now;
         let topic = TopicName::from_bytes(message.topic.as_bytes().clone())
             .ok()
             .filter(|t| t.levels().count() <= broker.config.max_topic_levels);
