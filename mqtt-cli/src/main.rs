@@ -139,6 +139,13 @@ async fn wait_for_signal() {
     }
 }
 
+/// mimalloc rather than the system allocator: messages are allocated on
+/// the publisher's thread and freed on the subscriber's, which glibc's
+/// malloc serialises on its arena locks (measured with `mqtt bench`; see
+/// benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -110,6 +110,14 @@ impl MqttString {
         &self.0
     }
 
+    /// The same string in an allocation of its own. A decoded string
+    /// shares the buffer it was read into, and keeps all of that buffer
+    /// alive: copy what is kept for long (a client identifier) so the
+    /// buffer can go.
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
     /// Gives up the wrapper and returns the bytes.
     pub fn into_bytes(self) -> Bytes {
         self.0
@@ -177,5 +185,24 @@ impl TryFrom<Bytes> for MqttString {
     type Error = StringError;
     fn try_from(b: Bytes) -> Result<Self, StringError> {
         Self::from_bytes(b)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A detached string is equal to the original but no longer points into
+    /// the buffer it was decoded from.
+    #[test]
+    fn detached_does_not_share_the_buffer() {
+        let buffer = Bytes::from_static(b"xxclient-7yy");
+        let id = MqttString::from_bytes(buffer.slice(2..10)).unwrap();
+        let copy = id.detached();
+        assert_eq!(copy, id);
+        let range = buffer.as_ptr_range();
+        assert!(range.contains(&id.as_bytes().as_ptr()));
+        assert!(!range.contains(&copy.as_bytes().as_ptr()));
     }
 }

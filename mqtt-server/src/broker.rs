@@ -73,7 +73,7 @@ enum Job {
 
 pub(crate) struct Broker {
     pub(crate) config: Config,
-    pub(crate) session_config: ServerConfig,
+    pub(crate) session_config: Arc<ServerConfig>,
     pub(crate) queue_limits: QueueLimits,
     /// Read-mostly: publishers route under the read lock concurrently;
     /// SUBSCRIBE and UNSUBSCRIBE take the write lock for one insertion.
@@ -99,7 +99,7 @@ impl Broker {
     pub(crate) fn new(config: Config) -> Self {
         let security = Security::new(&config);
         Self {
-            session_config: config.session_config(),
+            session_config: Arc::new(config.session_config()),
             queue_limits: config.queue_limits(),
             config,
             router: RwLock::new(Router::new()),
@@ -525,7 +525,7 @@ impl Broker {
                             continue;
                         }
                         let state = lock(&handle.offline).take();
-                        if let Some(state) = state {
+                        if let Some(state) = state.map(|s| *s) {
                             tracing::debug!(client_id = %handle.client_id, "session expired");
                             self.end_session(&handle, state.subscriptions.into_keys());
                         }
@@ -569,7 +569,7 @@ impl Broker {
                     tracing::warn!(client_id = %state.client_id, %filter, error = %e, "stored subscription not restored");
                 }
             }
-            *lock(&handle.offline) = Some(state);
+            *lock(&handle.offline) = Some(Box::new(state));
             sessions.insert(handle.client_id.clone(), handle.clone());
             if let Some(at) = loaded.expires_at {
                 self.schedule_expiry(handle, at);

@@ -8,7 +8,7 @@
 //! is encoded into one buffer and written with as few syscalls as the
 //! socket allows.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,12 @@ use mqtt_session::{
 };
 use mqtt_store::{Batch, StoreError};
 use mqtt_topic::{Subscription, TopicFilter, TopicName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
@@ -46,6 +51,9 @@ const READ_MAX: usize = 64 * 1024;
 /// How long a new connection waits for the previous owner of its client
 /// identifier to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// When the connection's timer fires if there is no deadline: it only
+/// recomputes (a timer kept armed costs less than one created per turn).
+const IDLE_TIMER: Duration = Duration::from_secs(3600);
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -56,7 +64,13 @@ struct Task<'a> {
     peer: SocketAddr,
     conn: ServerConnection,
     handle: Option<Arc<SessionHandle>>,
-    control_tx: mpsc::Sender<Control>,
+    /// This connection's number, unique for the broker's lifetime (for
+    /// [`SessionHandle::control`]).
+    id: u64,
+    /// Where a takeover request will arrive, made when the session is
+    /// registered (its sender goes into the session's handle) and then
+    /// moved to the select loop.
+    control_rx: Option<oneshot::Receiver<Control>>,
     /// Where to send the session when another connection takes it over.
     takeover: Option<oneshot::Sender<Option<mqtt_session::SessionState>>>,
     subscriptions: usize,
@@ -74,7 +88,7 @@ struct Task<'a> {
     commits: Commits,
     /// A publication waiting for room in connected subscribers' queues:
     /// nothing is read nor processed until it is resolved.
-    stalled: Option<Stall>,
+    stalled: Option<Box<Stall>>,
     /// The time of this turn of the loop: read once per turn (and once
     /// per read), not once per packet.
     now: Instant,
@@ -86,27 +100,35 @@ struct Task<'a> {
 /// Per-connection counters waiting to be added to the shared [`Stats`].
 #[derive(Default)]
 struct Counts {
-    received: [u64; 3],
-    received_bytes: [u64; 3],
-    sent: [u64; 3],
-    sent_bytes: [u64; 3],
+    // Per turn: a turn reads at most READ_MAX bytes and writes at most
+    // WRITE_HIGH_WATER beyond what was queued, so 32 bits are plenty.
+    received: [u32; 3],
+    received_bytes: [u32; 3],
+    sent: [u32; 3],
+    sent_bytes: [u32; 3],
 }
 
 impl Counts {
     /// Adds what was counted to `stats` and starts again from zero.
     fn flush(&mut self, stats: &Stats) {
-        let received: u64 = self.received.iter().sum();
+        let received: u64 = self.received.iter().map(|&n| u64::from(n)).sum();
         if received > 0 {
             Stats::add(&stats.messages_received, received);
             for q in 0..3 {
-                Stats::add(&stats.messages_received_by_qos[q], self.received[q]);
-                Stats::add(&stats.publish_bytes_received_by_qos[q], self.received_bytes[q]);
+                Stats::add(&stats.messages_received_by_qos[q], self.received[q].into());
+                Stats::add(
+                    &stats.publish_bytes_received_by_qos[q],
+                    self.received_bytes[q].into(),
+                );
             }
         }
         if self.sent.iter().any(|&n| n > 0) {
             for q in 0..3 {
-                Stats::add(&stats.messages_sent_by_qos[q], self.sent[q]);
-                Stats::add(&stats.publish_bytes_sent_by_qos[q], self.sent_bytes[q]);
+                Stats::add(&stats.messages_sent_by_qos[q], self.sent[q].into());
+                Stats::add(
+                    &stats.publish_bytes_sent_by_qos[q],
+                    self.sent_bytes[q].into(),
+                );
             }
         }
         *self = Self::default();
@@ -144,8 +166,10 @@ struct Commits {
     next_ticket: u64,
     /// Tickets submitted and not completed.
     outstanding: BTreeSet<u64>,
-    after: HashMap<u64, Vec<AfterCommit>>,
-    acks: HashMap<u64, PendingAck>,
+    // B-trees rather than hash maps: half the size in every connection,
+    // and these hold a few entries at most.
+    after: BTreeMap<u64, Vec<AfterCommit>>,
+    acks: BTreeMap<u64, PendingAck>,
     next_serial: u64,
     /// Changes gathered during one turn of the loop, submitted at its end
     /// as one batch, under its ticket.
@@ -163,8 +187,8 @@ impl Commits {
             tx,
             next_ticket: 0,
             outstanding: BTreeSet::new(),
-            after: HashMap::new(),
-            acks: HashMap::new(),
+            after: BTreeMap::new(),
+            acks: BTreeMap::new(),
             next_serial: 0,
             batch: None,
             gate: 0,
@@ -205,194 +229,261 @@ struct Stall {
 }
 
 /// Serves one client until the connection ends.
-pub(crate) async fn serve<S>(
+///
+/// Not an `async fn`: an `async fn` keeps a dead copy of each argument it
+/// moves, and this future lives as long as the connection; the block below
+/// uses what it captures in place.
+pub(crate) fn serve<S>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
     auth: ConnAuth,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let (control_tx, mut control_rx) = mpsc::channel(1);
-    let (commit_tx, mut commit_rx) = match broker.persist {
-        Some(_) => {
-            let (tx, rx) = mpsc::unbounded_channel();
-            (Some(tx), Some(rx))
-        }
-        None => (None, None),
-    };
-    let mut task = Task {
-        conn: ServerConnection::new(broker.session_config.clone(), now()),
-        broker: &broker,
-        peer,
-        handle: None,
-        control_tx,
-        takeover: None,
-        subscriptions: 0,
-        wbuf: WriteQueue::default(),
-        auth,
-        access: None,
-        quota: PublishQuota::new(&broker.config, now()),
-        throttled: None,
-        persistent: false,
-        commits: Commits::new(commit_tx),
-        stalled: None,
-        now: now(),
-        counts: Counts::default(),
-    };
-    let mut rbuf = BytesMut::new();
-    // How much room each read gets: doubled while reads fill it, back to
-    // READ_MIN when they do not, so a busy publisher reads in large chunks
-    // and an idle connection keeps little memory.
-    let mut read_chunk = READ_MIN;
-    let mut read_open = true;
-    let mut stopping = false;
-    // Written since the last flush: TLS and WebSocket streams may hold
-    // what they accepted until flushed, so the stream is flushed whenever
-    // the write queue runs empty (for TCP, flushing does nothing).
-    let mut unflushed = false;
-    loop {
-        task.now = now();
-        task.retry_stalled();
-        task.process_events().await;
-        task.pull_mailbox();
-        task.encode_transmit();
-        task.flush_batch();
-        task.counts.flush(&broker.stats);
-        let held = !task.commits.held.is_empty();
-        if task.conn.is_closed() && ((task.wbuf.is_empty() && !held) || !read_open) {
-            break;
-        }
-        let deadline = task.conn.poll_timeout().map(tokio::time::Instant::from_std);
-        let handle = task.handle.clone();
-        let room = task.wbuf.len() < WRITE_HIGH_WATER && handle.is_some();
-        let throttled = task.throttled.map(tokio::time::Instant::from_std);
-        let stall = task.stalled.as_ref().map(|s| {
-            let (h, d) = &s.deliveries[0];
-            (
-                h.clone(),
-                d.message.size(),
-                tokio::time::Instant::from_std(s.until),
-            )
-        });
-        let stalled = stall.is_some();
-        let limits = broker.queue_limits;
-        tokio::select! {
-            r = async {
-                if rbuf.capacity() - rbuf.len() < read_chunk / 4 {
-                    rbuf.reserve(read_chunk);
-                }
-                let room = rbuf.capacity() - rbuf.len();
-                reader.read_buf(&mut rbuf).await.map(|n| (n, room))
-            }, if read_open && !task.conn.is_closed() && throttled.is_none() && !stalled => {
-                match r {
-                    Ok((0, _)) | Err(_) => {
-                        read_open = false;
-                        task.conn.connection_lost(now());
-                    }
-                    Ok((n, room)) => {
-                        Stats::add(&broker.stats.bytes_received, n as u64);
-                        read_chunk = if n >= room / 2 {
-                            (read_chunk * 2).min(READ_MAX)
-                        } else {
-                            READ_MIN
-                        };
-                        task.decode(&mut rbuf);
-                        if rbuf.is_empty() && rbuf.capacity() > READ_MIN && read_chunk == READ_MIN {
-                            // Quiet again: give back a buffer grown for a burst.
-                            rbuf = BytesMut::new();
+    async move {
+        // Allocated at the first CONNECT only: until then nothing can take
+        // this connection over.
+        let mut control_rx: Option<oneshot::Receiver<Control>> = None;
+        let (commit_tx, mut commit_rx) = match broker.persist {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let mut task = Task {
+            conn: ServerConnection::new(broker.session_config.clone(), now()),
+            broker: &broker,
+            peer,
+            handle: None,
+            id: broker.next_id(),
+            control_rx: None,
+            takeover: None,
+            subscriptions: 0,
+            wbuf: WriteQueue::default(),
+            auth,
+            access: None,
+            quota: PublishQuota::new(&broker.config, now()),
+            throttled: None,
+            persistent: false,
+            commits: Commits::new(commit_tx),
+            stalled: None,
+            now: now(),
+            counts: Counts::default(),
+        };
+        // No read buffer while idle: a read into an empty buffer goes to the
+        // stack first (see `read_into`), and the buffer is given back once
+        // everything in it is decoded.
+        let mut rbuf = BytesMut::new();
+        // How much room each read gets: doubled while reads fill it, back to
+        // READ_MIN when they do not, so a busy publisher reads in large chunks.
+        let mut read_chunk = READ_MIN;
+        let mut read_open = true;
+        let mut stopping = false;
+        // Written since the last flush: TLS and WebSocket streams may hold
+        // what they accepted until flushed, so the stream is flushed whenever
+        // the write queue runs empty (for TCP, flushing does nothing).
+        let mut unflushed = false;
+        // One timer for every deadline (the protocol's, the end of a publish
+        // throttle, the end of a stall), kept across turns and moved only
+        // when a deadline comes earlier: a later one (the keep-alive moves on
+        // with every packet) waits until it fires, and firing early does
+        // nothing but recompute. So a busy connection does not register and
+        // cancel a timer at every turn, and the task keeps one timer's state.
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now() + IDLE_TIMER);
+        tokio::pin!(timer);
+        loop {
+            task.now = now();
+            task.retry_stalled();
+            task.process_events().await;
+            if let Some(rx) = task.control_rx.take() {
+                control_rx = Some(rx);
+            }
+            task.pull_mailbox();
+            task.encode_transmit();
+            task.flush_batch();
+            task.counts.flush(&broker.stats);
+            let held = !task.commits.held.is_empty();
+            if task.conn.is_closed() && ((task.wbuf.is_empty() && !held) || !read_open) {
+                break;
+            }
+            let next = [
+                task.conn.poll_timeout(),
+                task.throttled,
+                task.stalled.as_ref().map(|s| s.until),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
+            if let Some(next) = next
+                && next < timer.deadline()
+            {
+                timer.as_mut().reset(next);
+            }
+            let handle = task.handle.clone();
+            let room = task.wbuf.len() < WRITE_HIGH_WATER && handle.is_some();
+            let throttled = task.throttled.is_some();
+            let stall = task.stalled.as_ref().map(|s| {
+                let (h, d) = &s.deliveries[0];
+                (h.clone(), d.message.size())
+            });
+            let stalled = stall.is_some();
+            let limits = broker.queue_limits;
+            tokio::select! {
+                r = std::future::poll_fn(|cx| read_into(&mut reader, &mut rbuf, read_chunk, cx)),
+                    if read_open && !task.conn.is_closed() && !throttled && !stalled =>
+                {
+                    match r {
+                        Ok((0, _)) | Err(_) => {
+                            read_open = false;
+                            task.conn.connection_lost(now());
+                        }
+                        Ok((n, room)) => {
+                            Stats::add(&broker.stats.bytes_received, n as u64);
+                            read_chunk = if n >= room / 2 {
+                                (read_chunk * 2).min(READ_MAX)
+                            } else {
+                                READ_MIN
+                            };
+                            task.decode(&mut rbuf);
+                            if rbuf.is_empty() && read_chunk == READ_MIN {
+                                // Quiet again: give the buffer back (packets
+                                // decoded from it keep what they share of it).
+                                rbuf = BytesMut::new();
+                            }
                         }
                     }
                 }
-            }
-            r = async {
-                if task.wbuf.is_empty() {
-                    writer.flush().await.map(|()| 0)
-                } else {
-                    task.wbuf.write_to(&mut writer).await
-                }
-            }, if !task.wbuf.is_empty() || unflushed => {
-                match r {
-                    Ok(0) => unflushed = false,
-                    Ok(n) => {
-                        Stats::add(&broker.stats.bytes_sent, n as u64);
-                        unflushed = true;
+                r = async {
+                    if task.wbuf.is_empty() {
+                        writer.flush().await.map(|()| 0)
+                    } else {
+                        task.wbuf.write_to(&mut writer).await
                     }
-                    Err(_) => {
-                        task.wbuf.clear();
-                        read_open = false;
-                        task.conn.connection_lost(now());
+                }, if !task.wbuf.is_empty() || unflushed => {
+                    match r {
+                        Ok(0) => unflushed = false,
+                        Ok(n) => {
+                            Stats::add(&broker.stats.bytes_sent, n as u64);
+                            unflushed = true;
+                        }
+                        Err(_) => {
+                            task.wbuf.clear();
+                            read_open = false;
+                            task.conn.connection_lost(now());
+                        }
                     }
                 }
-            }
-            _ = async {
-                match &handle {
-                    Some(h) => h.notify.notified().await,
-                    None => std::future::pending().await,
+                _ = async {
+                    match &handle {
+                        Some(h) => h.notify.notified().await,
+                        None => std::future::pending().await,
+                    }
+                }, if room => {}
+                () = timer.as_mut() => {
+                    let now = now();
+                    task.conn.handle_timeout(now);
+                    if task.throttled.is_some_and(|t| now >= t) {
+                        // The publish quota has refilled: decode what was left unread.
+                        task.throttled = None;
+                        task.decode(&mut rbuf);
+                    }
+                    // A stall that timed out is resolved at the top of the loop.
+                    let next = [task.conn.poll_timeout(), task.throttled]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .map_or(tokio::time::Instant::from_std(now) + IDLE_TIMER, tokio::time::Instant::from_std);
+                    timer.as_mut().reset(next);
                 }
-            }, if room => {}
-            _ = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => task.conn.handle_timeout(now()),
-            // The publish quota has refilled: decode what was left unread.
-            _ = async {
-                match throttled {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                task.throttled = None;
-                task.decode(&mut rbuf);
-            }
-            Some((ticket, result)) = async {
-                match commit_rx.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                task.on_commit(ticket, result);
-                while let Some(Ok((ticket, result))) = commit_rx.as_mut().map(|rx| rx.try_recv()) {
+                Some((ticket, result)) = async {
+                    match commit_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     task.on_commit(ticket, result);
+                    while let Some(Ok((ticket, result))) = commit_rx.as_mut().map(|rx| rx.try_recv()) {
+                        task.on_commit(ticket, result);
+                    }
                 }
-            }
-            // Room in the queue a publication waits for, or its time is up.
-            _ = async {
-                match &stall {
-                    Some((h, size, until)) => tokio::select! {
-                        _ = wait_room(h, *size, &limits) => {}
-                        _ = tokio::time::sleep_until(*until) => {}
-                    },
-                    None => std::future::pending().await,
+                // Room in the queue a publication waits for (its time limit is
+                // the timer's).
+                // Boxed: only a stalled connection needs it.
+                _ = async {
+                    match &stall {
+                        Some((h, size)) => Box::pin(wait_room(h, *size, &limits)).await,
+                        None => std::future::pending().await,
+                    }
+                }, if stalled => {}
+                control = async {
+                    match control_rx.as_mut() {
+                        Some(rx) => rx.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    // Received once: a oneshot is not polled after it completes.
+                    control_rx = None;
+                    if let Ok(Control::TakeOver(reply)) = control {
+                        task.takeover = Some(reply);
+                        task.conn.close(now(), ReasonCode::SessionTakenOver);
+                    }
                 }
-            }, if stalled => {}
-            Some(control) = control_rx.recv() => match control {
-                Control::TakeOver(reply) => {
-                    task.takeover = Some(reply);
-                    task.conn.close(now(), ReasonCode::SessionTakenOver);
+                // Once seen (or once the server is gone), shutdown is not polled
+                // again: a closed channel would otherwise be ready forever.
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                    task.conn.close(now(), ReasonCode::ServerShuttingDown);
                 }
-            },
-            // Once seen (or once the server is gone), shutdown is not polled
-            // again: a closed channel would otherwise be ready forever.
-            _ = shutdown.changed(), if !stopping => {
-                stopping = true;
-                task.conn.close(now(), ReasonCode::ServerShuttingDown);
             }
         }
+        task.now = now();
+        if !task.conn.is_closed() {
+            task.conn.connection_lost(task.now);
+            task.retry_stalled();
+            task.process_events().await;
+        }
+        task.flush_batch();
+        task.counts.flush(&broker.stats);
+        let _ = writer.shutdown().await;
     }
-    task.now = now();
-    if !task.conn.is_closed() {
-        task.conn.connection_lost(task.now);
-        task.retry_stalled();
-        task.process_events().await;
+}
+
+/// Reads what the client sent into `rbuf`: returns how many bytes came and
+/// how much room the read had. Into an empty buffer without room (an idle
+/// connection keeps none), the read goes to the stack and only what
+/// arrived is copied into a new buffer, so a connection waiting for its
+/// client holds no read buffer.
+fn read_into<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    chunk: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<(usize, usize)>> {
+    if rbuf.is_empty() && rbuf.capacity() == 0 {
+        let mut stack = [0u8; READ_MIN];
+        let mut buf = ReadBuf::new(&mut stack);
+        ready!(Pin::new(reader).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        if n > 0 {
+            rbuf.reserve(chunk.max(n));
+            rbuf.extend_from_slice(buf.filled());
+        }
+        return Poll::Ready(Ok((n, READ_MIN)));
     }
-    task.flush_batch();
-    task.counts.flush(&broker.stats);
-    let _ = writer.shutdown().await;
+    if rbuf.capacity() - rbuf.len() < chunk / 4 {
+        rbuf.reserve(chunk);
+    }
+    let room = rbuf.capacity() - rbuf.len();
+    let read = reader.read_buf(rbuf);
+    tokio::pin!(read);
+    let n = ready!(read.poll(cx))?;
+    Poll::Ready(Ok((n, room)))
 }
 
 /// The batch of this turn of the loop.
@@ -444,7 +535,8 @@ impl Task<'_> {
                         let size = p.topic.len() + p.payload.len();
                         let q = p.qos as usize;
                         self.counts.received[q] += 1;
-                        self.counts.received_bytes[q] += size as u64;
+                        self.counts.received_bytes[q] =
+                            self.counts.received_bytes[q].saturating_add(size as u32);
                         self.quota.on_publish(size, now);
                     }
                     if let Err(e) = self.conn.handle_packet(now, packet) {
@@ -522,7 +614,8 @@ impl Task<'_> {
             if let Packet::Publish(p) = &packet {
                 let q = p.qos as usize;
                 self.counts.sent[q] += 1;
-                self.counts.sent_bytes[q] += (p.topic.len() + p.payload.len()) as u64;
+                self.counts.sent_bytes[q] = self.counts.sent_bytes[q]
+                    .saturating_add((p.topic.len() + p.payload.len()) as u32);
             }
             if self.persistent {
                 self.store_outgoing(&packet);
@@ -813,7 +906,8 @@ impl Task<'_> {
                 Err(_) => return,
             }
         } else {
-            connect.client_id.clone()
+            // Kept as long as the session: not sharing the read buffer.
+            connect.client_id.detached()
         };
         let access = identity.access(client_id.as_str());
         if let (Some(a), Some(will)) = (&access, &connect.will)
@@ -831,9 +925,9 @@ impl Task<'_> {
         if let Some(h) = &existing {
             let owner = lock(&h.control).take();
             match owner {
-                Some(ctl) => {
+                Some((_, ctl)) => {
                     let (tx, rx) = oneshot::channel();
-                    if ctl.send(Control::TakeOver(tx)).await.is_ok() {
+                    if ctl.send(Control::TakeOver(tx)).is_ok() {
                         state = tokio::time::timeout(TAKEOVER_TIMEOUT, rx)
                             .await
                             .ok()
@@ -841,7 +935,7 @@ impl Task<'_> {
                             .flatten();
                     }
                 }
-                None => state = lock(&h.offline).take(),
+                None => state = lock(&h.offline).take().map(|s| *s),
             }
         }
         // After the takeover, so that the will the previous connection
@@ -867,7 +961,9 @@ impl Task<'_> {
         };
         self.subscriptions = state.as_ref().map_or(0, |s| s.subscriptions.len());
         handle.connected.store(true, Ordering::Release);
-        *lock(&handle.control) = Some(self.control_tx.clone());
+        let (control_tx, control_rx) = oneshot::channel();
+        *lock(&handle.control) = Some((self.id, control_tx));
+        self.control_rx = Some(control_rx);
         *lock(&handle.access) = access.clone();
         self.access = access;
         self.handle = Some(handle);
@@ -967,11 +1063,11 @@ impl Task<'_> {
                 // QoS 0: no acknowledgement to hold, but the publisher stops
                 // reading until its subscribers have room.
                 Stats::add(&broker.stats.publish_waits, 1);
-                self.stalled = Some(Stall {
+                self.stalled = Some(Box::new(Stall {
                     serial: None,
                     deliveries: routed.blocked,
                     until: now + broker.config.max_publish_wait(),
-                });
+                }));
             }
             return;
         };
@@ -992,11 +1088,11 @@ impl Task<'_> {
         if !routed.blocked.is_empty() {
             waits += 1;
             Stats::add(&broker.stats.publish_waits, 1);
-            self.stalled = Some(Stall {
+            self.stalled = Some(Box::new(Stall {
                 serial: Some(serial),
                 deliveries: routed.blocked,
                 until: now + broker.config.max_publish_wait(),
-            });
+            }));
         }
         if waits == 0 {
             self.conn.acknowledge(id, code);
@@ -1137,10 +1233,7 @@ impl Task<'_> {
         handle.space.notify_waiters();
         {
             let mut control = lock(&handle.control);
-            if control
-                .as_ref()
-                .is_some_and(|c| c.same_channel(&self.control_tx))
-            {
+            if control.as_ref().is_some_and(|(id, _)| *id == self.id) {
                 *control = None;
             }
         }
@@ -1206,7 +1299,7 @@ impl Task<'_> {
                     b.save_session(&session, at);
                     persist.submit_logged(b);
                 }
-                *lock(&handle.offline) = Some(session);
+                *lock(&handle.offline) = Some(Box::new(session));
                 if let Some(at) = at {
                     broker.schedule_expiry(handle.clone(), at);
                 }

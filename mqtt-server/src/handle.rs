@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mqtt_codec::MqttString;
 use mqtt_session::{MessageQueue, SessionState};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 /// A request to the task that owns a session's connection.
 #[derive(Debug)]
@@ -53,10 +53,14 @@ pub(crate) struct SessionHandle {
     /// 0 is the `Delivery::tag` of a delivery not stored.
     pub(crate) next_seq: AtomicU64,
     pub(crate) connected: AtomicBool,
-    /// The owning connection's control channel, while connected.
-    pub(crate) control: Mutex<Option<mpsc::Sender<Control>>>,
+    /// How to reach the owning connection, while connected: its unique
+    /// number and the one request it can be sent (a oneshot, the smallest
+    /// channel tokio has: every connected client carries one).
+    pub(crate) control: Mutex<Option<(u64, oneshot::Sender<Control>)>>,
     /// The session while no connection owns it.
-    pub(crate) offline: Mutex<Option<SessionState>>,
+    /// Boxed: most sessions are connected, and a connected one should not
+    /// carry room for it.
+    pub(crate) offline: Mutex<Option<Box<SessionState>>>,
     /// The ACL view of the client that last connected with this session,
     /// checked at each delivery; `None` when no ACL applies.
     pub(crate) access: Mutex<Option<Arc<crate::auth::ClientAccess>>>,

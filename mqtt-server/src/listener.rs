@@ -20,9 +20,11 @@
 //! with its settings ([`ListenerConfig`]).
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -378,61 +380,79 @@ enum Transport {
 
 impl ConnectionHandler {
     /// Runs the connection's handshakes (PROXY, TLS, WebSocket, as the
-    /// listener has them), then serves MQTT on it until it ends. A
+    /// listener has them), then serves MQTT on it until it ends, then drops
+    /// `guard` (what the connection holds, like its connection slot). A
     /// handshake that fails or takes longer than `connect_timeout` closes
     /// the connection, with a log line saying why.
-    pub(crate) async fn serve(
+    ///
+    /// Not an `async fn`: the handshake is boxed and made here, so the
+    /// future returned (which a spawned task holds for the connection's
+    /// whole life) keeps a pointer to it, neither room for the largest
+    /// handshake nor a second copy of its arguments.
+    pub(crate) fn serve<G: Send + 'static>(
         self,
         broker: Arc<Broker>,
         tcp: TcpStream,
         peer: SocketAddr,
         shutdown: watch::Receiver<bool>,
-    ) {
-        let endpoint = &self.0;
+        guard: G,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let endpoint = self.0;
         let limit = Duration::from_secs(broker.config.connect_timeout);
-        // Boxed, like the per-transport futures below: the spawned task then
-        // keeps only pointers, and an idle plain-TCP connection does not
-        // carry room for a TLS or WebSocket handshake it never made.
-        let setup = Box::pin(endpoint.establish(tcp, peer, broker.config.max_packet_size));
-        let (transport, client, cert_username) = match tokio::time::timeout(limit, setup).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                tracing::info!(kind = %endpoint.settings.kind, error = %e, "connection closed before MQTT");
-                return;
-            }
-            Err(_) => {
-                tracing::info!(kind = %endpoint.settings.kind, "connection closed: handshake not done within connect_timeout");
-                return;
-            }
-        };
-        let auth = ConnAuth {
-            listener: endpoint.auth.clone(),
-            cert_username,
-        };
-        // Behind a proxy, every line about this connection names the client.
-        let span = if client != peer {
-            tracing::info_span!("proxied", client = %client)
-        } else {
-            tracing::Span::none()
-        };
+        let max_packet_size = broker.config.max_packet_size;
+        let setup = Box::pin({
+            let endpoint = endpoint.clone();
+            async move { endpoint.establish(tcp, peer, max_packet_size).await }
+        });
         async move {
-            match transport {
-                Transport::Plain(s) => {
-                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
+            let (transport, client, cert_username) = match tokio::time::timeout(limit, setup).await
+            {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, kind = %endpoint.settings.kind, error = %e, "connection closed before MQTT");
+                    return;
                 }
-                Transport::Tls(s) => {
-                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
+                Err(_) => {
+                    tracing::info!(%peer, kind = %endpoint.settings.kind, "connection closed: handshake not done within connect_timeout");
+                    return;
                 }
-                Transport::Ws(s) => {
-                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
-                }
-                Transport::Wss(s) => {
-                    Box::pin(connection::serve(broker, s, client, shutdown, auth)).await
-                }
-            }
+            };
+            let auth = ConnAuth {
+                listener: endpoint.auth.clone(),
+                cert_username,
+            };
+            // Behind a proxy, the lines about this connection name the client
+            // (it is their `peer`); at debug level, the span also names both.
+            let span = if client != peer {
+                tracing::debug_span!("proxied", client = %client)
+            } else {
+                tracing::Span::none()
+            };
+            transport
+                .serve(broker, client, shutdown, auth)
+                .instrument(span)
+                .await;
+            drop(guard);
         }
-        .instrument(span)
-        .await;
+    }
+}
+
+impl Transport {
+    /// The MQTT connection over this transport, boxed: the task holding it
+    /// keeps a pointer, not room for the largest transport's future.
+    fn serve(
+        self,
+        broker: Arc<Broker>,
+        client: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+        auth: ConnAuth,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        match self {
+            Self::Plain(s) => Box::pin(connection::serve(broker, s, client, shutdown, auth)),
+            Self::Tls(s) => Box::pin(connection::serve(broker, s, client, shutdown, auth)),
+            Self::Ws(s) => Box::pin(connection::serve(broker, s, client, shutdown, auth)),
+            Self::Wss(s) => Box::pin(connection::serve(broker, s, client, shutdown, auth)),
+        }
     }
 }
 

@@ -75,7 +75,12 @@ impl TokenBucket {
 
 /// One connection's publish quota.
 #[derive(Debug, Clone)]
-pub(crate) struct PublishQuota {
+pub(crate) struct PublishQuota(Option<Box<Buckets>>);
+
+/// The buckets of a connection with a quota (boxed: by default there is
+/// none, and every connection would otherwise carry room for them).
+#[derive(Debug, Clone)]
+struct Buckets {
     messages: Option<TokenBucket>,
     bytes: Option<TokenBucket>,
 }
@@ -83,26 +88,30 @@ pub(crate) struct PublishQuota {
 impl PublishQuota {
     pub(crate) fn new(config: &Config, now: Instant) -> Self {
         let bucket = |rate: u64| (rate > 0).then(|| TokenBucket::new(rate, now));
-        Self {
+        let buckets = Buckets {
             messages: bucket(u64::from(config.max_publish_rate)),
             bytes: bucket(config.max_publish_bytes_rate),
-        }
+        };
+        let any = buckets.messages.is_some() || buckets.bytes.is_some();
+        Self(any.then(|| Box::new(buckets)))
     }
 
     /// Counts one received PUBLISH of `bytes` (topic and payload).
     pub(crate) fn on_publish(&mut self, bytes: usize, now: Instant) {
-        if let Some(b) = &mut self.messages {
+        let Some(q) = &mut self.0 else { return };
+        if let Some(b) = &mut q.messages {
             b.take(1, now);
         }
-        if let Some(b) = &mut self.bytes {
+        if let Some(b) = &mut q.bytes {
             b.take(bytes as u64, now);
         }
     }
 
     /// Until when the connection must stop reading; `None` if it may read.
     pub(crate) fn throttled_until(&mut self, now: Instant) -> Option<Instant> {
-        let m = self.messages.as_mut().and_then(|b| b.ready_at(now));
-        let b = self.bytes.as_mut().and_then(|b| b.ready_at(now));
+        let q = self.0.as_mut()?;
+        let m = q.messages.as_mut().and_then(|b| b.ready_at(now));
+        let b = q.bytes.as_mut().and_then(|b| b.ready_at(now));
         m.max(b)
     }
 }

@@ -1,6 +1,7 @@
 //! The server role: one client connection, from CONNECT to close.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqtt_codec::{
@@ -232,7 +233,8 @@ enum State {
 /// ```
 #[derive(Debug)]
 pub struct ServerConnection {
-    config: ServerConfig,
+    /// Shared by every connection of a server.
+    config: Arc<ServerConfig>,
     state: State,
     version: ProtocolVersion,
     /// The keep alive in force, in seconds; 0 disables it.
@@ -240,8 +242,9 @@ pub struct ServerConnection {
     last_received: Instant,
     /// The CONNECT, between its arrival and acceptance.
     connect: Option<Box<Connect>>,
-    /// The will, once accepted, in buffers of its own.
-    will: Option<Will>,
+    /// The will, once accepted, in buffers of its own (boxed: most
+    /// connections have none, and should not carry room for one).
+    will: Option<Box<Will>>,
     /// The session expiry asked for at CONNECT was 0: DISCONNECT may not
     /// raise it.
     connect_expiry_zero: bool,
@@ -256,8 +259,10 @@ pub struct ServerConnection {
 }
 
 impl ServerConnection {
-    /// A connection accepted at `now`, waiting for CONNECT.
-    pub fn new(config: ServerConfig, now: Instant) -> Self {
+    /// A connection accepted at `now`, waiting for CONNECT. A server with
+    /// many connections gives each an `Arc` of one configuration.
+    pub fn new(config: impl Into<Arc<ServerConfig>>, now: Instant) -> Self {
+        let config = config.into();
         let deadline = now + config.connect_timeout;
         let inbound = Inbound::new(config.receive_maximum, config.topic_alias_maximum);
         Self {
@@ -493,7 +498,8 @@ impl ServerConnection {
                 }
                 id.clone()
             }
-            _ => connect.client_id.clone(),
+            // Kept for the whole session: not sharing the read buffer.
+            _ => connect.client_id.detached(),
         };
 
         let asked_expiry = match connect.properties.session_expiry_interval {
@@ -569,7 +575,7 @@ impl ServerConnection {
         self.inbound.resume(&session.incoming_qos2);
         session.incoming_qos2.clear();
         self.session = Some(session);
-        self.will = connect.will.map(detach_will);
+        self.will = connect.will.map(|w| Box::new(detach_will(w)));
         self.state = State::Connected;
 
         for packet in std::mem::take(&mut self.early) {
@@ -872,7 +878,7 @@ impl ServerConnection {
                 let delay = now + Duration::from_secs(u64::from(delay));
                 ScheduledWill {
                     publish_at: delay.min(session_end),
-                    will,
+                    will: *will,
                 }
             });
         // Expiry 0 ends the session now; u32::MAX never.
