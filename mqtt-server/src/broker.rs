@@ -49,6 +49,9 @@ pub(crate) struct Publishing<'a> {
     /// Called when the message's batch is durable; not called (and
     /// [`Routed::committing`] false) when there was nothing to store.
     pub(crate) done: Option<CommitDone>,
+    /// The caller adds [`Routed::queued`] to `messages_routed` itself
+    /// (a connection counts once per turn, not once per message).
+    pub(crate) count_later: bool,
 }
 
 /// What publishing a message did.
@@ -60,6 +63,8 @@ pub(crate) struct Routed {
     pub(crate) blocked: Vec<(Arc<SessionHandle>, Delivery)>,
     /// Whether a batch was submitted and `done` will be called.
     pub(crate) committing: bool,
+    /// Deliveries queued in mailboxes.
+    pub(crate) queued: u64,
 }
 
 /// A job for the janitor.
@@ -223,11 +228,12 @@ impl Broker {
                         Ok(()) => queued += 1,
                         Err(d) => routed.blocked.push((handle, d)),
                     }
-                } else {
-                    self.push(&handle, delivery, &mut forget, now);
+                } else if self.push(&handle, delivery, &mut forget, now) {
+                    queued += 1;
                 }
             }
-            if queued > 0 {
+            routed.queued = queued;
+            if queued > 0 && !how.count_later {
                 Stats::add(&self.stats.messages_routed, queued);
             }
             self.forget(forget);
@@ -251,8 +257,13 @@ impl Broker {
 
     /// [`Broker::try_deliver`] without counting it: the caller counts.
     fn try_push(&self, session: &SessionHandle, delivery: Delivery) -> Result<(), Delivery> {
-        let pushed = lock(&session.mailbox).try_push(delivery, &self.queue_limits);
-        if pushed.is_ok() {
+        let mut mailbox = lock(&session.mailbox);
+        let was_empty = mailbox.is_empty();
+        let pushed = mailbox.try_push(delivery, &self.queue_limits);
+        drop(mailbox);
+        if pushed.is_ok() && was_empty {
+            // Only the first delivery into an empty mailbox wakes the task:
+            // it takes what is there, and wakes itself if it leaves any.
             session.notify.notify_one();
         }
         pushed
@@ -260,13 +271,15 @@ impl Broker {
 
     /// Pushes within the mailbox's limits and policy; stored deliveries it
     /// drops are added to `forget`, a batch removing them.
+    /// Returns whether it was queued; a drop is counted here, a queued
+    /// delivery by the caller.
     fn push(
         &self,
         session: &SessionHandle,
         delivery: Delivery,
         forget: &mut Option<Batch>,
         now: Instant,
-    ) {
+    ) -> bool {
         let mut dropped = |d: Delivery| {
             if d.tag != 0 && self.persist.is_some() {
                 forget
@@ -275,18 +288,20 @@ impl Broker {
             }
         };
         let pushed = lock(&session.mailbox).push_with(delivery, &self.queue_limits, &mut dropped);
-        match pushed {
-            Ok(()) => Stats::add(&self.stats.messages_routed, 1),
-            Err(_) => Stats::add(&self.stats.dropped_queue_full, 1),
+        if pushed.is_err() {
+            Stats::add(&self.stats.dropped_queue_full, 1);
         }
         session.notify.notify_one();
+        pushed.is_ok()
     }
 
     /// Pushes within the mailbox's limits and policy (stored deliveries it
     /// drops are removed from the store).
     pub(crate) fn push_by_policy(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
         let mut forget = None;
-        self.push(session, delivery, &mut forget, now);
+        if self.push(session, delivery, &mut forget, now) {
+            Stats::add(&self.stats.messages_routed, 1);
+        }
         self.forget(forget);
     }
 
@@ -364,7 +379,9 @@ impl Broker {
         // removed) by their new sessions.
         self.forget(forget.take());
         for (session, d) in moves {
-            self.push(&session.0, d, &mut forget, now);
+            if self.push(&session.0, d, &mut forget, now) {
+                Stats::add(&self.stats.messages_routed, 1);
+            }
         }
         self.forget(forget);
         kept

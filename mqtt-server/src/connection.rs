@@ -106,6 +106,7 @@ struct Counts {
     received_bytes: [u32; 3],
     sent: [u32; 3],
     sent_bytes: [u32; 3],
+    routed: u32,
 }
 
 impl Counts {
@@ -121,6 +122,9 @@ impl Counts {
                     self.received_bytes[q].into(),
                 );
             }
+        }
+        if self.routed > 0 {
+            Stats::add(&stats.messages_routed, self.routed.into());
         }
         if self.sent.iter().any(|&n| n > 0) {
             for q in 0..3 {
@@ -543,6 +547,7 @@ impl Task<'_> {
                         Stats::add(&self.broker.stats.protocol_errors, 1);
                         tracing::info!(peer = %self.peer, error = %e, "closing connection: protocol error");
                     }
+                    self.process_ready_events();
                 }
                 Ok(None) => return,
                 Err(e) => {
@@ -817,6 +822,35 @@ impl Task<'_> {
                     connect,
                     needs_client_id,
                 } => Box::pin(self.on_connect(connect, needs_client_id)).await,
+                other => self.on_event(other),
+            }
+        }
+    }
+
+    /// Handles the events that need no waiting, in order, up to the first
+    /// that does (a CONNECT) or a stall. Called after each decoded packet,
+    /// so that a PUBLISH is routed while it is still in the cache and the
+    /// event queue never grows with a whole read's worth of packets.
+    fn process_ready_events(&mut self) {
+        while self.stalled.is_none()
+            && self
+                .conn
+                .peek_event()
+                .is_some_and(|e| !matches!(e, ServerEvent::Connect { .. }))
+        {
+            if let Some(event) = self.conn.poll_event() {
+                self.on_event(event);
+            }
+        }
+    }
+
+    /// One event that needs no waiting.
+    fn on_event(&mut self, event: ServerEvent) {
+        {
+            match event {
+                // Never here: process_events gives CONNECT to on_connect,
+                // and process_ready_events stops before it.
+                ServerEvent::Connect { .. } => {}
                 ServerEvent::Publish { message, packet_id } => self.on_publish(message, packet_id),
                 ServerEvent::Subscribe(s) => self.on_subscribe(s),
                 ServerEvent::Unsubscribed(u) => {
@@ -1013,7 +1047,7 @@ impl Task<'_> {
         self.gate_on_batch();
     }
 
-    fn on_publish(&mut self, message: Message, packet_id: Option<PacketId>) {
+    fn on_publish(&mut self, message: Arc<Message>, packet_id: Option<PacketId>) {
         let broker = self.broker;
         let now = self.now;
         let topic = TopicName::from_bytes(message.topic.as_bytes().clone())
@@ -1051,8 +1085,10 @@ impl Task<'_> {
             incoming_qos2,
             may_block: !broker.config.max_publish_wait().is_zero(),
             done: ticket.map(|t| self.commits.done(t)),
+            count_later: true,
         };
-        let routed = broker.publish(&topic, Arc::new(message), how, now);
+        let routed = broker.publish(&topic, message, how, now);
+        self.counts.routed = self.counts.routed.saturating_add(routed.queued as u32);
         if let Some(t) = ticket
             && !routed.committing
         {

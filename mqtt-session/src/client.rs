@@ -220,8 +220,13 @@ impl ClientConnection {
             if self.is_connected()
                 && let Some(session) = self.session.as_mut()
             {
-                self.outbound
-                    .send_queued(session, self.version, now, &mut self.transmit);
+                self.outbound.send_queued(
+                    session,
+                    self.version,
+                    now,
+                    &mut self.transmit,
+                    usize::MAX,
+                );
             }
         }
         let p = self.transmit.get_mut(self.transmit_at)?;

@@ -262,8 +262,13 @@ impl Outbound {
         version: ProtocolVersion,
         now: Instant,
         out: &mut Vec<Packet>,
+        max: usize,
     ) {
+        let before = out.len();
         while let Some(front) = session.queued.front() {
+            if out.len() - before >= max {
+                return;
+            }
             if front.qos != QoS::AtMostOnce && self.held >= self.window {
                 return;
             }

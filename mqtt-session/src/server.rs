@@ -153,8 +153,9 @@ pub enum ServerEvent {
     /// [`ServerConnection::acknowledge`] with `packet_id` once it is safely
     /// routed (stored, where persistence requires it).
     Publish {
-        /// The message.
-        message: Message,
+        /// The message, in the `Arc` its deliveries share (made once here:
+        /// the event then moves as a pointer, not as the whole message).
+        message: Arc<Message>,
         /// Its identifier (QoS 1 and 2).
         packet_id: Option<PacketId>,
     },
@@ -319,6 +320,13 @@ impl ServerConnection {
         self.outbound.held()
     }
 
+    /// The event [`ServerConnection::poll_event`] would return next, left
+    /// in place (to handle some events as they come and leave others,
+    /// such as a CONNECT that waits for authentication, for later).
+    pub fn peek_event(&self) -> Option<&ServerEvent> {
+        self.events.front()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         let event = self.events.pop_front();
@@ -336,8 +344,10 @@ impl ServerConnection {
             self.transmit.clear();
             self.transmit_at = 0;
             if let (State::Connected, Some(session)) = (&self.state, self.session.as_mut()) {
+                // One at a time: each PUBLISH is made as it is asked for,
+                // so a long queue is never a long vector of packets.
                 self.outbound
-                    .send_queued(session, self.version, now, &mut self.transmit);
+                    .send_queued(session, self.version, now, &mut self.transmit, 1);
             }
             if self.transmit.is_empty() && self.transmit.capacity() > 0 {
                 // Nothing to send: an idle connection keeps no buffer.
@@ -605,7 +615,7 @@ impl ServerConnection {
                 let packet_id = p.packet_id;
                 if let Some(p) = self.inbound.on_publish(p, &mut self.transmit)? {
                     self.events.push_back(ServerEvent::Publish {
-                        message: Message::from_publish(p, now),
+                        message: Arc::new(Message::from_publish(p, now)),
                         packet_id,
                     });
                 }

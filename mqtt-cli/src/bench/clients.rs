@@ -146,11 +146,14 @@ pub(crate) async fn publisher(
             u64::MAX
         };
         let before = result.sent;
+        // One timestamp for the messages made in one go: they leave in
+        // the same write (and the clock is not read once per message).
+        let stamp = unix_nanos();
         while result.sent < due.min(limit)
             && client.unacknowledged() < window
             && client.buffered() < WRITE_HIGH_WATER
         {
-            let payload = payload(&mut arena, plan.size);
+            let payload = payload(&mut arena, plan.size, stamp);
             let topic = if topics.len() == 1 {
                 &topics[0]
             } else {
@@ -271,14 +274,14 @@ impl XorShift {
     }
 }
 
-/// A payload of `size` bytes whose first 8 are the time now, in
-/// nanoseconds since the UNIX epoch (big-endian). Payloads are cut from one
-/// buffer to spare an allocation per message.
-fn payload(arena: &mut BytesMut, size: usize) -> bytes::Bytes {
+/// A payload of `size` bytes whose first 8 are `now`, in nanoseconds
+/// since the UNIX epoch (big-endian). Payloads are cut from one buffer to
+/// spare an allocation per message.
+fn payload(arena: &mut BytesMut, size: usize, now: u64) -> bytes::Bytes {
     if arena.capacity() < size {
         arena.reserve(size.max(WRITE_HIGH_WATER));
     }
-    let ts = unix_nanos().to_be_bytes();
+    let ts = now.to_be_bytes();
     let head = size.min(8);
     arena.put_slice(&ts[..head]);
     arena.put_bytes(b'x', size - head);

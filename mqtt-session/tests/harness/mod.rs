@@ -554,7 +554,7 @@ impl Pair {
         self.server_events
             .iter()
             .filter_map(|e| match e {
-                ServerEvent::Publish { message, .. } => Some(message),
+                ServerEvent::Publish { message, .. } => Some(&**message),
                 _ => None,
             })
             .collect()
