@@ -243,11 +243,13 @@ impl Client {
     }
 
     fn decode_all(&mut self) {
+        // One clock read for everything one read brought.
+        let now = Instant::now();
         loop {
             match Packet::decode(&mut self.read_buf, self.version, &self.limits) {
                 Ok(Some(packet)) => {
                     // An error is acted on by the session (Closed event).
-                    let _ = self.conn.handle_packet(Instant::now(), packet);
+                    let _ = self.conn.handle_packet(now, packet);
                 }
                 Ok(None) => return,
                 Err(e) => {
