@@ -9,9 +9,13 @@
 //! socket allows.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -24,11 +28,6 @@ use mqtt_session::{
 };
 use mqtt_store::{Batch, StoreError};
 use mqtt_topic::{Subscription, TopicFilter, TopicName};
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -397,13 +396,9 @@ where
                         task.throttled = None;
                         task.decode(&mut rbuf);
                     }
-                    // A stall that timed out is resolved at the top of the loop.
-                    let next = [task.conn.poll_timeout(), task.throttled]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .map_or(tokio::time::Instant::from_std(now) + IDLE_TIMER, tokio::time::Instant::from_std);
-                    timer.as_mut().reset(next);
+                    // Parked; the top of the loop moves it to the next
+                    // deadline (and resolves a stall that timed out).
+                    timer.as_mut().reset(tokio::time::Instant::from_std(now) + IDLE_TIMER);
                 }
                 Some((ticket, result)) = async {
                     match commit_rx.as_mut() {
@@ -417,8 +412,7 @@ where
                     }
                 }
                 // Room in the queue a publication waits for (its time limit is
-                // the timer's).
-                // Boxed: only a stalled connection needs it.
+                // the timer's); boxed, as only a stalled connection needs it.
                 _ = async {
                     match &stall {
                         Some((h, size)) => Box::pin(wait_room(h, *size, &limits)).await,
@@ -846,68 +840,66 @@ impl Task<'_> {
 
     /// One event that needs no waiting.
     fn on_event(&mut self, event: ServerEvent) {
-        {
-            match event {
-                // Never here: process_events gives CONNECT to on_connect,
-                // and process_ready_events stops before it.
-                ServerEvent::Connect { .. } => {}
-                ServerEvent::Publish { message, packet_id } => self.on_publish(message, packet_id),
-                ServerEvent::Subscribe(s) => self.on_subscribe(s),
-                ServerEvent::Unsubscribed(u) => {
-                    if let Some(h) = &self.handle {
-                        let me = SessionRef(h.clone());
-                        let mut router = self
-                            .broker
-                            .router
-                            .write()
-                            .unwrap_or_else(|p| p.into_inner());
-                        for f in &u.filters {
-                            if router.unsubscribe(&me, f) {
-                                self.subscriptions = self.subscriptions.saturating_sub(1);
-                            }
-                        }
-                    }
-                    self.save_session();
-                }
-                ServerEvent::Delivered {
-                    packet_id,
-                    qos,
-                    tag,
-                } => {
-                    if self.persistent
-                        && let Some(client_id) = self.conn.client_id().cloned()
-                    {
-                        if qos == QoS::ExactlyOnce {
-                            self.batch().remove_inflight(&client_id, packet_id);
-                        } else if tag != 0 {
-                            self.batch().remove_queued(&client_id, tag);
+        match event {
+            // Never here: process_events gives CONNECT to on_connect,
+            // and process_ready_events stops before it.
+            ServerEvent::Connect { .. } => {}
+            ServerEvent::Publish { message, packet_id } => self.on_publish(message, packet_id),
+            ServerEvent::Subscribe(s) => self.on_subscribe(s),
+            ServerEvent::Unsubscribed(u) => {
+                if let Some(h) = &self.handle {
+                    let me = SessionRef(h.clone());
+                    let mut router = self
+                        .broker
+                        .router
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner());
+                    for f in &u.filters {
+                        if router.unsubscribe(&me, f) {
+                            self.subscriptions = self.subscriptions.saturating_sub(1);
                         }
                     }
                 }
-                ServerEvent::Released { packet_id } => {
-                    if self.persistent
-                        && let Some(client_id) = self.conn.client_id().cloned()
-                    {
-                        self.batch().remove_incoming_qos2(&client_id, packet_id);
-                        let ticket = self.commits.batch.as_ref().map_or(0, |(t, _)| *t);
-                        self.commits
-                            .after
-                            .entry(ticket)
-                            .or_default()
-                            .push(AfterCommit::Complete(packet_id));
-                    }
-                }
-                ServerEvent::Auth(_) => {
-                    // No enhanced authentication method is supported.
-                    self.conn.reject(
-                        now(),
-                        ReasonCode::BadAuthenticationMethod,
-                        ConnAckProperties::default(),
-                    );
-                    self.conn.close(now(), ReasonCode::BadAuthenticationMethod);
-                }
-                ServerEvent::Closed(closed) => self.on_closed(*closed),
+                self.save_session();
             }
+            ServerEvent::Delivered {
+                packet_id,
+                qos,
+                tag,
+            } => {
+                if self.persistent
+                    && let Some(client_id) = self.conn.client_id().cloned()
+                {
+                    if qos == QoS::ExactlyOnce {
+                        self.batch().remove_inflight(&client_id, packet_id);
+                    } else if tag != 0 {
+                        self.batch().remove_queued(&client_id, tag);
+                    }
+                }
+            }
+            ServerEvent::Released { packet_id } => {
+                if self.persistent
+                    && let Some(client_id) = self.conn.client_id().cloned()
+                {
+                    self.batch().remove_incoming_qos2(&client_id, packet_id);
+                    let ticket = self.commits.batch.as_ref().map_or(0, |(t, _)| *t);
+                    self.commits
+                        .after
+                        .entry(ticket)
+                        .or_default()
+                        .push(AfterCommit::Complete(packet_id));
+                }
+            }
+            ServerEvent::Auth(_) => {
+                // No enhanced authentication method is supported.
+                self.conn.reject(
+                    now(),
+                    ReasonCode::BadAuthenticationMethod,
+                    ConnAckProperties::default(),
+                );
+                self.conn.close(now(), ReasonCode::BadAuthenticationMethod);
+            }
+            ServerEvent::Closed(closed) => self.on_closed(*closed),
         }
     }
 

@@ -253,9 +253,9 @@ impl Outbound {
         }
     }
 
-    /// Moves queued messages into PUBLISH packets while the window allows.
-    /// Expired messages and messages larger than the peer accepts are
-    /// dropped and counted.
+    /// Moves queued messages into PUBLISH packets while the window allows,
+    /// at most `max` of them. Expired messages and messages larger than the
+    /// peer accepts are dropped and counted.
     pub(crate) fn send_queued(
         &mut self,
         session: &mut SessionState,

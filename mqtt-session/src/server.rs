@@ -909,9 +909,7 @@ impl ServerConnection {
 /// small will does not keep a whole read buffer alive for the connection's
 /// lifetime.
 fn detach_will(mut will: Will) -> Will {
-    let copy = |s: &MqttString| {
-        MqttString::from_bytes(bytes::Bytes::copy_from_slice(s.as_bytes())).unwrap_or_default()
-    };
+    let copy = MqttString::detached;
     will.topic = copy(&will.topic);
     will.payload = bytes::Bytes::copy_from_slice(&will.payload);
     let p = &mut will.properties;
