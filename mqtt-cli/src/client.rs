@@ -25,10 +25,12 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use mqtt_codec::{ConnAck, Connect, DecodeLimits, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use mqtt_codec::{
+    ConnAck, Connect, DecodeLimits, Disconnect, Packet, PacketType, ProtocolVersion, ReasonCode,
+};
 use mqtt_session::{
     ClientCloseReason, ClientConfig, ClientConnection, ClientEvent, DropReason, Message,
-    ProtocolError,
+    ProtocolError, Transmit,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -90,6 +92,8 @@ pub(crate) struct Client {
     io_error: Option<Option<io::Error>>,
     /// Why the session closed, once it has.
     closed: Option<ClientCloseReason>,
+    /// When the bytes waiting in `read_buf` were read.
+    read_at: Instant,
 }
 
 impl fmt::Debug for Client {
@@ -123,9 +127,10 @@ impl Client {
             write_buf: BytesMut::with_capacity(READ_CHUNK),
             io_error: None,
             closed: None,
+            read_at: Instant::now(),
         };
         loop {
-            match client.conn.poll_event() {
+            match client.poll_event() {
                 Some(ClientEvent::Connected(ack)) => return Ok((client, ack)),
                 Some(ClientEvent::Closed { reason, .. }) => {
                     client.closed = Some(reason.clone());
@@ -140,7 +145,16 @@ impl Client {
 
     /// The next event, if one is ready.
     pub(crate) fn poll_event(&mut self) -> Option<ClientEvent> {
-        let ev = self.conn.poll_event()?;
+        // Packets are decoded as events are asked for: what one read
+        // brought is never turned into a queue of events first.
+        let ev = loop {
+            if let Some(ev) = self.conn.poll_event() {
+                break ev;
+            }
+            if !self.decode_one() {
+                return None;
+            }
+        };
         if let ClientEvent::Closed { reason, .. } = &ev {
             self.closed = Some(reason.clone());
         }
@@ -156,8 +170,14 @@ impl Client {
     /// Queues a message; it is encoded at once if the server's Receive
     /// Maximum allows, else when an acknowledgement frees a slot.
     pub(crate) fn publish(&mut self, message: Message) -> Result<(), DropReason> {
+        self.publish_at(message, Instant::now())
+    }
+
+    /// [`Client::publish`] at `now`, for a caller that publishes many
+    /// messages in one go and reads the clock once for them.
+    pub(crate) fn publish_at(&mut self, message: Message, now: Instant) -> Result<(), DropReason> {
         self.conn.publish(message)?;
-        self.encode_pending();
+        self.encode_pending_at(now);
         Ok(())
     }
 
@@ -190,14 +210,22 @@ impl Client {
 
     /// Encodes every packet the session wants to send into the write buffer.
     fn encode_pending(&mut self) {
-        let now = Instant::now();
-        while let Some(packet) = self.conn.poll_transmit(now) {
-            if let Err(e) = encode(&packet, self.version, &mut self.write_buf) {
+        self.encode_pending_at(Instant::now());
+    }
+
+    fn encode_pending_at(&mut self, now: Instant) {
+        let (version, buf) = (self.version, &mut self.write_buf);
+        self.conn.transmit_with(now, |t| {
+            if let Err(e) = t.encode(version, buf) {
                 // Only a property too long for its length prefix can fail,
                 // and the user typed it: report it rather than send garbage.
-                tracing::error!("cannot encode {}: {e}", packet.packet_type());
+                let kind = match &t {
+                    Transmit::Packet(p) => p.packet_type(),
+                    Transmit::Publish(_) => PacketType::Publish,
+                };
+                tracing::error!("cannot encode {kind}: {e}");
             }
-        }
+        });
     }
 
     /// Waits for one thing to happen — bytes read, bytes written, or the
@@ -207,6 +235,9 @@ impl Client {
     /// left to write; session closure itself comes as
     /// [`ClientEvent::Closed`].
     pub(crate) async fn step(&mut self) -> Result<(), ClientError> {
+        // For a caller that did not ask for every event: what was read is
+        // handled before anything else is.
+        self.decode_all();
         self.encode_pending();
         // The caller has seen the Closed event by now (it drains events
         // between steps); a failed socket has nothing more to give.
@@ -233,7 +264,9 @@ impl Client {
             },
             r = self.reader.read_buf(&mut self.read_buf) => match r {
                 Ok(0) => self.lost(None),
-                Ok(_) => self.decode_all(),
+                // Decoded by `poll_event` (or the next step): the clock
+                // is read once for everything this read brought.
+                Ok(_) => self.read_at = Instant::now(),
                 Err(e) => self.lost(Some(e)),
             },
             () = sleep => self.conn.handle_timeout(Instant::now()),
@@ -242,21 +275,25 @@ impl Client {
         Ok(())
     }
 
+    /// Decodes what the reads brought and the caller has not asked for.
     fn decode_all(&mut self) {
-        // One clock read for everything one read brought.
-        let now = Instant::now();
-        loop {
-            match Packet::decode(&mut self.read_buf, self.version, &self.limits) {
-                Ok(Some(packet)) => {
-                    // An error is acted on by the session (Closed event).
-                    let _ = self.conn.handle_packet(now, packet);
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    self.conn.handle_decode_error(e);
-                    self.read_buf.clear();
-                    return;
-                }
+        while self.decode_one() {}
+    }
+
+    /// Hands the next complete packet read to the session; false if there
+    /// is none.
+    fn decode_one(&mut self) -> bool {
+        match Packet::decode(&mut self.read_buf, self.version, &self.limits) {
+            Ok(Some(packet)) => {
+                // An error is acted on by the session (Closed event).
+                let _ = self.conn.handle_packet(self.read_at, packet);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                self.conn.handle_decode_error(e);
+                self.read_buf.clear();
+                true
             }
         }
     }
@@ -319,15 +356,6 @@ impl Client {
             self.step().await?;
         }
     }
-}
-
-fn encode(
-    packet: &Packet,
-    version: ProtocolVersion,
-    buf: &mut BytesMut,
-) -> Result<(), mqtt_codec::EncodeError> {
-    buf.reserve(packet.encoded_len(version));
-    packet.encode(version, buf)
 }
 
 /// Connects to `endpoint` and completes the MQTT handshake within `timeout`.

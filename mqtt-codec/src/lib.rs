@@ -69,8 +69,8 @@ pub use codec::{CodecError, MqttCodec};
 pub use error::{DecodeError, EncodeError};
 pub use limits::DecodeLimits;
 pub use packet::{
-    Ack, Auth, ConnAck, Connect, Disconnect, Packet, Publish, SubAck, Subscribe, Subscription,
-    UnsubAck, Unsubscribe, Will,
+    Ack, Auth, ConnAck, Connect, Disconnect, Packet, Publish, PublishRef, SubAck, Subscribe,
+    Subscription, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,

@@ -894,13 +894,24 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
     /// `decode(encode(p)) == p`, the whole frame is consumed, and
-    /// `encoded_len` is what `encode` writes.
+    /// `encoded_len` is what `encode` writes; a PUBLISH lent as a
+    /// `PublishRef` encodes to the same bytes.
     #[test]
     fn every_packet_round_trips((version, packet) in versioned_packet()) {
         let wire = encode(&packet, version);
         prop_assert_eq!(wire.len(), packet.encoded_len(version));
         // A frame as the encoder writes it is canonical.
         check_reencoding(&packet, version, &wire);
+        // A PUBLISH encodes to the same bytes borrowed, and back to itself
+        // owned.
+        if let Packet::Publish(p) = &packet {
+            let borrowed = p.as_borrowed();
+            let mut lent = BytesMut::new();
+            borrowed.encode(version, &mut lent).unwrap();
+            prop_assert_eq!(&lent[..], &wire[..]);
+            prop_assert_eq!(borrowed.encoded_len(version), wire.len());
+            prop_assert_eq!(&borrowed.to_owned(), p);
+        }
 
         let mut buf = wire.clone();
         let decoded = Packet::decode(&mut buf, version, &DecodeLimits::UNLIMITED);

@@ -24,7 +24,7 @@ use mqtt_codec::{
 };
 use mqtt_session::{
     Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ServerConnection,
-    ServerEvent,
+    ServerEvent, Transmit,
 };
 use mqtt_store::{Batch, StoreError};
 use mqtt_topic::{Subscription, TopicFilter, TopicName};
@@ -109,6 +109,13 @@ struct Counts {
 }
 
 impl Counts {
+    /// A PUBLISH of `qos` carrying `size` bytes of topic and payload was sent.
+    fn sent_publish(&mut self, qos: QoS, size: usize) {
+        let q = qos as usize;
+        self.sent[q] += 1;
+        self.sent_bytes[q] = self.sent_bytes[q].saturating_add(size as u32);
+    }
+
     /// Adds what was counted to `stats` and starts again from zero.
     fn flush(&mut self, stats: &Stats) {
         let received: u64 = self.received.iter().map(|&n| u64::from(n)).sum();
@@ -609,12 +616,30 @@ impl Task<'_> {
 
     fn encode_transmit(&mut self) {
         let now = self.now;
+        let c = &self.commits;
+        if !self.persistent && c.held.is_empty() && (c.gate == 0 || c.done_up_to(c.gate)) {
+            // Nothing to store first and nothing held back: PUBLISH packets
+            // are encoded from the session's copy of each message.
+            let (wbuf, counts, version, peer) = (
+                &mut self.wbuf,
+                &mut self.counts,
+                self.conn.version(),
+                self.peer,
+            );
+            self.conn.transmit_with(now, |t| {
+                if let Transmit::Publish(p) = &t {
+                    counts.sent_publish(p.qos, p.topic.len() + p.payload.len());
+                }
+                if let Err(e) = wbuf.push_transmit(&t, version) {
+                    tracing::warn!(%peer, error = %e, "cannot encode packet");
+                }
+            });
+            return;
+        }
         while let Some(packet) = self.conn.poll_transmit(now) {
             if let Packet::Publish(p) = &packet {
-                let q = p.qos as usize;
-                self.counts.sent[q] += 1;
-                self.counts.sent_bytes[q] = self.counts.sent_bytes[q]
-                    .saturating_add((p.topic.len() + p.payload.len()) as u32);
+                self.counts
+                    .sent_publish(p.qos, p.topic.len() + p.payload.len());
             }
             if self.persistent {
                 self.store_outgoing(&packet);

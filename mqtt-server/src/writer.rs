@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use bytes::{Buf, Bytes, BytesMut};
-use mqtt_codec::{EncodeError, Packet, ProtocolVersion};
+use mqtt_codec::{EncodeError, Packet, ProtocolVersion, PublishRef};
+use mqtt_session::Transmit;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Payloads at least this large are referenced, not copied: below it one
@@ -47,18 +48,44 @@ impl WriteQueue {
         packet: &Packet,
         version: ProtocolVersion,
     ) -> Result<(), EncodeError> {
-        let before = self.tail.len();
         match packet {
-            Packet::Publish(p) if p.payload.len() >= SHARE_PAYLOAD_MIN => {
-                p.encode_header(version, &mut self.tail)?;
-                self.len += self.tail.len() - before + p.payload.len();
-                self.chunks.push_back(self.tail.split().freeze());
-                self.chunks.push_back(p.payload.clone());
-            }
+            Packet::Publish(p) => self.push_publish(p.as_borrowed(), version),
             _ => {
+                let before = self.tail.len();
                 packet.encode(version, &mut self.tail)?;
                 self.len += self.tail.len() - before;
+                Ok(())
             }
+        }
+    }
+
+    /// Appends one packet the session lends or gives.
+    pub(crate) fn push_transmit(
+        &mut self,
+        transmit: &Transmit<'_>,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
+        match transmit {
+            Transmit::Publish(p) => self.push_publish(*p, version),
+            Transmit::Packet(p) => self.push(p, version),
+        }
+    }
+
+    #[inline]
+    fn push_publish(
+        &mut self,
+        p: PublishRef<'_>,
+        version: ProtocolVersion,
+    ) -> Result<(), EncodeError> {
+        let before = self.tail.len();
+        if p.payload.len() >= SHARE_PAYLOAD_MIN {
+            p.encode_header(version, &mut self.tail)?;
+            self.len += self.tail.len() - before + p.payload.len();
+            self.chunks.push_back(self.tail.split().freeze());
+            self.chunks.push_back(p.payload.clone());
+        } else {
+            p.encode(version, &mut self.tail)?;
+            self.len += self.tail.len() - before;
         }
         Ok(())
     }

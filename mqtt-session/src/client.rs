@@ -12,7 +12,7 @@ use mqtt_codec::{
 
 use crate::error::ProtocolError;
 use crate::inbound::Inbound;
-use crate::outbound::{AckOutcome, Outbound};
+use crate::outbound::{AckOutcome, Outbound, Transmit};
 use crate::state::{Delivery, DropReason, Message, QueueLimits, SessionState};
 
 /// What a client accepts from its server.
@@ -220,19 +220,46 @@ impl ClientConnection {
             if self.is_connected()
                 && let Some(session) = self.session.as_mut()
             {
-                self.outbound.send_queued(
-                    session,
-                    self.version,
-                    now,
-                    &mut self.transmit,
-                    usize::MAX,
-                );
+                let transmit = &mut self.transmit;
+                self.outbound
+                    .send_queued(session, self.version, now, usize::MAX, |p| {
+                        transmit.push(Packet::Publish(p.to_owned()));
+                    });
             }
         }
         let p = self.transmit.get_mut(self.transmit_at)?;
         self.transmit_at += 1;
         self.last_sent = now;
         Some(std::mem::replace(p, Packet::PingReq))
+    }
+
+    /// Hands every packet there is to write to `f`, in order: the same
+    /// packets as [`ClientConnection::poll_transmit`] until it returns
+    /// `None`, but the PUBLISH of a queued message is lent
+    /// ([`Transmit::Publish`]) rather than built: encoding it from the
+    /// session's copy clones nothing.
+    pub fn transmit_with(&mut self, now: Instant, mut f: impl FnMut(Transmit<'_>)) {
+        let mut sent = false;
+        while self.transmit_at < self.transmit.len() {
+            let p = &self.transmit[self.transmit_at];
+            self.transmit_at += 1;
+            sent = true;
+            f(Transmit::Packet(p));
+        }
+        self.transmit.clear();
+        self.transmit_at = 0;
+        if self.is_connected()
+            && let Some(session) = self.session.as_mut()
+        {
+            self.outbound
+                .send_queued(session, self.version, now, usize::MAX, |p| {
+                    sent = true;
+                    f(Transmit::Publish(p));
+                });
+        }
+        if sent {
+            self.last_sent = now;
+        }
     }
 
     /// When [`ClientConnection::handle_timeout`] must be called next.

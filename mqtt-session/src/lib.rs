@@ -61,6 +61,7 @@ mod state;
 
 pub use client::{ClientCloseReason, ClientConfig, ClientConnection, ClientEvent};
 pub use error::ProtocolError;
+pub use outbound::Transmit;
 pub use server::{
     Accept, CloseReason, Closed, ScheduledWill, ServerConfig, ServerConnection, ServerEvent,
 };

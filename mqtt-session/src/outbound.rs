@@ -13,9 +13,46 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use mqtt_codec::{Ack, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
+use mqtt_codec::{
+    Ack, MqttString, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, PublishRef,
+    QoS, ReasonCode,
+};
 
 use crate::state::{Delivery, DropReason, Inflight, InflightStage, SessionState};
+
+/// A packet to write, as `transmit_with` of either role lends it.
+#[derive(Debug, Clone, Copy)]
+pub enum Transmit<'a> {
+    /// A packet the connection made: an acknowledgement, CONNACK, PINGRESP,
+    /// a resent PUBLISH...
+    Packet(&'a Packet),
+    /// The PUBLISH of a queued message, lent from the session's own copy
+    /// of it: encoded from there, nothing of it is cloned.
+    Publish(PublishRef<'a>),
+}
+
+impl Transmit<'_> {
+    /// Encodes the packet, as [`Packet::encode`] would the owned one.
+    #[inline]
+    pub fn encode(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut impl bytes::BufMut,
+    ) -> Result<(), mqtt_codec::EncodeError> {
+        match self {
+            Transmit::Packet(p) => p.encode(version, buf),
+            Transmit::Publish(p) => p.encode(version, buf),
+        }
+    }
+
+    /// The packet, owned (a clone: reference counts, no byte copied).
+    pub fn to_packet(&self) -> Packet {
+        match self {
+            Transmit::Packet(p) => (*p).clone(),
+            Transmit::Publish(p) => Packet::Publish(p.to_owned()),
+        }
+    }
+}
 
 /// What holds a packet identifier.
 #[derive(Debug)]
@@ -212,6 +249,7 @@ impl Outbound {
         }
     }
 
+    /// The PUBLISH of a resent message, owned (resumption is rare).
     fn publish_packet(
         &mut self,
         d: &Delivery,
@@ -219,54 +257,66 @@ impl Outbound {
         version: ProtocolVersion,
         now: Instant,
     ) -> Publish {
+        let mut custom = PublishProperties::default();
+        let how = self.shape(d, version, now, &mut custom);
+        lend(d, packet_id, version, &how, &custom).to_owned()
+    }
+
+    /// How `d` is sent to this peer: with its topic or its alias, with its
+    /// own properties or with `custom` ones, made here (subscription
+    /// identifiers, the expiry left, the alias), MQTT 5.0 only.
+    #[inline]
+    fn shape(
+        &mut self,
+        d: &Delivery,
+        version: ProtocolVersion,
+        now: Instant,
+        custom: &mut PublishProperties,
+    ) -> Shape {
+        let mut how = Shape::default();
+        if !version.is_v5() {
+            return how;
+        }
         let m = &d.message;
-        let mut properties = if version.is_v5() {
-            m.properties.clone()
-        } else {
-            Default::default()
-        };
-        let mut topic = m.topic.clone();
-        if version.is_v5() {
-            properties.subscription_identifiers = d.subscription_ids.clone();
-            // The remaining lifetime, rounded up so a message is never
-            // reported expired before it is [MQTT-3.3.2-6].
-            if let Some(at) = m.expires_at {
-                let left = at.saturating_duration_since(now);
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                properties.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
-            }
-            if let Some((alias, known)) = self.aliases.get(&m.topic) {
-                properties.topic_alias = std::num::NonZeroU16::new(alias);
-                if known {
-                    topic = MqttString::new();
-                }
-            }
+        let alias = self.aliases.get(&m.topic);
+        if d.subscription_ids.is_empty() && m.expires_at.is_none() && alias.is_none() {
+            return how;
         }
-        Publish {
-            dup: false,
-            qos: d.qos,
-            retain: d.retain,
-            topic,
-            packet_id,
-            properties,
-            payload: m.payload.clone(),
+        *custom = m.properties.clone();
+        custom.subscription_identifiers = d.subscription_ids.clone();
+        // The remaining lifetime, rounded up so a message is never
+        // reported expired before it is [MQTT-3.3.2-6].
+        if let Some(at) = m.expires_at {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            custom.message_expiry_interval = Some(u32::try_from(secs).unwrap_or(u32::MAX));
         }
+        if let Some((alias, known)) = alias {
+            custom.topic_alias = std::num::NonZeroU16::new(alias);
+            how.alias_known = known;
+            how.alias_bound = !known;
+        }
+        how.custom = true;
+        how
     }
 
     /// Moves queued messages into PUBLISH packets while the window allows,
-    /// at most `max` of them. Expired messages and messages larger than the
-    /// peer accepts are dropped and counted.
+    /// at most `max` of them, and hands each to `out`. Expired messages
+    /// and messages larger than the peer accepts are dropped and counted.
     pub(crate) fn send_queued(
         &mut self,
         session: &mut SessionState,
         version: ProtocolVersion,
         now: Instant,
-        out: &mut Vec<Packet>,
         max: usize,
+        mut out: impl FnMut(PublishRef<'_>),
     ) {
-        let before = out.len();
+        // Made per message when a peer needs its own properties; on the
+        // stack, not in the connection, which an idle client keeps.
+        let mut custom = PublishProperties::default();
+        let mut sent = 0;
         while let Some(front) = session.queued.front() {
-            if out.len() - before >= max {
+            if sent >= max {
                 return;
             }
             if front.qos != QoS::AtMostOnce && self.held >= self.window {
@@ -292,8 +342,9 @@ impl Outbound {
                     }
                 }
             };
-            let publish = self.publish_packet(&d, packet_id, version, now);
-            if publish.encoded_len(version) > self.max_packet_size as usize {
+            let how = self.shape(&d, version, now, &mut custom);
+            let size = lend(&d, packet_id, version, &how, &custom).encoded_len(version);
+            if size > self.max_packet_size as usize {
                 // Discarded as if sent [MQTT-3.1.2-25]: the identifier is
                 // given back and no acknowledgement is awaited.
                 session.drops.count(DropReason::TooLarge, d.qos);
@@ -302,22 +353,27 @@ impl Outbound {
                 }
                 // An alias bound by a packet never sent is unknown to the
                 // peer: unbind it (it is the newest, so numbering holds).
-                if !publish.topic.is_empty() && publish.properties.topic_alias.is_some() {
-                    self.aliases.by_topic.remove(&publish.topic);
+                if how.alias_bound {
+                    self.aliases.by_topic.remove(&d.message.topic);
                 }
                 continue;
             }
-            if let Some(id) = packet_id {
-                let tag = d.tag;
-                self.slots[usize::from(id.get()) - 1] = Some(Slot {
-                    stage: Use::Message(InflightStage::Published(d)),
-                    seq: self.next_seq,
-                    tag,
-                });
-                self.next_seq += 1;
-                self.held += 1;
+            sent += 1;
+            let Some(id) = packet_id else {
+                out(lend(&d, None, version, &how, &custom));
+                continue;
+            };
+            let tag = d.tag;
+            let slot = self.slots[usize::from(id.get()) - 1].insert(Slot {
+                stage: Use::Message(InflightStage::Published(d)),
+                seq: self.next_seq,
+                tag,
+            });
+            self.next_seq += 1;
+            self.held += 1;
+            if let Use::Message(InflightStage::Published(d)) = &slot.stage {
+                out(lend(d, packet_id, version, &how, &custom));
             }
-            out.push(Packet::Publish(publish));
         }
     }
 
@@ -416,5 +472,46 @@ impl Outbound {
             }
             _ => AckOutcome::Unknown,
         }
+    }
+}
+
+/// How a message is sent to one peer (see [`Outbound::shape`]).
+#[derive(Debug, Default)]
+struct Shape {
+    /// The properties are the custom ones, not the message's.
+    custom: bool,
+    /// The peer knows the topic's alias: the topic is left out.
+    alias_known: bool,
+    /// This packet binds a new alias to the topic.
+    alias_bound: bool,
+}
+
+/// No topic: the peer knows the alias.
+static NO_TOPIC: MqttString = MqttString::new();
+
+/// The PUBLISH of `d`, borrowed from it (and from `custom`, if the shape
+/// says so).
+#[inline(always)]
+fn lend<'a>(
+    d: &'a Delivery,
+    packet_id: Option<PacketId>,
+    version: ProtocolVersion,
+    how: &Shape,
+    custom: &'a PublishProperties,
+) -> PublishRef<'a> {
+    let m = &*d.message;
+    PublishRef {
+        dup: false,
+        qos: d.qos,
+        retain: d.retain,
+        topic: if how.alias_known { &NO_TOPIC } else { &m.topic },
+        packet_id,
+        // 3.1.1 writes no properties: the message's are not looked at.
+        properties: if how.custom || !version.is_v5() {
+            custom
+        } else {
+            &m.properties
+        },
+        payload: &m.payload,
     }
 }

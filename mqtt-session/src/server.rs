@@ -11,7 +11,7 @@ use mqtt_codec::{
 
 use crate::error::ProtocolError;
 use crate::inbound::{Inbound, PubRelOutcome};
-use crate::outbound::{AckOutcome, Outbound};
+use crate::outbound::{AckOutcome, Outbound, Transmit};
 use crate::state::{
     Delivery, DropReason, InflightStage, Message, QueueLimits, SessionState, SubscriptionRecord,
 };
@@ -346,8 +346,11 @@ impl ServerConnection {
             if let (State::Connected, Some(session)) = (&self.state, self.session.as_mut()) {
                 // One at a time: each PUBLISH is made as it is asked for,
                 // so a long queue is never a long vector of packets.
+                let transmit = &mut self.transmit;
                 self.outbound
-                    .send_queued(session, self.version, now, &mut self.transmit, 1);
+                    .send_queued(session, self.version, now, 1, |p| {
+                        transmit.push(Packet::Publish(p.to_owned()));
+                    });
             }
             if self.transmit.is_empty() && self.transmit.capacity() > 0 {
                 // Nothing to send: an idle connection keeps no buffer.
@@ -357,6 +360,32 @@ impl ServerConnection {
         let p = self.transmit.get_mut(self.transmit_at)?;
         self.transmit_at += 1;
         Some(std::mem::replace(p, Packet::PingResp))
+    }
+
+    /// Hands every packet there is to write to `f`, in order: the same
+    /// packets as [`ServerConnection::poll_transmit`] until it returns
+    /// `None`, but the PUBLISH of a queued message is lent
+    /// ([`Transmit::Publish`]) rather than built: encoding it from the
+    /// session's copy clones nothing.
+    pub fn transmit_with(&mut self, now: Instant, mut f: impl FnMut(Transmit<'_>)) {
+        let had = self.transmit_at < self.transmit.len();
+        while self.transmit_at < self.transmit.len() {
+            let p = &self.transmit[self.transmit_at];
+            self.transmit_at += 1;
+            f(Transmit::Packet(p));
+        }
+        self.transmit.clear();
+        self.transmit_at = 0;
+        if !had && self.transmit.capacity() > 0 {
+            // Nothing to send: an idle connection keeps no buffer.
+            self.transmit = Vec::new();
+        }
+        if let (State::Connected, Some(session)) = (&self.state, self.session.as_mut()) {
+            self.outbound
+                .send_queued(session, self.version, now, usize::MAX, |p| {
+                    f(Transmit::Publish(p));
+                });
+        }
     }
 
     /// When [`ServerConnection::handle_timeout`] must be called next.

@@ -1800,3 +1800,90 @@ fn v3_1_1_client_is_not_held_to_the_server_receive_maximum() {
     assert!(!pair.server.is_closed());
     assert_eq!(pair.server_payloads().len(), 5);
 }
+
+// ---- lent and built PUBLISH packets ---------------------------------------------------------
+
+/// `transmit_with` lends queued messages where `poll_transmit` builds
+/// packets: both must write the same bytes, whatever shaping a message
+/// needs for this client (topic alias bound then used, subscription
+/// identifiers, remaining expiry [MQTT-3.3.2-6], a message too large for
+/// the client dropped [MQTT-3.1.2-25], QoS 0/1/2 with packet identifiers).
+#[test]
+fn lent_and_built_publish_packets_are_the_same_bytes() {
+    for version in [ProtocolVersion::V5, ProtocolVersion::V3_1_1] {
+        let mut setup = if version.is_v5() {
+            Setup::v5("c1")
+        } else {
+            Setup::v3("c1")
+        };
+        setup.client.max_packet_size = 200;
+        let mut built = Pair::connected(setup.clone());
+        let mut lent = Pair::connected(setup);
+        let base = built.now;
+        let mut deliveries = Vec::new();
+        for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .cycle()
+            .take(9)
+            .enumerate()
+        {
+            let topic = ["a/1", "a/2", "a/1"][i % 3];
+            let payload = if i == 4 {
+                "x".repeat(300)
+            } else {
+                format!("m{i}")
+            };
+            let mut m = message(topic, &payload, qos);
+            if i % 2 == 1 {
+                m.expires_at = Some(base + Duration::from_millis(90_500));
+            }
+            let mut d = Delivery::new(Arc::new(m), qos);
+            if i % 3 == 2 {
+                d.subscription_ids
+                    .push(mqtt_codec::SubscriptionId::new(7).unwrap());
+            }
+            d.retain = i == 5;
+            deliveries.push(d);
+        }
+        for pair in [&mut built, &mut lent] {
+            pair.now = base + secs(10);
+            for d in &deliveries {
+                pair.deliver(d.clone()).unwrap();
+            }
+        }
+        let before = built.sent.len();
+        // One packet at a time: `poll_transmit`.
+        while built.write(Side::Server, 1) > 0 {}
+        // All at once: `transmit_with`.
+        lent.write(Side::Server, usize::MAX);
+        let wire = |pair: &Pair| -> Vec<u8> {
+            let mut out = BytesMut::new();
+            for (_, p) in pair.sent[before..]
+                .iter()
+                .filter(|(s, _)| *s == Side::Server)
+            {
+                p.encode(version, &mut out).unwrap();
+            }
+            out.to_vec()
+        };
+        // 3.1.1 has no Maximum Packet Size to tell the server.
+        let too_large = usize::from(version.is_v5());
+        assert_eq!(built.sent.len() - before, 9 - too_large, "{version}");
+        assert_eq!(wire(&built), wire(&lent), "{version}");
+        let publishes = built.publishes_sent_by(Side::Server);
+        if version.is_v5() {
+            assert!(
+                publishes.iter().any(|p| p.topic.is_empty()),
+                "an alias is used"
+            );
+            assert!(
+                publishes
+                    .iter()
+                    .any(|p| p.properties.message_expiry_interval == Some(81))
+            );
+        }
+        let drops = |pair: &Pair| pair.server.session().unwrap().drops.too_large;
+        assert_eq!(drops(&built), too_large as u64);
+        assert_eq!(drops(&lent), too_large as u64);
+    }
+}

@@ -160,7 +160,7 @@ pub(crate) async fn publisher(
                 &topics[rng.below(topics.len())]
             };
             let message = Message::new(topic.clone(), payload, plan.qos, false);
-            if client.publish(message).is_err() {
+            if client.publish_at(message, now).is_err() {
                 // The session's own queue is full: wait for the socket.
                 break;
             }

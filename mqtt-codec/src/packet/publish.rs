@@ -109,35 +109,27 @@ impl Publish {
         })))
     }
 
+    /// The same packet, borrowed: what the encoding functions work on.
     #[inline(always)]
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        if (self.qos == QoS::AtMostOnce) == self.packet_id.is_some() {
-            return Err(EncodeError::PacketIdMismatch {
-                qos: self.qos,
-                has_id: self.packet_id.is_some(),
-            });
+    pub fn as_borrowed(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
         }
-        self.properties.check()
     }
 
-    fn header_body_len(&self, version: ProtocolVersion, props: usize) -> usize {
-        let mut len = 2 + self.topic.len();
-        if self.packet_id.is_some() {
-            len += 2;
-        }
-        if version.is_v5() {
-            len += props_block_len(props);
-        }
-        len
+    #[inline(always)]
+    pub(crate) fn check(&self) -> Result<(), EncodeError> {
+        self.as_borrowed().check()
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
-        let props = if version.is_v5() {
-            self.properties.len()
-        } else {
-            0
-        };
-        self.header_body_len(version, props) + self.payload.len()
+        self.as_borrowed().body_len(version)
     }
 
     /// Writes everything but the payload: fixed header, topic, packet
@@ -158,6 +150,121 @@ impl Publish {
     /// let frame = header.freeze().chain(msg.payload.clone());
     /// assert_eq!(frame.remaining(), msg.encoded_len(ProtocolVersion::V3_1_1));
     /// ```
+    #[inline]
+    pub fn encode_header(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut impl BufMut,
+    ) -> Result<usize, EncodeError> {
+        self.as_borrowed().encode_header(version, buf)
+    }
+
+    /// The number of bytes the whole packet takes when encoded.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        self.as_borrowed().encoded_len(version)
+    }
+}
+
+/// A PUBLISH whose topic, properties and payload are borrowed: it encodes
+/// to exactly the bytes of the [`Publish`] with the same fields.
+///
+/// A sender that keeps messages of its own (a broker's queue, a client's
+/// session) can encode each one from where it lies, without building a
+/// [`Publish`]: no reference count of the shared topic and payload is
+/// touched, and nothing is moved.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use mqtt_codec::{MqttString, Packet, ProtocolVersion, Publish, PublishProperties, PublishRef, QoS};
+///
+/// let topic = MqttString::from_static("a/b");
+/// let payload = Bytes::from_static(b"hello");
+/// let properties = PublishProperties::default();
+/// let borrowed = PublishRef {
+///     dup: false,
+///     qos: QoS::AtMostOnce,
+///     retain: false,
+///     topic: &topic,
+///     packet_id: None,
+///     properties: &properties,
+///     payload: &payload,
+/// };
+/// let mut a = BytesMut::new();
+/// borrowed.encode(ProtocolVersion::V5, &mut a).unwrap();
+/// let mut b = BytesMut::new();
+/// Packet::Publish(Publish::new(topic, payload)).encode(ProtocolVersion::V5, &mut b).unwrap();
+/// assert_eq!(a, b);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct PublishRef<'a> {
+    /// DUP: this may be a re-delivery. Always false at QoS 0 [MQTT-3.3.1-2].
+    pub dup: bool,
+    /// Quality of service.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// The topic name; empty in MQTT 5.0 when a topic alias stands for it.
+    pub topic: &'a MqttString,
+    /// Present exactly when `qos` is 1 or 2 [MQTT-2.2.1-2].
+    pub packet_id: Option<PacketId>,
+    /// PUBLISH properties (v5; not written in 3.1.1).
+    pub properties: &'a PublishProperties,
+    /// The application message.
+    pub payload: &'a Bytes,
+}
+
+impl PublishRef<'_> {
+    /// An owned [`Publish`] with the same fields (the topic, properties
+    /// and payload are cloned: reference counts, no byte copied).
+    pub fn to_owned(&self) -> Publish {
+        Publish {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic.clone(),
+            packet_id: self.packet_id,
+            properties: self.properties.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+
+    #[inline(always)]
+    fn flags(&self) -> u8 {
+        (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
+    }
+
+    #[inline(always)]
+    fn check(&self) -> Result<(), EncodeError> {
+        if (self.qos == QoS::AtMostOnce) == self.packet_id.is_some() {
+            return Err(EncodeError::PacketIdMismatch {
+                qos: self.qos,
+                has_id: self.packet_id.is_some(),
+            });
+        }
+        self.properties.check()
+    }
+
+    fn header_body_len(&self, version: ProtocolVersion, props: usize) -> usize {
+        let mut len = 2 + self.topic.len();
+        if self.packet_id.is_some() {
+            len += 2;
+        }
+        if version.is_v5() {
+            len += props_block_len(props);
+        }
+        len
+    }
+
+    fn body_len(&self, version: ProtocolVersion) -> usize {
+        let props = if version.is_v5() {
+            self.properties.len()
+        } else {
+            0
+        };
+        self.header_body_len(version, props) + self.payload.len()
+    }
+
+    /// Writes everything but the payload, as [`Publish::encode_header`].
     #[inline]
     pub fn encode_header(
         &self,
@@ -193,6 +300,19 @@ impl Publish {
             self.properties.encode(props, buf);
         }
         Ok(self.payload.len())
+    }
+
+    /// Encodes the whole packet, as [`Packet::encode`] does the owned one.
+    /// Nothing is written if an error is returned.
+    #[inline]
+    pub fn encode(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut impl BufMut,
+    ) -> Result<(), EncodeError> {
+        self.encode_header(version, buf)?;
+        buf.put_slice(self.payload);
+        Ok(())
     }
 
     /// The number of bytes the whole packet takes when encoded.

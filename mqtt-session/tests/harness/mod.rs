@@ -201,8 +201,28 @@ impl Pair {
 
     // ---- moving packets -------------------------------------------------
 
-    /// Writes up to `max` packets of `side` onto the wire.
+    /// Writes up to `max` packets of `side` onto the wire. Writing all
+    /// (`usize::MAX`, as [`Pair::drive`] does) goes through `transmit_with`,
+    /// which lends queued messages; fewer, through `poll_transmit`: so the
+    /// flows exercise both, and each must write what the other would.
     pub fn write(&mut self, side: Side, max: usize) -> usize {
+        if max == usize::MAX {
+            let mut packets = Vec::new();
+            let now = self.now;
+            match side {
+                Side::Client => self
+                    .client
+                    .transmit_with(now, |t| packets.push(t.to_packet())),
+                Side::Server => self
+                    .server
+                    .transmit_with(now, |t| packets.push(t.to_packet())),
+            }
+            let n = packets.len();
+            for packet in packets {
+                self.put_on_wire(side, packet);
+            }
+            return n;
+        }
         let mut n = 0;
         while n < max {
             let packet = match side {
