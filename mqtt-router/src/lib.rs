@@ -29,8 +29,8 @@
 //! router.route(&TopicName::new("sensors/7/temp").unwrap(), Some(&3), |_| true, &mut targets);
 //! targets.sort_by_key(|t| t.session);
 //! assert_eq!(targets.len(), 2);
-//! assert_eq!((targets[0].session, targets[0].qos), (1, QoS::AtLeastOnce));
-//! assert_eq!((targets[1].session, targets[1].qos), (2, QoS::AtMostOnce));
+//! assert_eq!((*targets[0].session, targets[0].qos), (1, QoS::AtLeastOnce));
+//! assert_eq!((*targets[1].session, targets[1].qos), (2, QoS::AtMostOnce));
 //! ```
 
 mod retained;

@@ -74,6 +74,19 @@ pub struct Target<K> {
     pub shared: Option<MqttString>,
 }
 
+impl<K: Clone> Target<&K> {
+    /// The same target, owning its session.
+    pub fn cloned(self) -> Target<K> {
+        Target {
+            session: self.session.clone(),
+            qos: self.qos,
+            retain_as_published: self.retain_as_published,
+            subscription_ids: self.subscription_ids,
+            shared: self.shared,
+        }
+    }
+}
+
 /// What [`Router::subscribe`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribeOutcome {
@@ -211,12 +224,15 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
     /// chosen, round robin, among those `available` accepts (e.g. connected
     /// ones); if none is, the next in turn is chosen anyway, so the message
     /// waits in its queue rather than being lost.
-    pub fn route(
-        &self,
+    ///
+    /// Targets borrow their session from the router: routing touches no
+    /// reference count (see [`Target::cloned`] to keep one).
+    pub fn route<'a>(
+        &'a self,
         topic: &TopicName,
         publisher: Option<&K>,
         available: impl Fn(&K) -> bool,
-        out: &mut Vec<Target<K>>,
+        out: &mut Vec<Target<&'a K>>,
     ) {
         out.clear();
         self.plain.match_topic(topic, |session, e| {
@@ -247,7 +263,7 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
         let group_name = MqttString::try_from(s.group()).ok()?;
         let group = self.shared.get(s.filter(), &group_name)?;
         let (session, e) = group.pick(Some(leaving), available)?;
-        Some(target(session, e, Some(&group.share)))
+        Some(target(session.clone(), e, Some(&group.share)))
     }
 
     /// Every subscription, for inspection: (session, filter, QoS).
@@ -256,9 +272,9 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
     }
 }
 
-fn target<K: Clone>(session: &K, e: &Entry, shared: Option<&MqttString>) -> Target<K> {
+fn target<S>(session: S, e: &Entry, shared: Option<&MqttString>) -> Target<S> {
     Target {
-        session: session.clone(),
+        session,
         qos: e.options.qos,
         retain_as_published: e.options.retain_as_published,
         subscription_ids: e.id.into_iter().collect(),

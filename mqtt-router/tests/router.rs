@@ -25,6 +25,7 @@ fn opts(qos: QoS) -> SubscriptionOptions {
 fn route(r: &Router<u32>, topic: &str, publisher: Option<u32>) -> Vec<Target<u32>> {
     let mut out = Vec::new();
     r.route(&t(topic), publisher.as_ref(), |_| true, &mut out);
+    let mut out: Vec<Target<u32>> = out.into_iter().map(Target::cloned).collect();
     out.sort_by_key(|t| t.session);
     out
 }
@@ -142,7 +143,7 @@ fn shared_subscription_prefers_available_members() {
         let mut out = Vec::new();
         r.route(&t("t"), None, |s| *s == 2, &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].session, 2);
+        assert_eq!(*out[0].session, 2);
     }
 }
 

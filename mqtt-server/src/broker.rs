@@ -23,10 +23,39 @@ use crate::stats::Stats;
 
 thread_local! {
     /// Routing scratch space, reused so that routing a message allocates
-    /// nothing once it has grown to the usual fan-out.
-    static TARGETS: RefCell<Vec<Target<SessionRef>>> = const { RefCell::new(Vec::new()) };
-    /// The deliveries made of them, likewise.
-    static DELIVERIES: RefCell<Vec<(SessionRef, Delivery)>> = const { RefCell::new(Vec::new()) };
+    /// nothing once it has grown to the usual fan-out. Kept empty between
+    /// uses, as vectors of a key of the same size as the `&SessionRef` the
+    /// router lends (see [`recycle`]).
+    static TARGETS: RefCell<Vec<Target<usize>>> = const { RefCell::new(Vec::new()) };
+    /// The deliveries made of them, with a store (likewise).
+    static DELIVERIES: RefCell<Vec<(usize, Delivery)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty vector with `v`'s allocation, of another element type of the
+/// same size and alignment (otherwise a new empty vector): how scratch
+/// space of borrowed elements outlives the borrows of one call.
+fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    // Collecting a vector's own iterator reuses its buffer; with nothing
+    // in it the closure never runs.
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
+}
+
+/// The delivery of `message` to one routed target, and its session.
+fn delivery<'a>(t: Target<&'a SessionRef>, message: &Arc<Message>) -> (&'a SessionRef, Delivery) {
+    let d = Delivery {
+        qos: t.qos.min(message.qos),
+        // Established subscriptions get RETAIN 0 unless they asked for
+        // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+        retain: message.retain && t.retain_as_published,
+        subscription_ids: t.subscription_ids,
+        shared_group: t.shared,
+        message: message.clone(),
+        tag: 0,
+    };
+    (t.session, d)
 }
 
 /// Called once a publication's batch is durable, or has failed.
@@ -135,7 +164,7 @@ impl Broker {
         &self,
         topic: &TopicName,
         message: Arc<Message>,
-        how: Publishing<'_>,
+        mut how: Publishing<'_>,
         now: Instant,
     ) -> Routed {
         let mut batch = self.persist.as_ref().map(|_| Persist::batch(now));
@@ -164,81 +193,93 @@ impl Broker {
         if let (Some(b), Some(id), Some(me)) = (batch.as_mut(), how.incoming_qos2, publisher) {
             b.add_incoming_qos2(&me.0.client_id, id);
         }
-        DELIVERIES.with(|cell| {
-            let mut deliveries = cell.borrow_mut();
-            let matched = TARGETS.with(|cell| {
-                let mut targets = cell.borrow_mut();
-                {
-                    let router = self.router.read().unwrap_or_else(|p| p.into_inner());
-                    router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
-                }
-                let mut n = targets.len();
-                // Only with an ACL: the subscriber may not read every topic its
-                // filters match.
-                if self.security.acl_in_use() {
-                    targets.retain(|t| t.session.0.may_read(topic.as_str()));
-                    let denied = n - targets.len();
-                    Stats::add(&self.stats.dropped_acl_read, denied as u64);
-                    n -= denied;
-                }
-                for t in targets.drain(..) {
-                    let mut delivery = Delivery {
-                        qos: t.qos.min(message.qos),
-                        // Established subscriptions get RETAIN 0 unless they
-                        // asked for Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
-                        retain: message.retain && t.retain_as_published,
-                        subscription_ids: t.subscription_ids,
-                        shared_group: t.shared,
-                        message: message.clone(),
-                        tag: 0,
-                    };
-                    let handle = &t.session.0;
-                    if let Some(b) = batch.as_mut()
-                        && delivery.qos != QoS::AtMostOnce
-                        && handle.is_persistent()
-                    {
-                        delivery.tag = handle.take_seq();
-                        b.append_queued(&handle.client_id, delivery.tag, &delivery);
-                    }
-                    deliveries.push((t.session, delivery));
-                }
-                n
-            });
+        // Held until every delivery is in its mailbox: targets borrow their
+        // session from the router, so routing touches no reference count.
+        // Nothing here waits, and only SUBSCRIBE and UNSUBSCRIBE wait for it.
+        let router = self.router.read().unwrap_or_else(|p| p.into_inner());
+        TARGETS.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            let mut targets: Vec<Target<&SessionRef>> = recycle(std::mem::take(&mut *scratch));
+            router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
+            let mut matched = targets.len();
+            // Only with an ACL: the subscriber may not read every topic its
+            // filters match.
+            if self.security.acl_in_use() {
+                targets.retain(|t| t.session.0.may_read(topic.as_str()));
+                let denied = matched - targets.len();
+                Stats::add(&self.stats.dropped_acl_read, denied as u64);
+                matched -= denied;
+            }
             let mut routed = Routed {
                 matched,
                 ..Routed::default()
             };
-            if let (Some(persist), Some(b)) = (&self.persist, batch)
-                && !b.is_empty()
-            {
-                match how.done {
-                    Some(done) => {
-                        persist.submit(b, done);
-                        routed.committing = true;
-                    }
-                    None => persist.submit_logged(b),
-                }
-            }
             let mut forget = None;
-            let mut queued = 0;
-            for (session, delivery) in deliveries.drain(..) {
-                let handle = session.0;
-                if how.may_block && handle.is_connected() && !handle.is_congested() {
-                    match self.try_push(&handle, delivery) {
-                        Ok(()) => queued += 1,
-                        Err(d) => routed.blocked.push((handle, d)),
+            match batch {
+                None => {
+                    for t in targets.drain(..) {
+                        let (session, d) = delivery(t, &message);
+                        self.place(&session.0, d, &how, &mut routed, &mut forget, now);
                     }
-                } else if self.push(&handle, delivery, &mut forget, now) {
-                    queued += 1;
+                }
+                Some(mut b) => {
+                    let mut deliveries = DELIVERIES.with(|cell| recycle(cell.take()));
+                    for t in targets.drain(..) {
+                        let (session, mut d) = delivery(t, &message);
+                        let handle = &session.0;
+                        if d.qos != QoS::AtMostOnce && handle.is_persistent() {
+                            d.tag = handle.take_seq();
+                            b.append_queued(&handle.client_id, d.tag, &d);
+                        }
+                        deliveries.push((session, d));
+                    }
+                    if let Some(persist) = &self.persist
+                        && !b.is_empty()
+                    {
+                        match how.done.take() {
+                            Some(done) => {
+                                persist.submit(b, done);
+                                routed.committing = true;
+                            }
+                            None => persist.submit_logged(b),
+                        }
+                    }
+                    for (session, d) in deliveries.drain(..) {
+                        self.place(&session.0, d, &how, &mut routed, &mut forget, now);
+                    }
+                    DELIVERIES.with(|cell| cell.replace(recycle(deliveries)));
                 }
             }
-            routed.queued = queued;
-            if queued > 0 && !how.count_later {
-                Stats::add(&self.stats.messages_routed, queued);
+            *scratch = recycle(targets);
+            drop(router);
+            if routed.queued > 0 && !how.count_later {
+                Stats::add(&self.stats.messages_routed, routed.queued);
             }
             self.forget(forget);
             routed
         })
+    }
+
+    /// Puts one routed delivery in its session's mailbox: handed back in
+    /// [`Routed::blocked`] if the publisher may wait for room, else within
+    /// the mailbox's limits and policy.
+    fn place(
+        &self,
+        handle: &Arc<SessionHandle>,
+        delivery: Delivery,
+        how: &Publishing<'_>,
+        routed: &mut Routed,
+        forget: &mut Option<Batch>,
+        now: Instant,
+    ) {
+        if how.may_block && handle.is_connected() && !handle.is_congested() {
+            match self.try_push(handle, delivery) {
+                Ok(()) => routed.queued += 1,
+                Err(d) => routed.blocked.push((handle.clone(), d)),
+            }
+        } else if self.push(handle, delivery, forget, now) {
+            routed.queued += 1;
+        }
     }
 
     /// Puts a delivery in a session's mailbox if it fits without dropping
@@ -615,5 +656,40 @@ impl Broker {
     /// the broker's maximum.
     pub(crate) fn grant(&self, asked: QoS) -> QoS {
         asked.min(self.session_config.maximum_qos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scratch vectors keep their allocation from one publication to
+    /// the next, though their element types borrow for one call only.
+    #[test]
+    fn recycled_scratch_keeps_its_allocation() {
+        let mut v: Vec<Target<usize>> = Vec::with_capacity(64);
+        v.push(Target {
+            session: 1,
+            qos: QoS::AtMostOnce,
+            retain_as_published: false,
+            subscription_ids: Default::default(),
+            shared: None,
+        });
+        let ptr = v.as_ptr() as usize;
+        let key = 7u64;
+        let mut borrowed: Vec<Target<&u64>> = recycle(v);
+        assert!(borrowed.is_empty());
+        assert!(borrowed.capacity() >= 64);
+        assert_eq!(borrowed.as_ptr() as usize, ptr);
+        borrowed.push(Target {
+            session: &key,
+            qos: QoS::AtMostOnce,
+            retain_as_published: false,
+            subscription_ids: Default::default(),
+            shared: None,
+        });
+        let back: Vec<Target<usize>> = recycle(borrowed);
+        assert!(back.is_empty());
+        assert_eq!(back.as_ptr() as usize, ptr);
     }
 }

@@ -127,7 +127,7 @@ impl<K, V> Entries<K, V> {
     }
 
     #[inline]
-    fn for_each(&self, visit: &mut impl FnMut(&K, &V)) {
+    fn for_each<'a>(&'a self, visit: &mut impl FnMut(&'a K, &'a V)) {
         match self {
             Self::List(l) => l.iter().for_each(|(k, v)| visit(k, v)),
             Self::Map(m) => m.iter().for_each(|(k, v)| visit(k, v)),
@@ -480,13 +480,13 @@ impl<K: Eq + Hash, V> SubscriptionTrie<K, V> {
     /// Nothing is allocated per match; the walk keeps its pending branches in
     /// a stack of 32 slots on the call stack, which only a topic with more
     /// levels than that can spill to the heap.
-    pub fn match_topic<F>(&self, topic: &TopicName, mut visit: F)
+    pub fn match_topic<'a, F>(&'a self, topic: &TopicName, mut visit: F)
     where
-        F: FnMut(&K, &V),
+        F: FnMut(&'a K, &'a V),
     {
         let topic = topic.as_bytes().as_ref();
         let root = &self.root;
-        let mut stack: SmallVec<[Pending<'_, K, V>; 32]> = SmallVec::new();
+        let mut stack: SmallVec<[Pending<'a, '_, K, V>; 32]> = SmallVec::new();
 
         // The first level is done here because of [MQTT-4.7.2-1]: at the
         // root, `+` and `#` do not match a level that starts with `$`.
@@ -532,7 +532,7 @@ impl<K: Eq + Hash, V> SubscriptionTrie<K, V> {
 
 /// A pending branch of [`SubscriptionTrie::match_topic`]: a node, and the
 /// topic levels it has yet to match (`None` once every level is matched).
-type Pending<'a, K, V> = (&'a Node<K, V>, Option<&'a [u8]>);
+type Pending<'n, 't, K, V> = (&'n Node<K, V>, Option<&'t [u8]>);
 
 /// Removes `key` from `node`'s `slot`, dropping the node's entries box once
 /// it is empty.
