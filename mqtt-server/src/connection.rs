@@ -491,6 +491,23 @@ fn read_into<R: AsyncRead + Unpin>(
     Poll::Ready(Ok((n, room)))
 }
 
+/// Encodes a packet the session lends into the write queue, counting a
+/// PUBLISH.
+fn write_transmit(
+    wbuf: &mut WriteQueue,
+    counts: &mut Counts,
+    t: &Transmit<'_>,
+    version: mqtt_codec::ProtocolVersion,
+    peer: SocketAddr,
+) {
+    if let Transmit::Publish(p) = t {
+        counts.sent_publish(p.qos, p.topic.len() + p.payload.len());
+    }
+    if let Err(e) = wbuf.push_transmit(t, version) {
+        tracing::warn!(%peer, error = %e, "cannot encode packet");
+    }
+}
+
 /// The batch of this turn of the loop.
 fn batch_of(commits: &mut Commits) -> &mut Batch {
     let (_, batch) = match commits.batch.take() {
@@ -585,14 +602,35 @@ impl Task<'_> {
             .min(limits.max_messages);
         let now = self.now;
         let mut expired = Vec::new();
+        let lends = self.lends();
         let mut mailbox = lock(&handle.mailbox);
         let mut taken = 0;
-        for _ in 0..room {
-            let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
-                break;
-            };
-            taken += 1;
-            let _ = self.conn.deliver(d);
+        if lends {
+            // Straight to the write queue while nothing waits before them:
+            // the session's queue is for what the window holds back.
+            let (wbuf, counts, version, peer) = (
+                &mut self.wbuf,
+                &mut self.counts,
+                self.conn.version(),
+                self.peer,
+            );
+            for _ in 0..room {
+                let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
+                    break;
+                };
+                taken += 1;
+                let _ = self.conn.deliver_with(now, d, |t| {
+                    write_transmit(wbuf, counts, &t, version, peer);
+                });
+            }
+        } else {
+            for _ in 0..room {
+                let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
+                    break;
+                };
+                taken += 1;
+                let _ = self.conn.deliver(d);
+            }
         }
         if !mailbox.is_empty() {
             // Not all taken: make sure the select loop comes back for more.
@@ -614,12 +652,18 @@ impl Task<'_> {
         }
     }
 
+    /// Whether packets may be encoded as the session lends them: nothing
+    /// to store before they leave, nothing held back waiting for a commit.
+    fn lends(&self) -> bool {
+        let c = &self.commits;
+        !self.persistent && c.held.is_empty() && (c.gate == 0 || c.done_up_to(c.gate))
+    }
+
     fn encode_transmit(&mut self) {
         let now = self.now;
-        let c = &self.commits;
-        if !self.persistent && c.held.is_empty() && (c.gate == 0 || c.done_up_to(c.gate)) {
-            // Nothing to store first and nothing held back: PUBLISH packets
-            // are encoded from the session's copy of each message.
+        if self.lends() {
+            // PUBLISH packets are encoded from the session's copy of each
+            // message.
             let (wbuf, counts, version, peer) = (
                 &mut self.wbuf,
                 &mut self.counts,
@@ -627,12 +671,7 @@ impl Task<'_> {
                 self.peer,
             );
             self.conn.transmit_with(now, |t| {
-                if let Transmit::Publish(p) = &t {
-                    counts.sent_publish(p.qos, p.topic.len() + p.payload.len());
-                }
-                if let Err(e) = wbuf.push_transmit(&t, version) {
-                    tracing::warn!(%peer, error = %e, "cannot encode packet");
-                }
+                write_transmit(wbuf, counts, &t, version, peer);
             });
             return;
         }
@@ -1069,7 +1108,7 @@ impl Task<'_> {
         let now = self.now;
         let topic = TopicName::from_bytes(message.topic.as_bytes().clone())
             .ok()
-            .filter(|t| t.levels().count() <= broker.config.max_topic_levels);
+            .filter(|t| t.level_count() <= broker.config.max_topic_levels);
         let Some(topic) = topic else {
             if let Some(id) = packet_id {
                 self.conn.acknowledge(id, ReasonCode::TopicNameInvalid);

@@ -397,8 +397,8 @@ impl ClientConnection {
             };
         }
         match packet {
-            Packet::Publish(p) => {
-                if let Some(p) = self.inbound.on_publish(p, &mut self.transmit)? {
+            Packet::Publish(mut p) => {
+                if self.inbound.on_publish(&mut p, &mut self.transmit)? {
                     if let Some(id) = p.packet_id {
                         self.inbound
                             .acknowledge(id, ReasonCode::Success, &mut self.transmit);

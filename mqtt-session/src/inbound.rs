@@ -177,17 +177,19 @@ impl Inbound {
         Ok(())
     }
 
-    /// A PUBLISH arrived. Returns the message to hand to the application
-    /// (QoS 1/2 then await its acknowledgement), or `None` for a duplicate
-    /// of a QoS 2 message already delivered.
+    /// A PUBLISH arrived. Returns whether to hand it to the application
+    /// (QoS 1/2 then await its acknowledgement): not a duplicate of a QoS 2
+    /// message already delivered. The topic alias is resolved in place (the
+    /// packet is not moved: it is over 200 bytes).
+    #[inline]
     pub(crate) fn on_publish(
         &mut self,
-        mut p: Publish,
+        p: &mut Publish,
         out: &mut Vec<Packet>,
-    ) -> Result<Option<Publish>, ProtocolError> {
-        self.resolve_alias(&mut p)?;
+    ) -> Result<bool, ProtocolError> {
+        self.resolve_alias(p)?;
         let Some(id) = p.packet_id else {
-            return Ok(Some(p));
+            return Ok(true);
         };
         if p.qos == QoS::ExactlyOnce && self.qos2.contains(id) {
             // Delivered already. If PUBREC went out, it is sent again; if
@@ -195,7 +197,7 @@ impl Inbound {
             if !self.pending.iter().any(|x| x.id == id) {
                 out.push(Packet::PubRec(Ack::new(id)));
             }
-            return Ok(None);
+            return Ok(false);
         }
         if self.unacknowledged() >= self.receive_maximum {
             return Err(ProtocolError::ReceiveMaximumExceeded {
@@ -210,7 +212,7 @@ impl Inbound {
             qos: p.qos,
             done: None,
         });
-        Ok(Some(p))
+        Ok(true)
     }
 
     /// The application finished with a received QoS 1/2 message: sends its

@@ -325,56 +325,73 @@ impl Outbound {
             let Some(d) = session.dequeue(now) else {
                 return;
             };
-            if d.qos != QoS::AtMostOnce && self.held >= self.window {
-                // `dequeue` skipped expired messages and reached one the
-                // window cannot take yet.
-                session.requeue_front(d);
-                return;
-            }
-            let packet_id = if d.qos == QoS::AtMostOnce {
-                None
-            } else {
-                match self.allocate() {
-                    Some(id) => Some(id),
-                    None => {
-                        session.requeue_front(d);
-                        return;
-                    }
+            match self.send(session, d, version, now, &mut custom, &mut out) {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
+                Err(d) => {
+                    session.requeue_front(d);
+                    return;
                 }
-            };
-            let how = self.shape(&d, version, now, &mut custom);
-            let size = lend(&d, packet_id, version, &how, &custom).encoded_len(version);
-            if size > self.max_packet_size as usize {
-                // Discarded as if sent [MQTT-3.1.2-25]: the identifier is
-                // given back and no acknowledgement is awaited.
-                session.drops.count(DropReason::TooLarge, d.qos);
-                if let Some(id) = packet_id {
-                    self.free.push(id.get());
-                }
-                // An alias bound by a packet never sent is unknown to the
-                // peer: unbind it (it is the newest, so numbering holds).
-                if how.alias_bound {
-                    self.aliases.by_topic.remove(&d.message.topic);
-                }
-                continue;
-            }
-            sent += 1;
-            let Some(id) = packet_id else {
-                out(lend(&d, None, version, &how, &custom));
-                continue;
-            };
-            let tag = d.tag;
-            let slot = self.slots[usize::from(id.get()) - 1].insert(Slot {
-                stage: Use::Message(InflightStage::Published(d)),
-                seq: self.next_seq,
-                tag,
-            });
-            self.next_seq += 1;
-            self.held += 1;
-            if let Use::Message(InflightStage::Published(d)) = &slot.stage {
-                out(lend(d, packet_id, version, &how, &custom));
             }
         }
+    }
+
+    /// Sends one message that is due (not expired, nothing queued before
+    /// it): its PUBLISH goes to `out`. Returns whether it was sent (false:
+    /// dropped as too large for the peer, and counted), or gives it back if
+    /// the window has no room for it.
+    pub(crate) fn send(
+        &mut self,
+        session: &mut SessionState,
+        d: Delivery,
+        version: ProtocolVersion,
+        now: Instant,
+        custom: &mut PublishProperties,
+        out: &mut impl FnMut(PublishRef<'_>),
+    ) -> Result<bool, Delivery> {
+        if d.qos != QoS::AtMostOnce && self.held >= self.window {
+            return Err(d);
+        }
+        let packet_id = if d.qos == QoS::AtMostOnce {
+            None
+        } else {
+            match self.allocate() {
+                Some(id) => Some(id),
+                None => return Err(d),
+            }
+        };
+        let how = self.shape(&d, version, now, custom);
+        let size = lend(&d, packet_id, version, &how, custom).encoded_len(version);
+        if size > self.max_packet_size as usize {
+            // Discarded as if sent [MQTT-3.1.2-25]: the identifier is
+            // given back and no acknowledgement is awaited.
+            session.drops.count(DropReason::TooLarge, d.qos);
+            if let Some(id) = packet_id {
+                self.free.push(id.get());
+            }
+            // An alias bound by a packet never sent is unknown to the
+            // peer: unbind it (it is the newest, so numbering holds).
+            if how.alias_bound {
+                self.aliases.by_topic.remove(&d.message.topic);
+            }
+            return Ok(false);
+        }
+        let Some(id) = packet_id else {
+            out(lend(&d, None, version, &how, custom));
+            return Ok(true);
+        };
+        let tag = d.tag;
+        let slot = self.slots[usize::from(id.get()) - 1].insert(Slot {
+            stage: Use::Message(InflightStage::Published(d)),
+            seq: self.next_seq,
+            tag,
+        });
+        self.next_seq += 1;
+        self.held += 1;
+        if let Use::Message(InflightStage::Published(d)) = &slot.stage {
+            out(lend(d, packet_id, version, &how, custom));
+        }
+        Ok(true)
     }
 
     pub(crate) fn stage(&self, id: PacketId) -> Option<&InflightStage> {

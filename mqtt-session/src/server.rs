@@ -632,9 +632,10 @@ impl ServerConnection {
         }
     }
 
+    #[inline]
     fn on_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
         match packet {
-            Packet::Publish(p) => {
+            Packet::Publish(mut p) => {
                 if p.qos > self.config.maximum_qos {
                     return Err(ProtocolError::QoSNotSupported { qos: p.qos });
                 }
@@ -642,7 +643,7 @@ impl ServerConnection {
                     return Err(ProtocolError::RetainNotSupported);
                 }
                 let packet_id = p.packet_id;
-                if let Some(p) = self.inbound.on_publish(p, &mut self.transmit)? {
+                if self.inbound.on_publish(&mut p, &mut self.transmit)? {
                     self.events.push_back(ServerEvent::Publish {
                         message: Arc::new(Message::from_publish(p, now)),
                         packet_id,
@@ -839,6 +840,45 @@ impl ServerConnection {
         match self.session.as_mut() {
             Some(s) => s.enqueue(delivery, &self.config.queue),
             None => Err(DropReason::QueueFull),
+        }
+    }
+
+    /// Delivers a message as [`ServerConnection::deliver`] does, but sends
+    /// it at once when nothing is queued or waiting to be written before it
+    /// and the client's Receive Maximum allows: its PUBLISH is lent to `f`
+    /// ([`Transmit::Publish`]) without entering the queue. Otherwise it is
+    /// queued, for [`ServerConnection::transmit_with`] or
+    /// [`ServerConnection::poll_transmit`]. An expired message is dropped
+    /// and counted, as it would be when taken from the queue.
+    pub fn deliver_with(
+        &mut self,
+        now: Instant,
+        delivery: Delivery,
+        mut f: impl FnMut(Transmit<'_>),
+    ) -> Result<(), DropReason> {
+        let (State::Connected, Some(session)) = (&self.state, self.session.as_mut()) else {
+            return self.deliver(delivery);
+        };
+        if !session.queued.is_empty() || self.transmit_at < self.transmit.len() {
+            return session.enqueue(delivery, &self.config.queue);
+        }
+        if delivery.message.is_expired(now) {
+            session.drops.count(DropReason::Expired, delivery.qos);
+            return Ok(());
+        }
+        let mut custom = mqtt_codec::PublishProperties::default();
+        let sent = self.outbound.send(
+            session,
+            delivery,
+            self.version,
+            now,
+            &mut custom,
+            &mut |p| f(Transmit::Publish(p)),
+        );
+        match sent {
+            Ok(_) => Ok(()),
+            // The window is full: it waits in the queue.
+            Err(d) => session.enqueue(d, &self.config.queue),
         }
     }
 

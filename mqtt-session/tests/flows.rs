@@ -1887,3 +1887,82 @@ fn lent_and_built_publish_packets_are_the_same_bytes() {
         assert_eq!(drops(&lent), too_large as u64);
     }
 }
+
+/// A delivery sent at once by `deliver_with` (nothing before it) and one
+/// that waits in the queue (the client's Receive Maximum is reached, or a
+/// packet is waiting to be written) reach the client in the same order, with
+/// the same bytes, as with `deliver`; an expired one is dropped and counted
+/// either way [MQTT-3.3.2-5].
+#[test]
+fn deliver_with_sends_what_deliver_queues_in_the_same_order() {
+    let mut setup = Setup::v5("c1");
+    setup.client.receive_maximum = 2;
+    let mut queued = Pair::connected(setup.clone());
+    let mut direct = Pair::connected(setup);
+    queued.policy.manual_ack = true;
+    direct.policy.manual_ack = true;
+    let base = queued.now;
+    let deliveries: Vec<Delivery> = (0..8)
+        .map(|i| {
+            let qos = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce][i % 3];
+            let mut m = message(["d/1", "d/2"][i % 2], &format!("m{i}"), qos);
+            if i == 3 {
+                m.expires_at = Some(base + secs(1));
+            }
+            Delivery::new(Arc::new(m), qos)
+        })
+        .collect();
+    for pair in [&mut queued, &mut direct] {
+        pair.now = base + secs(5);
+    }
+    let before = queued.sent.len();
+    for (i, d) in deliveries.iter().enumerate() {
+        queued.deliver(d.clone()).unwrap();
+        direct.deliver_now(d.clone()).unwrap();
+        if i == 5 {
+            // A PINGREQ answered but not yet written: what follows waits
+            // behind its PINGRESP.
+            for pair in [&mut queued, &mut direct] {
+                pair.inject(Side::Client, Packet::PingReq);
+                pair.read(Side::Server, 1);
+            }
+        }
+    }
+    queued.drive();
+    direct.drive();
+    let server_sent = |pair: &Pair| -> Vec<Packet> {
+        pair.sent[before..]
+            .iter()
+            .filter(|(s, _)| *s == Side::Server)
+            .map(|(_, p)| p.clone())
+            .collect()
+    };
+    let publishes = |pair: &Pair| -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for p in server_sent(pair) {
+            if matches!(p, Packet::Publish(_)) {
+                p.encode(ProtocolVersion::V5, &mut out).unwrap();
+            }
+        }
+        out.to_vec()
+    };
+    assert_eq!(publishes(&queued), publishes(&direct));
+    // Sent at once, the first messages went before the PINGRESP; those
+    // delivered after it waited for it.
+    let sent = server_sent(&direct);
+    let pingresp = sent.iter().position(|p| *p == Packet::PingResp).unwrap();
+    let payload_at = |i: usize| match &sent[i] {
+        Packet::Publish(p) => text(&p.payload),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(payload_at(0), "m0");
+    assert!((pingresp + 1..sent.len()).any(|i| payload_at(i) == "m6"));
+    assert_eq!(queued.client_payloads(), direct.client_payloads());
+    assert_eq!(
+        direct.client_payloads(),
+        ["m0", "m1", "m2", "m4", "m5", "m6", "m7"]
+    );
+    for pair in [&queued, &direct] {
+        assert_eq!(pair.server.session().unwrap().drops.expired, 1);
+    }
+}

@@ -77,6 +77,12 @@ impl TopicName {
         Levels(self.as_str().split('/'))
     }
 
+    /// The number of levels, `levels().count()` without making them:
+    /// one more than the number of `/`.
+    pub fn level_count(&self) -> usize {
+        1 + self.0.iter().filter(|&&b| b == b'/').count()
+    }
+
     /// Whether the name starts with `$` (such as `$SYS/broker/uptime`), which
     /// hides it from filters that start with a wildcard [MQTT-4.7.2-1].
     pub fn is_dollar(&self) -> bool {

@@ -191,4 +191,12 @@ proptest! {
         prop_assert_eq!(sub.filter().as_str(), f.as_str());
         prop_assert_eq!(sub.to_string(), whole);
     }
+
+    /// `level_count` counts what `levels` yields, empty levels included.
+    #[test]
+    fn level_count_is_the_number_of_levels(t in topic(), lead in any::<bool>(), trail in any::<bool>()) {
+        let t = format!("{}{t}{}", if lead { "/" } else { "" }, if trail { "/" } else { "" });
+        let name = TopicName::new(&t).unwrap();
+        prop_assert_eq!(name.level_count(), name.levels().count());
+    }
 }

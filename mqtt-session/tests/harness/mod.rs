@@ -512,6 +512,19 @@ impl Pair {
         }
     }
 
+    /// [`Pair::deliver`] through `deliver_with`: a delivery sent at once
+    /// goes on the wire now.
+    pub fn deliver_now(&mut self, delivery: Delivery) -> Result<(), DropReason> {
+        let mut packets = Vec::new();
+        let result = self
+            .server
+            .deliver_with(self.now, delivery, |t| packets.push(t.to_packet()));
+        for packet in packets {
+            self.put_on_wire(Side::Server, packet);
+        }
+        result
+    }
+
     /// Delivers a new message from the server side on `topic`.
     pub fn server_publish(
         &mut self,
