@@ -175,8 +175,12 @@ impl Client {
 
     /// [`Client::publish`] at `now`, for a caller that publishes many
     /// messages in one go and reads the clock once for them.
+    /// A QoS 0 message with nothing before it is encoded straight from
+    /// `message`.
     pub(crate) fn publish_at(&mut self, message: Message, now: Instant) -> Result<(), DropReason> {
-        self.conn.publish(message)?;
+        let (version, buf) = (self.version, &mut self.write_buf);
+        self.conn
+            .publish_with(now, message, |t| encode(&t, version, buf))?;
         self.encode_pending_at(now);
         Ok(())
     }
@@ -215,17 +219,7 @@ impl Client {
 
     fn encode_pending_at(&mut self, now: Instant) {
         let (version, buf) = (self.version, &mut self.write_buf);
-        self.conn.transmit_with(now, |t| {
-            if let Err(e) = t.encode(version, buf) {
-                // Only a property too long for its length prefix can fail,
-                // and the user typed it: report it rather than send garbage.
-                let kind = match &t {
-                    Transmit::Packet(p) => p.packet_type(),
-                    Transmit::Publish(_) => PacketType::Publish,
-                };
-                tracing::error!("cannot encode {kind}: {e}");
-            }
-        });
+        self.conn.transmit_with(now, |t| encode(&t, version, buf));
     }
 
     /// Waits for one thing to happen — bytes read, bytes written, or the
@@ -355,6 +349,19 @@ impl Client {
             }
             self.step().await?;
         }
+    }
+}
+
+/// Encodes a packet into the write buffer.
+fn encode(t: &Transmit<'_>, version: ProtocolVersion, buf: &mut BytesMut) {
+    if let Err(e) = t.encode(version, buf) {
+        // Only a property too long for its length prefix can fail, and the
+        // user typed it: report it rather than send garbage.
+        let kind = match t {
+            Transmit::Packet(p) => p.packet_type(),
+            Transmit::Publish(_) => PacketType::Publish,
+        };
+        tracing::error!("cannot encode {kind}: {e}");
     }
 }
 

@@ -81,6 +81,33 @@ pub(crate) struct Publishing<'a> {
     /// The caller adds [`Routed::queued`] to `messages_routed` itself
     /// (a connection counts once per turn, not once per message).
     pub(crate) count_later: bool,
+    /// Where a QoS 0 delivery of a message that goes to one session only
+    /// waits, with those of the publisher's next messages to that session,
+    /// to enter the mailbox together (see [`Outbox`]). Only with
+    /// `may_block` and without a store.
+    pub(crate) outbox: Option<&'a mut Outbox>,
+}
+
+/// Most deliveries an [`Outbox`] holds before it is flushed.
+const OUTBOX_MAX: usize = 256;
+
+/// QoS 0 deliveries to one session from consecutive publications of one
+/// connection that each went to that session alone (fan-in): they enter
+/// its mailbox together, under one lock, when the publisher has read what
+/// it had (or when another destination comes), rather than one lock per
+/// message shared with every other publisher. In order: a delivery that
+/// does not fit holds back those after it ([`Routed::blocked`]). At most
+/// [`OUTBOX_MAX`] deliveries.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    session: Option<Arc<SessionHandle>>,
+    deliveries: Vec<Delivery>,
+}
+
+impl Outbox {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
 }
 
 /// What publishing a message did.
@@ -217,9 +244,16 @@ impl Broker {
             let mut forget = None;
             match batch {
                 None => {
+                    if matched != 1
+                        && let Some(outbox) = how.outbox.take()
+                    {
+                        // Fan-out: each delivery to its mailbox now, after
+                        // those waiting.
+                        self.flush_outbox(outbox, &mut routed);
+                    }
                     for t in targets.drain(..) {
                         let (session, d) = delivery(t, &message);
-                        self.place(&session.0, d, &how, &mut routed, &mut forget, now);
+                        self.place(&session.0, d, &mut how, &mut routed, &mut forget, now);
                     }
                 }
                 Some(mut b) => {
@@ -244,8 +278,9 @@ impl Broker {
                             None => persist.submit_logged(b),
                         }
                     }
+                    how.outbox = None;
                     for (session, d) in deliveries.drain(..) {
-                        self.place(&session.0, d, &how, &mut routed, &mut forget, now);
+                        self.place(&session.0, d, &mut how, &mut routed, &mut forget, now);
                     }
                     DELIVERIES.with(|cell| cell.replace(recycle(deliveries)));
                 }
@@ -267,12 +302,38 @@ impl Broker {
         &self,
         handle: &Arc<SessionHandle>,
         delivery: Delivery,
-        how: &Publishing<'_>,
+        how: &mut Publishing<'_>,
         routed: &mut Routed,
         forget: &mut Option<Batch>,
         now: Instant,
     ) {
-        if how.may_block && handle.is_connected() && !handle.is_congested() {
+        let may_wait = how.may_block && handle.is_connected() && !handle.is_congested();
+        if let Some(outbox) = how.outbox.as_deref_mut() {
+            if !may_wait || delivery.qos != QoS::AtMostOnce {
+                // Placed now: after those waiting.
+                self.flush_outbox(outbox, routed);
+            } else {
+                if !outbox
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| Arc::ptr_eq(s, handle))
+                {
+                    self.flush_outbox(outbox, routed);
+                    outbox.session = Some(handle.clone());
+                }
+                outbox.deliveries.push(delivery);
+                if outbox.deliveries.len() >= OUTBOX_MAX {
+                    self.flush_outbox(outbox, routed);
+                }
+                return;
+            }
+        }
+        if may_wait {
+            if routed.blocked.iter().any(|(h, _)| Arc::ptr_eq(h, handle)) {
+                // Behind deliveries that did not fit: in order.
+                routed.blocked.push((handle.clone(), delivery));
+                return;
+            }
             match self.try_push(handle, delivery) {
                 Ok(()) => routed.queued += 1,
                 Err(d) => routed.blocked.push((handle.clone(), d)),
@@ -280,6 +341,35 @@ impl Broker {
         } else if self.push(handle, delivery, forget, now) {
             routed.queued += 1;
         }
+    }
+
+    /// Puts what `outbox` holds in its session's mailbox, under one lock;
+    /// from the first that does not fit, they are handed back in
+    /// [`Routed::blocked`], in order.
+    pub(crate) fn flush_outbox(&self, outbox: &mut Outbox, routed: &mut Routed) {
+        let Some(handle) = outbox.session.take() else {
+            return;
+        };
+        let mut deliveries = outbox.deliveries.drain(..);
+        let mut mailbox = lock(&handle.mailbox);
+        let was_empty = mailbox.is_empty();
+        let mut queued = 0;
+        for d in deliveries.by_ref() {
+            if let Err(d) = mailbox.try_push(d, &self.queue_limits) {
+                routed.blocked.push((handle.clone(), d));
+                break;
+            }
+            queued += 1;
+        }
+        drop(mailbox);
+        routed
+            .blocked
+            .extend(deliveries.map(|d| (handle.clone(), d)));
+        if queued > 0 && was_empty {
+            // As in `try_push`: only a mailbox that was empty wakes its task.
+            handle.notify.notify_one();
+        }
+        routed.queued += queued;
     }
 
     /// Puts a delivery in a session's mailbox if it fits without dropping

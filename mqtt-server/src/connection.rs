@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
-use crate::broker::{Broker, Publishing};
+use crate::broker::{Broker, Outbox, Publishing, Routed};
 use crate::handle::{Control, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::quota::PublishQuota;
@@ -94,6 +94,10 @@ struct Task<'a> {
     /// Counters gathered during a turn, added to the broker's shared
     /// [`Stats`] once per turn rather than once per packet.
     counts: Counts,
+    /// QoS 0 deliveries of this turn's publications waiting to enter a
+    /// subscriber's mailbox together (see [`Outbox`]); flushed when the
+    /// read is handled and before any event that does not use it.
+    outbox: Option<Box<Outbox>>,
 }
 
 /// Per-connection counters waiting to be added to the shared [`Stats`].
@@ -284,6 +288,7 @@ where
             stalled: None,
             now: now(),
             counts: Counts::default(),
+            outbox: None,
         };
         // No read buffer while idle: a read into an empty buffer goes to the
         // stack first (see `read_into`), and the buffer is given back once
@@ -535,7 +540,56 @@ async fn wait_room(h: &SessionHandle, size: usize, limits: &mqtt_session::QueueL
 }
 
 impl Task<'_> {
+    /// Hands what was read to the session, packet by packet, and handles
+    /// the events as they come; then the deliveries they made wait no more.
     fn decode(&mut self, rbuf: &mut BytesMut) {
+        self.decode_packets(rbuf);
+        self.flush_outbox();
+    }
+
+    /// Whether a publication of `event` goes through the outbox: QoS 0
+    /// (nothing to acknowledge once delivered), no store, and publishers
+    /// that may wait for room.
+    fn outbox_takes(&self, event: &ServerEvent) -> bool {
+        matches!(
+            event,
+            ServerEvent::Publish {
+                packet_id: None,
+                ..
+            }
+        ) && self.broker.persist.is_none()
+            && !self.broker.config.max_publish_wait().is_zero()
+    }
+
+    /// Puts the outbox's deliveries in their mailbox; those that do not
+    /// fit stall the connection, as a publication's would.
+    fn flush_outbox(&mut self) {
+        let Some(mut outbox) = self.outbox.take() else {
+            return;
+        };
+        if outbox.is_empty() {
+            return;
+        }
+        let mut routed = Routed::default();
+        self.broker.flush_outbox(&mut outbox, &mut routed);
+        self.counts.routed = self.counts.routed.saturating_add(routed.queued as u32);
+        if routed.blocked.is_empty() {
+            return;
+        }
+        match &mut self.stalled {
+            Some(stall) => stall.deliveries.extend(routed.blocked),
+            None => {
+                Stats::add(&self.broker.stats.publish_waits, 1);
+                self.stalled = Some(Box::new(Stall {
+                    serial: None,
+                    deliveries: routed.blocked,
+                    until: self.now + self.broker.config.max_publish_wait(),
+                }));
+            }
+        }
+    }
+
+    fn decode_packets(&mut self, rbuf: &mut BytesMut) {
         let limits = self.conn.decode_limits();
         self.now = now();
         let now = self.now;
@@ -842,10 +896,18 @@ impl Task<'_> {
         let closed = self.conn.is_closed();
         let timed_out = now >= stall.until;
         let mut waiting = Vec::new();
+        // Sessions with a delivery still waiting: the later ones to them
+        // wait too, even if room came meanwhile (their subscriber reads
+        // concurrently), so that they arrive in order.
+        let mut held_back: Vec<*const SessionHandle> = Vec::new();
         for (h, d) in std::mem::take(&mut stall.deliveries) {
-            let d = match broker.try_deliver(&h, d) {
-                Ok(()) => continue,
-                Err(d) => d,
+            let d = if held_back.contains(&Arc::as_ptr(&h)) {
+                d
+            } else {
+                match broker.try_deliver(&h, d) {
+                    Ok(()) => continue,
+                    Err(d) => d,
+                }
             };
             if timed_out || h.is_congested() {
                 broker.drop_blocked(&h, d, now);
@@ -854,6 +916,9 @@ impl Task<'_> {
                 // subscriber is: its queue's policy applies.
                 broker.push_by_policy(&h, d, now);
             } else {
+                if !held_back.contains(&Arc::as_ptr(&h)) {
+                    held_back.push(Arc::as_ptr(&h));
+                }
                 waiting.push((h, d));
             }
         }
@@ -872,6 +937,17 @@ impl Task<'_> {
         // A stalled publication holds back every later event: messages
         // from one client stay in order.
         while self.stalled.is_none() {
+            if self
+                .conn
+                .peek_event()
+                .is_some_and(|e| !self.outbox_takes(e))
+            {
+                // What waits in the outbox goes before this event's effects.
+                self.flush_outbox();
+                if self.stalled.is_some() {
+                    break;
+                }
+            }
             let Some(event) = self.conn.poll_event() else {
                 break;
             };
@@ -883,6 +959,7 @@ impl Task<'_> {
                 other => self.on_event(other),
             }
         }
+        self.flush_outbox();
     }
 
     /// Handles the events that need no waiting, in order, up to the first
@@ -891,11 +968,16 @@ impl Task<'_> {
     /// event queue never grows with a whole read's worth of packets.
     fn process_ready_events(&mut self) {
         while self.stalled.is_none()
-            && self
-                .conn
-                .peek_event()
-                .is_some_and(|e| !matches!(e, ServerEvent::Connect { .. }))
+            && let Some(e) = self.conn.peek_event()
+            && !matches!(e, ServerEvent::Connect { .. })
         {
+            if !self.outbox_takes(e) {
+                // What waits in the outbox goes before this event's effects.
+                self.flush_outbox();
+                if self.stalled.is_some() {
+                    return;
+                }
+            }
             if let Some(event) = self.conn.poll_event() {
                 self.on_event(event);
             }
@@ -1136,12 +1218,19 @@ impl Task<'_> {
         let ticket = (persistence && serial.is_some()).then(|| self.commits.ticket());
         let incoming_qos2 =
             packet_id.filter(|_| self.persistent && message.qos == QoS::ExactlyOnce);
+        let may_block = !broker.config.max_publish_wait().is_zero();
+        let done = ticket.map(|t| self.commits.done(t));
+        // The same test as `outbox_takes`, which flushed the outbox before
+        // any publication that does not use it.
+        let outbox = (packet_id.is_none() && !persistence && may_block)
+            .then(|| &mut **self.outbox.get_or_insert_with(Box::default));
         let how = Publishing {
             publisher: me.as_ref(),
             incoming_qos2,
-            may_block: !broker.config.max_publish_wait().is_zero(),
-            done: ticket.map(|t| self.commits.done(t)),
+            may_block,
+            done,
             count_later: true,
+            outbox,
         };
         let routed = broker.publish(&topic, message, how, now);
         self.counts.routed = self.counts.routed.saturating_add(routed.queued as u32);

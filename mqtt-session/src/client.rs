@@ -304,6 +304,41 @@ impl ClientConnection {
         }
     }
 
+    /// Publishes a message as [`ClientConnection::publish`] does, but a
+    /// QoS 0 message with nothing queued or waiting to be written before it
+    /// is sent at once: its PUBLISH, lent from `message`, goes to `f`, and
+    /// the message is neither queued nor shared. For a client that sends
+    /// many small messages and writes what `f` gets at once.
+    pub fn publish_with(
+        &mut self,
+        now: Instant,
+        message: Message,
+        mut f: impl FnMut(Transmit<'_>),
+    ) -> Result<(), DropReason> {
+        if message.qos != QoS::AtMostOnce
+            || !self.is_connected()
+            || self.transmit_at < self.transmit.len()
+        {
+            return self.publish(message);
+        }
+        let Some(session) = self.session.as_mut().filter(|s| s.queued.is_empty()) else {
+            return self.publish(message);
+        };
+        if message.is_expired(now) {
+            session.drops.count(DropReason::Expired, QoS::AtMostOnce);
+            return Ok(());
+        }
+        let sent = self
+            .outbound
+            .send_qos0(session, &message, self.version, now, &mut |p| {
+                f(Transmit::Publish(p));
+            });
+        if sent {
+            self.last_sent = now;
+        }
+        Ok(())
+    }
+
     /// Sends SUBSCRIBE; returns its packet identifier, or `None` if the
     /// connection is not up or every identifier is in use.
     pub fn subscribe(

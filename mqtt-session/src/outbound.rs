@@ -18,7 +18,7 @@ use mqtt_codec::{
     QoS, ReasonCode,
 };
 
-use crate::state::{Delivery, DropReason, Inflight, InflightStage, SessionState};
+use crate::state::{Delivery, DropReason, Inflight, InflightStage, Message, SessionState};
 
 /// A packet to write, as `transmit_with` of either role lends it.
 #[derive(Debug, Clone, Copy)]
@@ -258,17 +258,18 @@ impl Outbound {
         now: Instant,
     ) -> Publish {
         let mut custom = PublishProperties::default();
-        let how = self.shape(d, version, now, &mut custom);
-        lend(d, packet_id, version, &how, &custom).to_owned()
+        let s = Sending::of(d);
+        let how = self.shape(&s, version, now, &mut custom);
+        lend(&s, packet_id, version, &how, &custom).to_owned()
     }
 
-    /// How `d` is sent to this peer: with its topic or its alias, with its
+    /// How `s` is sent to this peer: with its topic or its alias, with its
     /// own properties or with `custom` ones, made here (subscription
     /// identifiers, the expiry left, the alias), MQTT 5.0 only.
     #[inline]
     fn shape(
         &mut self,
-        d: &Delivery,
+        s: &Sending<'_>,
         version: ProtocolVersion,
         now: Instant,
         custom: &mut PublishProperties,
@@ -277,13 +278,13 @@ impl Outbound {
         if !version.is_v5() {
             return how;
         }
-        let m = &d.message;
+        let m = s.message;
         let alias = self.aliases.get(&m.topic);
-        if d.subscription_ids.is_empty() && m.expires_at.is_none() && alias.is_none() {
+        if s.subscription_ids.is_empty() && m.expires_at.is_none() && alias.is_none() {
             return how;
         }
         *custom = m.properties.clone();
-        custom.subscription_identifiers = d.subscription_ids.clone();
+        custom.subscription_identifiers = s.subscription_ids.into();
         // The remaining lifetime, rounded up so a message is never
         // reported expired before it is [MQTT-3.3.2-6].
         if let Some(at) = m.expires_at {
@@ -360,24 +361,12 @@ impl Outbound {
                 None => return Err(d),
             }
         };
-        let how = self.shape(&d, version, now, custom);
-        let size = lend(&d, packet_id, version, &how, custom).encoded_len(version);
-        if size > self.max_packet_size as usize {
-            // Discarded as if sent [MQTT-3.1.2-25]: the identifier is
-            // given back and no acknowledgement is awaited.
-            session.drops.count(DropReason::TooLarge, d.qos);
-            if let Some(id) = packet_id {
-                self.free.push(id.get());
-            }
-            // An alias bound by a packet never sent is unknown to the
-            // peer: unbind it (it is the newest, so numbering holds).
-            if how.alias_bound {
-                self.aliases.by_topic.remove(&d.message.topic);
-            }
+        let how = self.shape(&Sending::of(&d), version, now, custom);
+        if !self.fits(session, &Sending::of(&d), packet_id, version, &how, custom) {
             return Ok(false);
         }
         let Some(id) = packet_id else {
-            out(lend(&d, None, version, &how, custom));
+            out(lend(&Sending::of(&d), None, version, &how, custom));
             return Ok(true);
         };
         let tag = d.tag;
@@ -389,9 +378,63 @@ impl Outbound {
         self.next_seq += 1;
         self.held += 1;
         if let Use::Message(InflightStage::Published(d)) = &slot.stage {
-            out(lend(d, packet_id, version, &how, custom));
+            out(lend(&Sending::of(d), packet_id, version, &how, custom));
         }
         Ok(true)
+    }
+
+    /// Sends a QoS 0 message at once, lent from `m` (the caller knows that
+    /// nothing is queued before it). Returns whether it was sent (false:
+    /// too large for the peer, dropped and counted).
+    pub(crate) fn send_qos0(
+        &mut self,
+        session: &mut SessionState,
+        m: &Message,
+        version: ProtocolVersion,
+        now: Instant,
+        out: &mut impl FnMut(PublishRef<'_>),
+    ) -> bool {
+        let s = Sending {
+            message: m,
+            qos: QoS::AtMostOnce,
+            retain: m.retain,
+            subscription_ids: &[],
+        };
+        let mut custom = PublishProperties::default();
+        let how = self.shape(&s, version, now, &mut custom);
+        if !self.fits(session, &s, None, version, &how, &custom) {
+            return false;
+        }
+        out(lend(&s, None, version, &how, &custom));
+        true
+    }
+
+    /// Whether the PUBLISH fits the peer's Maximum Packet Size. If not, it
+    /// is discarded as if sent [MQTT-3.1.2-25]: counted, its identifier
+    /// given back (no acknowledgement is awaited), and an alias it bound
+    /// unbound, as the peer never learns it (it is the newest, so the
+    /// numbering holds).
+    fn fits(
+        &mut self,
+        session: &mut SessionState,
+        s: &Sending<'_>,
+        packet_id: Option<PacketId>,
+        version: ProtocolVersion,
+        how: &Shape,
+        custom: &PublishProperties,
+    ) -> bool {
+        let size = lend(s, packet_id, version, how, custom).encoded_len(version);
+        if size <= self.max_packet_size as usize {
+            return true;
+        }
+        session.drops.count(DropReason::TooLarge, s.qos);
+        if let Some(id) = packet_id {
+            self.free.push(id.get());
+        }
+        if how.alias_bound {
+            self.aliases.by_topic.remove(&s.message.topic);
+        }
+        false
     }
 
     pub(crate) fn stage(&self, id: PacketId) -> Option<&InflightStage> {
@@ -506,21 +549,42 @@ struct Shape {
 /// No topic: the peer knows the alias.
 static NO_TOPIC: MqttString = MqttString::new();
 
-/// The PUBLISH of `d`, borrowed from it (and from `custom`, if the shape
-/// says so).
+/// What is sent of one message: the message, and how this peer gets it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sending<'a> {
+    pub(crate) message: &'a Message,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) subscription_ids: &'a [mqtt_codec::SubscriptionId],
+}
+
+impl<'a> Sending<'a> {
+    #[inline(always)]
+    pub(crate) fn of(d: &'a Delivery) -> Self {
+        Self {
+            message: &d.message,
+            qos: d.qos,
+            retain: d.retain,
+            subscription_ids: &d.subscription_ids,
+        }
+    }
+}
+
+/// The PUBLISH of `s`, borrowed from its message (and from `custom`, if
+/// the shape says so).
 #[inline(always)]
 fn lend<'a>(
-    d: &'a Delivery,
+    s: &Sending<'a>,
     packet_id: Option<PacketId>,
     version: ProtocolVersion,
     how: &Shape,
     custom: &'a PublishProperties,
 ) -> PublishRef<'a> {
-    let m = &*d.message;
+    let m = s.message;
     PublishRef {
         dup: false,
-        qos: d.qos,
-        retain: d.retain,
+        qos: s.qos,
+        retain: s.retain,
         topic: if how.alias_known { &NO_TOPIC } else { &m.topic },
         packet_id,
         // 3.1.1 writes no properties: the message's are not looked at.
