@@ -227,25 +227,33 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
     ///
     /// Targets borrow their session from the router: routing touches no
     /// reference count (see [`Target::cloned`] to keep one).
+    ///
+    /// Returns whether a shared-subscription group matched: then a member
+    /// was chosen in turn, and the same call may give other targets next
+    /// time. Otherwise the targets stay the same for as long as the
+    /// subscriptions do, and a caller may keep them.
     pub fn route<'a>(
         &'a self,
         topic: &TopicName,
         publisher: Option<&K>,
         available: impl Fn(&K) -> bool,
         out: &mut Vec<Target<&'a K>>,
-    ) {
+    ) -> bool {
         out.clear();
         self.plain.match_topic(topic, |session, e| {
             if !(e.options.no_local && Some(session) == publisher) {
                 out.push(target(session, e, None));
             }
         });
+        let mut shared = false;
         self.shared.match_topic(topic, |_, group| {
+            shared = true;
             if let Some((session, e)) = group.pick(None, &available) {
                 out.push(target(session, e, Some(&group.share)));
             }
         });
         merge_by_session(out);
+        shared
     }
 
     /// Another member of the shared subscription `share`

@@ -246,3 +246,25 @@ fn plain_and_shared_match_of_one_session_is_not_shared() {
     assert_eq!(out[0].shared, None);
     assert_eq!(out[0].qos, QoS::AtLeastOnce);
 }
+
+/// `route` tells whether a shared group matched: only then may the same
+/// topic route elsewhere next time, with the subscriptions unchanged.
+#[test]
+fn route_tells_whether_a_shared_group_chose_a_member() {
+    let mut r = Router::new();
+    r.subscribe(1, &s("a/+"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    r.subscribe(2, &s("$share/g/b/#"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    r.subscribe(3, &s("$share/g/b/#"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    let mut out = Vec::new();
+    assert!(!r.route(&t("a/1"), None, |_| true, &mut out));
+    assert_eq!(out.len(), 1);
+    assert!(r.route(&t("b/1"), None, |_| true, &mut out));
+    let first = *out[0].session;
+    assert!(r.route(&t("b/1"), None, |_| true, &mut out));
+    assert_ne!(*out[0].session, first, "round robin");
+    assert!(!r.route(&t("c"), None, |_| true, &mut out));
+    assert!(out.is_empty());
+}

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, Will};
@@ -81,11 +81,30 @@ pub(crate) struct Publishing<'a> {
     /// The caller adds [`Routed::queued`] to `messages_routed` itself
     /// (a connection counts once per turn, not once per message).
     pub(crate) count_later: bool,
+    /// The publisher's [`RouteCache`].
+    pub(crate) route_cache: Option<&'a mut RouteCache>,
     /// Where a QoS 0 delivery of a message that goes to one session only
     /// waits, with those of the publisher's next messages to that session,
     /// to enter the mailbox together (see [`Outbox`]). Only with
     /// `may_block` and without a store.
     pub(crate) outbox: Option<&'a mut Outbox>,
+}
+
+/// Most targets a [`RouteCache`] keeps: a larger fan-out is routed anew.
+const ROUTE_CACHE_MAX: usize = 64;
+
+/// The targets of the last topic a connection published to, kept while no
+/// subscription changes anywhere (the broker's router generation): a
+/// publisher that publishes to its topic again, as a device does, skips the
+/// router, its lock shared with every other publisher, and its walk. Not
+/// kept when a shared subscription matched (a member is chosen in turn) or
+/// for more than [`ROUTE_CACHE_MAX`] targets. The topic is a copy, so the
+/// cache does not keep the read buffer it came in.
+#[derive(Debug, Default)]
+pub(crate) struct RouteCache {
+    generation: u64,
+    topic: bytes::Bytes,
+    targets: Vec<Target<SessionRef>>,
 }
 
 /// Most deliveries an [`Outbox`] holds before it is flushed.
@@ -144,6 +163,9 @@ pub(crate) struct Broker {
     /// Sessions by client identifier, connected or not.
     pub(crate) sessions: Mutex<HashMap<MqttString, Arc<SessionHandle>>>,
     next_id: AtomicU64,
+    /// Incremented at every change of `router`, under its write lock (see
+    /// [`Broker::router_mut`]): what a [`RouteCache`] is checked against.
+    router_generation: AtomicU64,
     pub(crate) stats: Arc<Stats>,
     /// Timed jobs by deadline (a sequence number keeps equal deadlines apart).
     jobs: Mutex<BTreeMap<(Instant, u64), Job>>,
@@ -167,6 +189,7 @@ impl Broker {
             retained: RwLock::new(RetainedStore::new()),
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            router_generation: AtomicU64::new(0),
             stats: Arc::new(Stats::default()),
             jobs: Mutex::new(BTreeMap::new()),
             jobs_changed: Notify::new(),
@@ -174,6 +197,14 @@ impl Broker {
             started: tokio::time::Instant::now().into_std(),
             persist: None,
         }
+    }
+
+    /// The router, to change it: every route a publisher keeps is
+    /// forgotten.
+    pub(crate) fn router_mut(&self) -> RwLockWriteGuard<'_, Router<SessionRef>> {
+        let router = self.router.write().unwrap_or_else(|p| p.into_inner());
+        self.router_generation.fetch_add(1, Ordering::Release);
+        router
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -220,14 +251,45 @@ impl Broker {
         if let (Some(b), Some(id), Some(me)) = (batch.as_mut(), how.incoming_qos2, publisher) {
             b.add_incoming_qos2(&me.0.client_id, id);
         }
-        // Held until every delivery is in its mailbox: targets borrow their
-        // session from the router, so routing touches no reference count.
-        // Nothing here waits, and only SUBSCRIBE and UNSUBSCRIBE wait for it.
-        let router = self.router.read().unwrap_or_else(|p| p.into_inner());
+        // The publisher's last route, if it is for this topic and the
+        // subscriptions have not changed since: no router, no lock.
+        let cache = how.route_cache.take();
+        let generation = self.router_generation.load(Ordering::Acquire);
+        let hit = cache
+            .as_ref()
+            .is_some_and(|c| c.generation == generation && c.topic[..] == topic.as_bytes()[..]);
+        // Otherwise held until every delivery is in its mailbox: targets
+        // borrow their session from the router, so routing touches no
+        // reference count. Nothing here waits, and only SUBSCRIBE and
+        // UNSUBSCRIBE wait for it.
+        let router = (!hit).then(|| self.router.read().unwrap_or_else(|p| p.into_inner()));
         TARGETS.with(|cell| {
             let mut scratch = cell.borrow_mut();
             let mut targets: Vec<Target<&SessionRef>> = recycle(std::mem::take(&mut *scratch));
-            router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
+            match (&router, cache) {
+                (Some(router), cache) => {
+                    let shared =
+                        router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
+                    if let Some(c) = cache
+                        && !shared
+                        && targets.len() <= ROUTE_CACHE_MAX
+                    {
+                        // Read under the lock: the generation of this route.
+                        c.generation = self.router_generation.load(Ordering::Acquire);
+                        c.topic = bytes::Bytes::copy_from_slice(topic.as_bytes());
+                        c.targets.clear();
+                        c.targets.extend(targets.iter().map(|t| t.clone().cloned()));
+                    }
+                }
+                (None, Some(c)) => targets.extend(c.targets.iter().map(|t| Target {
+                    session: &t.session,
+                    qos: t.qos,
+                    retain_as_published: t.retain_as_published,
+                    subscription_ids: t.subscription_ids.clone(),
+                    shared: None,
+                })),
+                (None, None) => {}
+            }
             let mut matched = targets.len();
             // Only with an ACL: the subscriber may not read every topic its
             // filters match.
@@ -560,7 +622,7 @@ impl Broker {
         session: &SessionRef,
         filters: impl Iterator<Item = &'a MqttString>,
     ) {
-        let mut router = self.router.write().unwrap_or_else(|p| p.into_inner());
+        let mut router = self.router_mut();
         for f in filters {
             router.unsubscribe(session, f);
         }
@@ -698,7 +760,7 @@ impl Broker {
     /// expiry; retained messages; pending wills.
     pub(crate) fn restore(&self, recovered: Recovered) {
         let mut sessions = lock(&self.sessions);
-        let mut router = self.router.write().unwrap_or_else(|p| p.into_inner());
+        let mut router = self.router_mut();
         for loaded in recovered.sessions {
             let mut state = loaded.state;
             for (d, seq) in state.queued.iter_mut().zip(&loaded.queue_seqs) {

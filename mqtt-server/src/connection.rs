@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
-use crate::broker::{Broker, Outbox, Publishing, Routed};
+use crate::broker::{Broker, Outbox, Publishing, RouteCache, Routed};
 use crate::handle::{Control, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::quota::PublishQuota;
@@ -98,6 +98,9 @@ struct Task<'a> {
     /// subscriber's mailbox together (see [`Outbox`]); flushed when the
     /// read is handled and before any event that does not use it.
     outbox: Option<Box<Outbox>>,
+    /// The route of the last topic this connection published to (see
+    /// [`RouteCache`]); made at its first publication.
+    route_cache: Option<Box<RouteCache>>,
 }
 
 /// Per-connection counters waiting to be added to the shared [`Stats`].
@@ -289,6 +292,7 @@ where
             now: now(),
             counts: Counts::default(),
             outbox: None,
+            route_cache: None,
         };
         // No read buffer while idle: a read into an empty buffer goes to the
         // stack first (see `read_into`), and the buffer is given back once
@@ -995,11 +999,7 @@ impl Task<'_> {
             ServerEvent::Unsubscribed(u) => {
                 if let Some(h) = &self.handle {
                     let me = SessionRef(h.clone());
-                    let mut router = self
-                        .broker
-                        .router
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner());
+                    let mut router = self.broker.router_mut();
                     for f in &u.filters {
                         if router.unsubscribe(&me, f) {
                             self.subscriptions = self.subscriptions.saturating_sub(1);
@@ -1230,6 +1230,7 @@ impl Task<'_> {
             may_block,
             done,
             count_later: true,
+            route_cache: Some(&mut **self.route_cache.get_or_insert_with(Box::default)),
             outbox,
         };
         let routed = broker.publish(&topic, message, how, now);
@@ -1337,7 +1338,7 @@ impl Task<'_> {
             let mut options = sub.options;
             options.qos = granted;
             let outcome = {
-                let mut router = broker.router.write().unwrap_or_else(|p| p.into_inner());
+                let mut router = broker.router_mut();
                 router.subscribe(
                     me.clone(),
                     &sub.filter,
