@@ -44,7 +44,17 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 }
 
 /// The delivery of `message` to one routed target, and its session.
-fn delivery<'a>(t: Target<&'a SessionRef>, message: &Arc<Message>) -> (&'a SessionRef, Delivery) {
+/// The last target takes `message` itself: no reference count touched.
+fn delivery<'a>(
+    t: Target<&'a SessionRef>,
+    message: &mut Option<Arc<Message>>,
+    last: bool,
+) -> Option<(&'a SessionRef, Delivery)> {
+    let message = if last {
+        message.take()?
+    } else {
+        message.clone()?
+    };
     let d = Delivery {
         qos: t.qos.min(message.qos),
         // Established subscriptions get RETAIN 0 unless they asked for
@@ -52,10 +62,10 @@ fn delivery<'a>(t: Target<&'a SessionRef>, message: &Arc<Message>) -> (&'a Sessi
         retain: message.retain && t.retain_as_published,
         subscription_ids: t.subscription_ids,
         shared_group: t.shared,
-        message: message.clone(),
+        message,
         tag: 0,
     };
-    (t.session, d)
+    Some((t.session, d))
 }
 
 /// Called once a publication's batch is durable, or has failed.
@@ -251,6 +261,8 @@ impl Broker {
         if let (Some(b), Some(id), Some(me)) = (batch.as_mut(), how.incoming_qos2, publisher) {
             b.add_incoming_qos2(&me.0.client_id, id);
         }
+        // Shared by the deliveries; the last one takes it.
+        let mut message = Some(message);
         // The publisher's last route, if it is for this topic and the
         // subscriptions have not changed since: no router, no lock.
         let cache = how.route_cache.take();
@@ -313,15 +325,21 @@ impl Broker {
                         // those waiting.
                         self.flush_outbox(outbox, &mut routed);
                     }
-                    for t in targets.drain(..) {
-                        let (session, d) = delivery(t, &message);
+                    let n = targets.len();
+                    for (i, t) in targets.drain(..).enumerate() {
+                        let Some((session, d)) = delivery(t, &mut message, i + 1 == n) else {
+                            break;
+                        };
                         self.place(&session.0, d, &mut how, &mut routed, &mut forget, now);
                     }
                 }
                 Some(mut b) => {
                     let mut deliveries = DELIVERIES.with(|cell| recycle(cell.take()));
-                    for t in targets.drain(..) {
-                        let (session, mut d) = delivery(t, &message);
+                    let n = targets.len();
+                    for (i, t) in targets.drain(..).enumerate() {
+                        let Some((session, mut d)) = delivery(t, &mut message, i + 1 == n) else {
+                            break;
+                        };
                         let handle = &session.0;
                         if d.qos != QoS::AtMostOnce && handle.is_persistent() {
                             d.tag = handle.take_seq();

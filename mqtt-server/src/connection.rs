@@ -459,8 +459,18 @@ where
         task.now = now();
         if !task.conn.is_closed() {
             task.conn.connection_lost(task.now);
+        }
+        // What the client sent before it went (its DISCONNECT or the end of
+        // its stream comes after) is still routed, and the session's end
+        // handled: the events a stall held back included. With the
+        // connection closed, a stall no longer waits (the queues' policies
+        // apply, drops counted), so each turn makes progress.
+        loop {
             task.retry_stalled();
             task.process_events().await;
+            if task.stalled.is_none() {
+                break;
+            }
         }
         task.flush_batch();
         task.counts.flush(&broker.stats);
@@ -610,16 +620,20 @@ impl Task<'_> {
                 return;
             }
             match Packet::decode(rbuf, self.conn.version(), &limits) {
-                Ok(Some(packet)) => {
-                    if let Packet::Publish(p) = &packet {
+                Ok(Some(mut packet)) => {
+                    let handled = if let Packet::Publish(p) = &mut packet {
                         let size = p.topic.len() + p.payload.len();
                         let q = p.qos as usize;
                         self.counts.received[q] += 1;
                         self.counts.received_bytes[q] =
                             self.counts.received_bytes[q].saturating_add(size as u32);
                         self.quota.on_publish(size, now);
-                    }
-                    if let Err(e) = self.conn.handle_packet(now, packet) {
+                        // Taken apart where it lies: not moved.
+                        self.conn.handle_publish(now, p)
+                    } else {
+                        self.conn.handle_packet(now, packet)
+                    };
+                    if let Err(e) = handled {
                         Stats::add(&self.broker.stats.protocol_errors, 1);
                         tracing::info!(peer = %self.peer, error = %e, "closing connection: protocol error");
                     }

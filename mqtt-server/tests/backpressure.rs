@@ -218,3 +218,82 @@ async fn four_qos0_publishers_and_a_small_queue_keep_order_and_lose_nothing() {
         "the queue never filled"
     );
 }
+
+/// A publisher that disconnects while it waits for room still has every
+/// message it sent before its DISCONNECT routed: those held back behind the
+/// wait are delivered or, with nobody left to slow down, dropped by the
+/// queue's policy and counted; none is forgotten, and those delivered
+/// arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_before_disconnect_are_routed_though_the_publisher_was_waiting() {
+    const COUNT: u32 = 3000;
+    let mut config = TestBroker::config();
+    config.max_queued_messages = 20;
+    let broker = TestBroker::start(config).await;
+    let mut sub = RawClient::open_with_recv_buffer(broker.addr, 4096)
+        .await
+        .unwrap();
+    sub.handshake(packets::connect(ProtocolVersion::V3_1_1, "sink"))
+        .await;
+    sub.send(&Packet::Subscribe(packets::subscribe(
+        1,
+        &[("bye", QoS::AtMostOnce)],
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+
+    let (mut publisher, _) = RawClient::connect(
+        broker.addr,
+        packets::connect(ProtocolVersion::V3_1_1, "pub"),
+    )
+    .await;
+    let mut burst = bytes::BytesMut::new();
+    for i in 0..COUNT {
+        Packet::Publish(packets::publish(
+            "bye",
+            format!("{i:0100}").as_bytes(),
+            QoS::AtMostOnce,
+            0,
+        ))
+        .encode(ProtocolVersion::V3_1_1, &mut burst)
+        .unwrap();
+    }
+    Packet::Disconnect(mqtt_codec::Disconnect::new(ReasonCode::Success))
+        .encode(ProtocolVersion::V3_1_1, &mut burst)
+        .unwrap();
+    // All at once, DISCONNECT last: most of it arrives while the broker
+    // waits for room in the subscriber's queue.
+    publisher.send_bytes(&burst).await.unwrap();
+
+    // A slow reader, so that the publisher waits for room again and again,
+    // its DISCONNECT read meanwhile. Every message is then delivered or
+    // counted as dropped.
+    let mut last = None;
+    let mut received = 0u64;
+    loop {
+        let dropped =
+            broker.stat(|s| &s.dropped_queue_full) + broker.stat(|s| &s.dropped_publish_wait);
+        if received + dropped == u64::from(COUNT) {
+            break;
+        }
+        match sub.next(Duration::from_secs(5)).await {
+            Received::Packet(Packet::Publish(p)) => {
+                let i: u32 = String::from_utf8(p.payload.to_vec())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(last.is_none_or(|l| i > l), "{i} after {last:?}");
+                last = Some(i);
+                received += 1;
+                if received.is_multiple_of(50) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            other => panic!(
+                "PUBLISH expected after {received} received and {dropped} dropped, got {other:?}"
+            ),
+        }
+    }
+    drop(publisher);
+}

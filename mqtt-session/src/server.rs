@@ -4,9 +4,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mqtt_codec::{
     Auth, ConnAck, ConnAckProperties, Connect, DecodeLimits, Disconnect, MqttString, Packet,
-    PacketId, ProtocolVersion, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, Will,
+    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Will,
 };
 
 use crate::error::ProtocolError;
@@ -424,6 +426,26 @@ impl ServerConnection {
         self.fail(now, ProtocolError::Decode(error));
     }
 
+    /// [`ServerConnection::handle_packet`] of a PUBLISH, taking its parts
+    /// out of `publish` (left empty) rather than moving the packet, which
+    /// is over 200 bytes: for a server that decodes many of them.
+    pub fn handle_publish(
+        &mut self,
+        now: Instant,
+        publish: &mut Publish,
+    ) -> Result<(), ProtocolError> {
+        if !matches!(self.state, State::Connected) {
+            let p = std::mem::replace(publish, Publish::new(MqttString::new(), Bytes::new()));
+            return self.handle_packet(now, Packet::Publish(p));
+        }
+        self.last_received = now;
+        let result = self.on_publish(now, publish);
+        if let Err(e) = &result {
+            self.fail(now, e.clone());
+        }
+        result
+    }
+
     /// A packet arrived. An error has already been acted on (DISCONNECT or
     /// CONNACK queued, [`ServerEvent::Closed`] emitted); it is returned for
     /// logging.
@@ -632,24 +654,29 @@ impl ServerConnection {
         }
     }
 
+    /// A PUBLISH of a connected client.
+    #[inline]
+    fn on_publish(&mut self, now: Instant, p: &mut Publish) -> Result<(), ProtocolError> {
+        if p.qos > self.config.maximum_qos {
+            return Err(ProtocolError::QoSNotSupported { qos: p.qos });
+        }
+        if p.retain && !self.config.retain_available {
+            return Err(ProtocolError::RetainNotSupported);
+        }
+        let packet_id = p.packet_id;
+        if self.inbound.on_publish(p, &mut self.transmit)? {
+            self.events.push_back(ServerEvent::Publish {
+                message: Arc::new(Message::take_from(p, now)),
+                packet_id,
+            });
+        }
+        Ok(())
+    }
+
     #[inline]
     fn on_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
         match packet {
-            Packet::Publish(mut p) => {
-                if p.qos > self.config.maximum_qos {
-                    return Err(ProtocolError::QoSNotSupported { qos: p.qos });
-                }
-                if p.retain && !self.config.retain_available {
-                    return Err(ProtocolError::RetainNotSupported);
-                }
-                let packet_id = p.packet_id;
-                if self.inbound.on_publish(&mut p, &mut self.transmit)? {
-                    self.events.push_back(ServerEvent::Publish {
-                        message: Arc::new(Message::from_publish(p, now)),
-                        packet_id,
-                    });
-                }
-            }
+            Packet::Publish(mut p) => self.on_publish(now, &mut p)?,
             Packet::PubAck(a) => {
                 let outcome = self.outbound.on_puback(a.packet_id);
                 self.on_ack_outcome(a.packet_id, outcome);
