@@ -60,7 +60,9 @@ fn now() -> Instant {
 
 struct Task<'a> {
     broker: &'a Arc<Broker>,
-    peer: SocketAddr,
+    /// Borrowed from the connection future, which keeps its arguments
+    /// anyway: every connection's future is that much smaller.
+    peer: &'a SocketAddr,
     conn: ServerConnection,
     handle: Option<Arc<SessionHandle>>,
     /// This connection's number, unique for the broker's lifetime (for
@@ -74,8 +76,8 @@ struct Task<'a> {
     takeover: Option<oneshot::Sender<Option<mqtt_session::SessionState>>>,
     subscriptions: usize,
     wbuf: WriteQueue,
-    /// How this connection's listener authenticates.
-    auth: ConnAuth,
+    /// How this connection's listener authenticates (borrowed, as `peer`).
+    auth: &'a ConnAuth,
     /// The client's ACL view, once connected; `None` when no ACL applies.
     access: Option<Arc<ClientAccess>>,
     quota: PublishQuota,
@@ -189,8 +191,9 @@ struct Commits {
     acks: BTreeMap<u64, PendingAck>,
     next_serial: u64,
     /// Changes gathered during one turn of the loop, submitted at its end
-    /// as one batch, under its ticket.
-    batch: Option<(u64, Batch)>,
+    /// as one batch, under its ticket. Boxed: only a connection with
+    /// something to store has one, and every connection has the field.
+    batch: Option<Box<(u64, Batch)>>,
     /// The ticket packets written now must wait for (0: none).
     gate: u64,
     /// Packets held until the commit of their ticket (and every earlier
@@ -275,14 +278,14 @@ where
         let mut task = Task {
             conn: ServerConnection::new(broker.session_config.clone(), now()),
             broker: &broker,
-            peer,
+            peer: &peer,
             handle: None,
             id: broker.next_id(),
             control_rx: None,
             takeover: None,
             subscriptions: 0,
             wbuf: WriteQueue::default(),
-            auth,
+            auth: &auth,
             access: None,
             quota: PublishQuota::new(&broker.config, now()),
             throttled: None,
@@ -378,13 +381,15 @@ where
                         }
                     }
                 }
-                r = async {
+                // A poll, not an async block: an idle connection's future
+                // keeps no state for it.
+                r = std::future::poll_fn(|cx| {
                     if task.wbuf.is_empty() {
-                        writer.flush().await.map(|()| 0)
+                        Pin::new(&mut writer).poll_flush(cx).map_ok(|()| 0)
                     } else {
-                        task.wbuf.write_to(&mut writer).await
+                        task.wbuf.poll_write_to(&mut writer, cx)
                     }
-                }, if !task.wbuf.is_empty() || unflushed => {
+                }), if !task.wbuf.is_empty() || unflushed => {
                     match r {
                         Ok(0) => unflushed = false,
                         Ok(n) => {
@@ -529,14 +534,11 @@ fn write_transmit(
 
 /// The batch of this turn of the loop.
 fn batch_of(commits: &mut Commits) -> &mut Batch {
-    let (_, batch) = match commits.batch.take() {
-        Some(b) => commits.batch.insert(b),
-        None => {
-            let ticket = commits.ticket();
-            commits.batch.insert((ticket, Persist::batch(now())))
-        }
+    let batch = match commits.batch.take() {
+        Some(b) => b,
+        None => Box::new((commits.ticket(), Persist::batch(now()))),
     };
-    batch
+    &mut commits.batch.insert(batch).1
 }
 
 /// Waits until `h`'s mailbox has room for `size` bytes, or it no longer
@@ -684,7 +686,7 @@ impl Task<'_> {
                 &mut self.wbuf,
                 &mut self.counts,
                 self.conn.version(),
-                self.peer,
+                *self.peer,
             );
             for _ in 0..room {
                 let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
@@ -740,7 +742,7 @@ impl Task<'_> {
                 &mut self.wbuf,
                 &mut self.counts,
                 self.conn.version(),
-                self.peer,
+                *self.peer,
             );
             self.conn.transmit_with(now, |t| {
                 write_transmit(wbuf, counts, &t, version, peer);
@@ -792,7 +794,7 @@ impl Task<'_> {
             _ => return,
         };
         self.batch().set_inflight(&client_id, &inflight);
-        self.commits.gate = self.commits.batch.as_ref().map_or(0, |(t, _)| *t);
+        self.commits.gate = self.commits.batch.as_ref().map_or(0, |b| b.0);
     }
 
     /// Writes a packet, or holds it (and every later one) until the commit
@@ -830,7 +832,7 @@ impl Task<'_> {
 
     /// Submits this turn's batch.
     fn flush_batch(&mut self) {
-        let Some((ticket, batch)) = self.commits.batch.take() else {
+        let Some((ticket, batch)) = self.commits.batch.take().map(|b| *b) else {
             return;
         };
         match &self.broker.persist {
@@ -844,8 +846,8 @@ impl Task<'_> {
     /// Makes the gate wait for this turn's batch: packets written from
     /// now on (CONNACK, SUBACK...) wait until it is durable.
     fn gate_on_batch(&mut self) {
-        if let Some((t, _)) = &self.commits.batch {
-            self.commits.gate = *t;
+        if let Some(b) = &self.commits.batch {
+            self.commits.gate = b.0;
         }
     }
 
@@ -1042,7 +1044,7 @@ impl Task<'_> {
                     && let Some(client_id) = self.conn.client_id().cloned()
                 {
                     self.batch().remove_incoming_qos2(&client_id, packet_id);
-                    let ticket = self.commits.batch.as_ref().map_or(0, |(t, _)| *t);
+                    let ticket = self.commits.batch.as_ref().map_or(0, |b| b.0);
                     self.commits
                         .after
                         .entry(ticket)
@@ -1076,7 +1078,7 @@ impl Task<'_> {
         }
         let identity = match broker
             .security
-            .authenticate(&self.auth, self.peer, &connect, now)
+            .authenticate(self.auth, *self.peer, &connect, now)
             .await
         {
             Ok(identity) => identity,

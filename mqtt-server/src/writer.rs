@@ -7,11 +7,13 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use mqtt_codec::{EncodeError, Packet, ProtocolVersion, PublishRef};
 use mqtt_session::Transmit;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 
 /// Payloads at least this large are referenced, not copied: below it one
 /// copy is cheaper than an extra I/O vector.
@@ -93,9 +95,21 @@ impl WriteQueue {
     /// One write (vectored when there are several chunks); returns how many
     /// bytes went. Cancel-safe: if the future is dropped before it
     /// completes, nothing was written and nothing is lost.
+    #[cfg(test)]
     pub(crate) async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_write_to(w, cx)).await
+    }
+
+    /// [`WriteQueue::write_to`] as a poll: a connection waiting to write
+    /// keeps no future for it.
+    pub(crate) fn poll_write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let w = Pin::new(w);
         let n = if self.chunks.is_empty() {
-            w.write(&self.tail).await?
+            ready!(w.poll_write(cx, &self.tail))?
         } else {
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(MAX_IOVECS);
             slices.extend(
@@ -107,13 +121,13 @@ impl WriteQueue {
             if slices.len() < MAX_IOVECS - 1 || self.chunks.len() == slices.len() {
                 slices.push(IoSlice::new(&self.tail));
             }
-            w.write_vectored(&slices).await?
+            ready!(w.poll_write_vectored(cx, &slices))?
         };
         if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         self.advance(n);
-        Ok(n)
+        Poll::Ready(Ok(n))
     }
 
     fn advance(&mut self, mut n: usize) {

@@ -3,7 +3,12 @@
 //!
 //! No sockets, no tasks, no clock: time comes in as an argument, packets
 //! come in decoded (by `mqtt-codec`) and go out as [`Packet`](mqtt_codec::Packet)
-//! values the caller encodes and writes. Everything the protocol decides —
+//! values the caller encodes and writes — or, on the hot path, lent: a
+//! PUBLISH of a queued message is handed out as a borrowed
+//! [`PublishRef`](mqtt_codec::PublishRef) inside a [`Transmit`] (see
+//! `transmit_with`, `ServerConnection::deliver_with` and
+//! `ClientConnection::publish_with`), encoded from the session's own copy
+//! without cloning anything. Everything the protocol decides —
 //! CONNECT validation, CONNACK with the server's limits, keep-alive, QoS 1
 //! and 2 flows both ways, packet identifiers, Receive Maximum both ways,
 //! Maximum Packet Size, topic aliases both ways, will and session expiry,
