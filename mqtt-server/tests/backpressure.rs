@@ -149,13 +149,10 @@ async fn a_subscriber_that_never_reads_delays_publishers_by_at_most_max_publish_
     drop(dead);
 }
 
-/// QoS 0 fan-in: each publisher's deliveries wait in its outbox and enter
-/// the subscriber's small queue together; when they do not fit, the
-/// publisher waits. Nothing is dropped, and each publisher's messages
-/// arrive in the order sent [MQTT-4.6.0-6].
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_qos0_publishers_and_a_small_queue_keep_order_and_lose_nothing() {
-    const PER_PUBLISHER: u32 = 2000;
+/// A broker whose session queues hold 20 messages, and a QoS 0 subscriber
+/// of `filter` with a small receive buffer, so that publishers soon wait
+/// for room.
+async fn small_queue_and_sink(filter: &str) -> (TestBroker, RawClient) {
     let mut config = TestBroker::config();
     config.max_queued_messages = 20;
     let broker = TestBroker::start(config).await;
@@ -166,11 +163,22 @@ async fn four_qos0_publishers_and_a_small_queue_keep_order_and_lose_nothing() {
         .await;
     sub.send(&Packet::Subscribe(packets::subscribe(
         1,
-        &[("fan/#", QoS::AtMostOnce)],
+        &[(filter, QoS::AtMostOnce)],
     )))
     .await
     .unwrap();
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    (broker, sub)
+}
+
+/// QoS 0 fan-in: each publisher's deliveries wait in its outbox and enter
+/// the subscriber's small queue together; when they do not fit, the
+/// publisher waits. Nothing is dropped, and each publisher's messages
+/// arrive in the order sent [MQTT-4.6.0-6].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_qos0_publishers_and_a_small_queue_keep_order_and_lose_nothing() {
+    const PER_PUBLISHER: u32 = 2000;
+    let (broker, mut sub) = small_queue_and_sink("fan/#").await;
 
     let mut publishers = Vec::new();
     for p in 0..4u32 {
@@ -227,21 +235,7 @@ async fn four_qos0_publishers_and_a_small_queue_keep_order_and_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_sent_before_disconnect_are_routed_though_the_publisher_was_waiting() {
     const COUNT: u32 = 3000;
-    let mut config = TestBroker::config();
-    config.max_queued_messages = 20;
-    let broker = TestBroker::start(config).await;
-    let mut sub = RawClient::open_with_recv_buffer(broker.addr, 4096)
-        .await
-        .unwrap();
-    sub.handshake(packets::connect(ProtocolVersion::V3_1_1, "sink"))
-        .await;
-    sub.send(&Packet::Subscribe(packets::subscribe(
-        1,
-        &[("bye", QoS::AtMostOnce)],
-    )))
-    .await
-    .unwrap();
-    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let (broker, mut sub) = small_queue_and_sink("bye").await;
 
     let (mut publisher, _) = RawClient::connect(
         broker.addr,
