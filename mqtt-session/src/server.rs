@@ -673,7 +673,6 @@ impl ServerConnection {
         Ok(())
     }
 
-    #[inline]
     fn on_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {
         match packet {
             Packet::Publish(mut p) => self.on_publish(now, &mut p)?,

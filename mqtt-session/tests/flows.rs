@@ -1966,3 +1966,46 @@ fn deliver_with_sends_what_deliver_queues_in_the_same_order() {
         assert_eq!(pair.server.session().unwrap().drops.expired, 1);
     }
 }
+
+/// `handle_publish` takes a PUBLISH apart in place and acts exactly as
+/// `handle_packet` does with it: the same events (topic alias resolved,
+/// message expiry turned into a deadline) and the same acknowledgements;
+/// before CONNECT it is refused the same way [MQTT-3.1.0-1].
+#[test]
+fn handle_publish_acts_as_handle_packet() {
+    let mut by_packet = Pair::connected(Setup::v5("c1"));
+    let mut in_place = Pair::connected(Setup::v5("c1"));
+    let mut first = raw_publish("a/b", "one", QoS::AtLeastOnce, Some(1));
+    first.properties.topic_alias = std::num::NonZeroU16::new(1);
+    first.properties.message_expiry_interval = Some(30);
+    let mut second = raw_publish("", "two", QoS::AtMostOnce, None);
+    second.properties.topic_alias = std::num::NonZeroU16::new(1);
+    for p in [first, second] {
+        let now = by_packet.now;
+        by_packet
+            .server
+            .handle_packet(now, Packet::Publish(p.clone()))
+            .unwrap();
+        let mut p = p;
+        in_place.server.handle_publish(now, &mut p).unwrap();
+        assert!(p.topic.is_empty() && p.payload.is_empty(), "taken apart");
+    }
+    let events = |pair: &mut Pair| {
+        let mut out = Vec::new();
+        while let Some(e) = pair.server.poll_event() {
+            out.push(format!("{e:?}"));
+        }
+        out
+    };
+    let expected = events(&mut by_packet);
+    assert_eq!(expected.len(), 2);
+    assert_eq!(events(&mut in_place), expected);
+
+    let now = by_packet.now;
+    let mut fresh = mqtt_session::ServerConnection::new(mqtt_session::ServerConfig::default(), now);
+    let mut p = raw_publish("a/b", "x", QoS::AtMostOnce, None);
+    assert!(matches!(
+        fresh.handle_publish(now, &mut p),
+        Err(ProtocolError::FirstPacketNotConnect { .. })
+    ));
+}
