@@ -18,7 +18,7 @@ use mqtt_codec::{
     QoS, ReasonCode, SubscribeProperties, Subscription, SubscriptionOptions, Will,
 };
 use mqtt_session::{
-    Accept, ClientCloseReason, CloseReason, Delivery, DropReason, InflightStage, Overflow,
+    Accept, ClientCloseReason, CloseReason, Delivery, DropReason, InflightStage, Message, Overflow,
     ProtocolError, ServerEvent,
 };
 
@@ -2008,4 +2008,84 @@ fn handle_publish_acts_as_handle_packet() {
         fresh.handle_publish(now, &mut p),
         Err(ProtocolError::FirstPacketNotConnect { .. })
     ));
+}
+
+/// A client's `publish_with` sends a QoS 0 message at once and queues the
+/// rest (QoS 1/2, or anything behind a packet waiting to be written): the
+/// server receives the same messages, in the same order, with the same
+/// bytes, as with `publish` — topic aliases, the expiry left
+/// [MQTT-3.3.2-6] and the server's Maximum Packet Size [MQTT-3.1.2-24]
+/// included.
+#[test]
+fn publish_with_sends_what_publish_queues_in_the_same_order() {
+    let mut setup = Setup::v5("c1");
+    setup.server.max_packet_size = 100;
+    let mut queued = Pair::connected(setup.clone());
+    let mut direct = Pair::connected(setup);
+    let base = queued.now;
+    let messages: Vec<Message> = (0..8)
+        .map(|i| {
+            let qos = [QoS::AtMostOnce, QoS::AtMostOnce, QoS::AtLeastOnce][i % 3];
+            let payload = if i == 4 {
+                "x".repeat(200)
+            } else {
+                format!("m{i}")
+            };
+            let mut m = message(["p/1", "p/2"][i % 2], &payload, qos);
+            if i == 1 || i == 6 {
+                m.expires_at = Some(base + secs(40));
+            }
+            m
+        })
+        .collect();
+    let before = queued.sent.len();
+    for (i, m) in messages.iter().enumerate() {
+        if i == 5 {
+            // A SUBSCRIBE waiting to be written: what follows goes behind it.
+            for pair in [&mut queued, &mut direct] {
+                let sub = Subscription {
+                    filter: mqtt("s/#"),
+                    options: SubscriptionOptions::qos(QoS::AtMostOnce),
+                };
+                pair.client
+                    .subscribe(vec![sub], SubscribeProperties::default())
+                    .unwrap();
+            }
+        }
+        queued.client.publish(m.clone()).unwrap();
+        direct.client_publish_now(m.clone()).unwrap();
+    }
+    queued.drive();
+    direct.drive();
+    let publishes = |pair: &Pair| -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for (side, p) in &pair.sent[before..] {
+            if *side == Side::Client && matches!(p, Packet::Publish(_)) {
+                p.encode(ProtocolVersion::V5, &mut out).unwrap();
+            }
+        }
+        out.to_vec()
+    };
+    assert_eq!(publishes(&queued), publishes(&direct));
+    assert_eq!(queued.server_payloads(), direct.server_payloads());
+    // m4 is larger than the server accepts: dropped either way.
+    assert_eq!(
+        direct.server_payloads(),
+        ["m0", "m1", "m2", "m3", "m5", "m6", "m7"]
+    );
+    // The SUBSCRIBE went before the messages published after it.
+    let sent: Vec<&Packet> = direct.sent[before..]
+        .iter()
+        .filter(|(s, _)| *s == Side::Client)
+        .map(|(_, p)| p)
+        .collect();
+    let subscribe = sent
+        .iter()
+        .position(|p| matches!(p, Packet::Subscribe(_)))
+        .unwrap();
+    let m5 = sent
+        .iter()
+        .position(|p| matches!(p, Packet::Publish(x) if x.payload == "m5"))
+        .unwrap();
+    assert!(subscribe < m5);
 }

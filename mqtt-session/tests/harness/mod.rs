@@ -535,6 +535,19 @@ impl Pair {
         self.deliver(Delivery::new(Arc::new(message(topic, payload, qos)), qos))
     }
 
+    /// The client publishes a message through `publish_with`: a message
+    /// sent at once goes on the wire now.
+    pub fn client_publish_now(&mut self, message: Message) -> Result<(), DropReason> {
+        let mut packets = Vec::new();
+        let result = self
+            .client
+            .publish_with(self.now, message, |t| packets.push(t.to_packet()));
+        for packet in packets {
+            self.put_on_wire(Side::Client, packet);
+        }
+        result
+    }
+
     /// The client publishes a message.
     pub fn client_publish(
         &mut self,
