@@ -41,6 +41,7 @@ use crate::broker::Broker;
 use crate::config::ConfigError;
 use crate::connection;
 use crate::proxy::{self, Prefixed};
+use crate::stats::Stats;
 use crate::tls::{self, TlsFiles};
 use crate::ws::{self, WsStream};
 
@@ -409,10 +410,12 @@ impl ConnectionHandler {
             {
                 Ok(Ok(x)) => x,
                 Ok(Err(e)) => {
+                    Stats::add(&broker.stats.handshake_failures, 1);
                     tracing::info!(%peer, kind = %endpoint.settings.kind, error = %e, "connection closed before MQTT");
                     return;
                 }
                 Err(_) => {
+                    Stats::add(&broker.stats.handshake_timeouts, 1);
                     tracing::info!(%peer, kind = %endpoint.settings.kind, "connection closed: handshake not done within connect_timeout");
                     return;
                 }

@@ -203,6 +203,21 @@ pub(crate) fn render(broker: &Broker) -> String {
         get(&s.connections_rate_limited),
     );
     out.family(
+        "mqtt_handshake_failures_total",
+        "counter",
+        "Connections closed before MQTT: a transport handshake (PROXY header, TLS, WebSocket upgrade) failed, or was not done within connect_timeout.",
+    );
+    out.sample(
+        "mqtt_handshake_failures_total",
+        &[("reason", "error")],
+        get(&s.handshake_failures),
+    );
+    out.sample(
+        "mqtt_handshake_failures_total",
+        &[("reason", "timeout")],
+        get(&s.handshake_timeouts),
+    );
+    out.family(
         "mqtt_auth_failures_total",
         "counter",
         "CONNECTs refused, by reason: bad user name or password (0x86), not authorized (0x87), or address blocked after too many failures.",

@@ -58,6 +58,12 @@ pub struct Stats {
     /// Acknowledgements refused (0x97 / 0x80, or the connection closed for
     /// MQTT 3.1.1) because the store could not commit the message.
     pub store_refused: AtomicU64,
+    /// Connections closed before MQTT because a transport handshake (PROXY
+    /// header, TLS, WebSocket upgrade) failed.
+    pub handshake_failures: AtomicU64,
+    /// Connections closed before MQTT because their transport handshakes
+    /// were not done within `connect_timeout`.
+    pub handshake_timeouts: AtomicU64,
 }
 
 impl Stats {

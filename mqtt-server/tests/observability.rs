@@ -126,6 +126,8 @@ async fn metrics_are_served_and_counters_increase_after_a_publish() {
         "mqtt_connections_total",
         "mqtt_connections_refused_total{reason=\"max_connections\"}",
         "mqtt_auth_failures_total{reason=\"bad_credentials\"}",
+        "mqtt_handshake_failures_total{reason=\"error\"}",
+        "mqtt_handshake_failures_total{reason=\"timeout\"}",
         "mqtt_messages_dropped_total{reason=\"queue_full\"}",
         "mqtt_queued_messages",
         "mqtt_store_commit_seconds_count",

@@ -416,6 +416,40 @@ async fn a_stalled_tls_handshake_is_closed_after_connect_timeout() {
         matches!(r, Ok(Ok(0) | Err(_))),
         "expected the broker to close the silent connection, got {r:?}"
     );
+    assert_eq!(broker.stat(|s| &s.handshake_timeouts), 1);
+    assert_eq!(broker.stat(|s| &s.handshake_failures), 0);
+}
+
+/// Bytes that are not a TLS ClientHello on a TLS listener: the connection
+/// is closed and counted as a failed handshake.
+#[tokio::test]
+async fn a_failed_tls_handshake_is_closed_and_counted() {
+    let pki = Pki::new();
+    let broker = TestBroker::start(with_listeners(vec![pki.listener(ListenerKind::Mqtts)])).await;
+    let mut tcp = TcpStream::connect(broker.addr_of(ListenerKind::Mqtts))
+        .await
+        .unwrap();
+    // An MQTT CONNECT where a TLS record should be.
+    let mut connect = BytesMut::new();
+    Packet::Connect(Box::new(packets::connect(ProtocolVersion::V3_1_1, "plain")))
+        .encode(ProtocolVersion::V3_1_1, &mut connect)
+        .unwrap();
+    tcp.write_all(&connect).await.unwrap();
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(TIMEOUT, tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            // A TLS alert may come first.
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the connection was not closed"),
+        }
+    }
+    broker
+        .wait_until("the failed handshake to be counted", |s| {
+            s.handshake_failures.load(Ordering::Relaxed) == 1
+        })
+        .await;
+    assert_eq!(broker.stat(|s| &s.handshake_timeouts), 0);
 }
 
 #[tokio::test]
