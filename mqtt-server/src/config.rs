@@ -125,6 +125,10 @@ pub struct Config {
     /// Address of the HTTP listener serving Prometheus metrics on
     /// `GET /metrics`. Default: none (off).
     pub metrics_listen: Option<SocketAddr>,
+    /// A token scrapers must send as `Authorization: Bearer <token>`; others
+    /// get 401. Default: none (no authentication: keep the listener on a
+    /// loopback or private address).
+    pub metrics_token: Option<String>,
     /// Seconds between `$SYS/broker/...` updates; 0 = off. Default: 10.
     pub sys_interval: u64,
     /// Milliseconds a publisher may wait for room in a connected
@@ -174,6 +178,7 @@ impl Default for Config {
             max_publish_bytes_rate: 0,
             max_connection_rate: 0,
             metrics_listen: None,
+            metrics_token: None,
             sys_interval: 10,
             max_publish_wait_ms: 2000,
             persistence: false,
@@ -227,6 +232,14 @@ impl Config {
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
+        }
+        if let Some(token) = &self.metrics_token
+            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid(
+                "metrics_token",
+                "must be non-empty and printable ASCII without spaces (it is sent in an HTTP header)",
+            );
         }
         if self.max_packet_size < 16 {
             return invalid("max_packet_size", "must be at least 16 bytes");
@@ -363,7 +376,12 @@ mod tests {
             "a key in example.toml is not listed in this test"
         );
         // Keys off by default are shown commented out, with an example value.
-        for key in ["password_file", "acl_file", "metrics_listen"] {
+        for key in [
+            "password_file",
+            "acl_file",
+            "metrics_listen",
+            "metrics_token",
+        ] {
             assert!(
                 text.contains(&format!("\n# {key} = ")),
                 "example.toml lacks `# {key} = ...`"

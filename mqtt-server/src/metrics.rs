@@ -5,7 +5,9 @@
 //! connection (`Connection: close`), `GET /metrics` (or `HEAD`) only,
 //! request head at most [`MAX_REQUEST_HEAD`] bytes read within
 //! [`REQUEST_TIMEOUT`], at most [`MAX_SCRAPES`] requests served at once.
-//! Put it on a loopback or private address: it has no authentication.
+//! With `metrics_token` set, a request must carry `Authorization: Bearer
+//! <token>` (compared in constant time) or gets 401; without it there is no
+//! authentication, so put the listener on a loopback or private address.
 
 use std::fmt::{Display, Write as _};
 use std::io;
@@ -91,8 +93,14 @@ async fn respond(mut stream: TcpStream, broker: &Broker) -> io::Result<()> {
     } else {
         "text/plain; charset=utf-8"
     };
+    // A 401 names the scheme it wants [RFC 9110 §11.6.1].
+    let challenge = if status.starts_with("401") {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
     let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{challenge}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     if !head_only {
@@ -108,11 +116,38 @@ fn route(head: &[u8], broker: &Broker) -> (&'static str, String) {
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    if let Some(token) = &broker.config.metrics_token
+        && !bearer_matches(head, token)
+    {
+        return ("401 Unauthorized", "a bearer token is required\n".into());
+    }
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => ("200 OK", render(broker)),
         ("GET" | "HEAD", _) => ("404 Not Found", "try /metrics\n".into()),
         _ => ("405 Method Not Allowed", String::new()),
     }
+}
+
+/// Whether the request head has `Authorization: Bearer <token>` (header
+/// name and scheme in any case), the token compared in constant time.
+fn bearer_matches(head: &[u8], token: &str) -> bool {
+    let head = String::from_utf8_lossy(head);
+    head.split("\r\n").skip(1).any(|line| {
+        let Some((name, value)) = line.split_once(':') else {
+            return false;
+        };
+        let value = value.trim();
+        name.trim().eq_ignore_ascii_case("authorization")
+            && value.len() > 7
+            && value.is_char_boundary(7)
+            && value[..7].eq_ignore_ascii_case("bearer ")
+            && constant_time_eq(value[7..].trim().as_bytes(), token.as_bytes())
+    })
+}
+
+/// Compares without returning early at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Writes the exposition format.

@@ -183,6 +183,54 @@ async fn the_metrics_listener_answers_only_get_metrics() {
     assert!(body.is_empty());
 }
 
+/// With `metrics_token`, only a request bearing it is served; others get
+/// 401 with the scheme named, whatever the path.
+#[tokio::test]
+async fn metrics_token_is_required_when_set() {
+    let broker = Broker::start(Config {
+        metrics_token: Some("s3cret-Token".into()),
+        ..with_metrics()
+    })
+    .await;
+    let addr = broker.metrics.unwrap();
+    for request in [
+        "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nAuthorization: Bearer wrong\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nAuthorization: Bearer s3cret-Toke\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nAuthorization: Basic s3cret-Token\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let (status, _) = http(addr, request).await;
+        assert_eq!(status, "HTTP/1.1 401 Unauthorized", "{request:?}");
+    }
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{raw}");
+    let (status, body) = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nauthorization:  bearer s3cret-Token\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("mqtt_connections_current"));
+    // A token with a space could not be sent: refused at startup.
+    let bad = Config {
+        metrics_token: Some("two words".into()),
+        ..with_metrics()
+    };
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("metrics_token")
+    );
+}
+
 #[tokio::test]
 async fn metrics_are_off_by_default() {
     let broker = Broker::start(Config::default()).await;
