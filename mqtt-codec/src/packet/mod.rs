@@ -321,11 +321,7 @@ impl Packet {
         // step below, and the properties' length computed once. Same checks,
         // same bytes.
         match self {
-            Packet::Publish(p) => {
-                p.encode_header(version, buf)?;
-                buf.put_slice(&p.payload);
-                Ok(())
-            }
+            Packet::Publish(p) => p.as_borrowed().encode(version, buf),
             Packet::Connect(c) => c.encode(buf),
             _ => self.encode_other(version, buf),
         }
