@@ -589,20 +589,46 @@ impl Task<'_> {
         let mut routed = Routed::default();
         self.broker.flush_outbox(&mut outbox, &mut routed);
         self.counts.routed = self.counts.routed.saturating_add(routed.queued as u32);
-        if routed.blocked.is_empty() {
+        self.stall_on(routed.blocked, None);
+    }
+
+    /// Stops reading and handling events until `blocked` (if any) has room
+    /// in its mailboxes, for at most `max_publish_wait_ms`; `serial` is the
+    /// acknowledgement it holds back. A stall already there (only outbox
+    /// deliveries, which hold no acknowledgement, can join one) takes them
+    /// after its own.
+    fn stall_on(&mut self, blocked: Vec<(Arc<SessionHandle>, Delivery)>, serial: Option<u64>) {
+        if blocked.is_empty() {
             return;
         }
         match &mut self.stalled {
-            Some(stall) => stall.deliveries.extend(routed.blocked),
+            Some(stall) => {
+                debug_assert!(serial.is_none(), "a publication handled while stalled");
+                stall.deliveries.extend(blocked);
+            }
             None => {
                 Stats::add(&self.broker.stats.publish_waits, 1);
                 self.stalled = Some(Box::new(Stall {
-                    serial: None,
-                    deliveries: routed.blocked,
+                    serial,
+                    deliveries: blocked,
                     until: self.now + self.broker.config.max_publish_wait(),
                 }));
             }
         }
+    }
+
+    /// Before an event the outbox does not take, the outbox's deliveries
+    /// go first. Returns whether events may still be handled (false: that
+    /// stalled the connection).
+    fn flush_outbox_before_next_event(&mut self) -> bool {
+        if self
+            .conn
+            .peek_event()
+            .is_some_and(|e| !self.outbox_takes(e))
+        {
+            self.flush_outbox();
+        }
+        self.stalled.is_none()
     }
 
     fn decode_packets(&mut self, rbuf: &mut BytesMut) {
@@ -679,32 +705,26 @@ impl Task<'_> {
         let lends = self.lends();
         let mut mailbox = lock(&handle.mailbox);
         let mut taken = 0;
-        if lends {
-            // Straight to the write queue while nothing waits before them:
-            // the session's queue is for what the window holds back.
-            let (wbuf, counts, version, peer) = (
-                &mut self.wbuf,
-                &mut self.counts,
-                self.conn.version(),
-                *self.peer,
-            );
-            for _ in 0..room {
-                let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
-                    break;
-                };
-                taken += 1;
-                let _ = self.conn.deliver_with(now, d, |t| {
+        let (wbuf, counts, version, peer) = (
+            &mut self.wbuf,
+            &mut self.counts,
+            self.conn.version(),
+            *self.peer,
+        );
+        for _ in 0..room {
+            let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
+                break;
+            };
+            taken += 1;
+            let _ = if lends {
+                // Straight to the write queue while nothing waits before
+                // it: the session's queue is for what the window holds back.
+                self.conn.deliver_with(now, d, |t| {
                     write_transmit(wbuf, counts, &t, version, peer);
-                });
-            }
-        } else {
-            for _ in 0..room {
-                let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
-                    break;
-                };
-                taken += 1;
-                let _ = self.conn.deliver(d);
-            }
+                })
+            } else {
+                self.conn.deliver(d)
+            };
         }
         if !mailbox.is_empty() {
             // Not all taken: make sure the select loop comes back for more.
@@ -957,16 +977,8 @@ impl Task<'_> {
         // A stalled publication holds back every later event: messages
         // from one client stay in order.
         while self.stalled.is_none() {
-            if self
-                .conn
-                .peek_event()
-                .is_some_and(|e| !self.outbox_takes(e))
-            {
-                // What waits in the outbox goes before this event's effects.
-                self.flush_outbox();
-                if self.stalled.is_some() {
-                    break;
-                }
+            if !self.flush_outbox_before_next_event() {
+                break;
             }
             let Some(event) = self.conn.poll_event() else {
                 break;
@@ -988,15 +1000,13 @@ impl Task<'_> {
     /// event queue never grows with a whole read's worth of packets.
     fn process_ready_events(&mut self) {
         while self.stalled.is_none()
-            && let Some(e) = self.conn.peek_event()
-            && !matches!(e, ServerEvent::Connect { .. })
+            && self
+                .conn
+                .peek_event()
+                .is_some_and(|e| !matches!(e, ServerEvent::Connect { .. }))
         {
-            if !self.outbox_takes(e) {
-                // What waits in the outbox goes before this event's effects.
-                self.flush_outbox();
-                if self.stalled.is_some() {
-                    return;
-                }
+            if !self.flush_outbox_before_next_event() {
+                return;
             }
             if let Some(event) = self.conn.poll_event() {
                 self.on_event(event);
@@ -1257,16 +1267,9 @@ impl Task<'_> {
             self.commits.outstanding.remove(&t);
         }
         let (Some(id), Some(serial)) = (packet_id, serial) else {
-            if !routed.blocked.is_empty() {
-                // QoS 0: no acknowledgement to hold, but the publisher stops
-                // reading until its subscribers have room.
-                Stats::add(&broker.stats.publish_waits, 1);
-                self.stalled = Some(Box::new(Stall {
-                    serial: None,
-                    deliveries: routed.blocked,
-                    until: now + broker.config.max_publish_wait(),
-                }));
-            }
+            // QoS 0: no acknowledgement to hold, but the publisher stops
+            // reading until its subscribers have room.
+            self.stall_on(routed.blocked, None);
             return;
         };
         let code = if routed.matched == 0 {
@@ -1285,12 +1288,7 @@ impl Task<'_> {
         }
         if !routed.blocked.is_empty() {
             waits += 1;
-            Stats::add(&broker.stats.publish_waits, 1);
-            self.stalled = Some(Box::new(Stall {
-                serial: Some(serial),
-                deliveries: routed.blocked,
-                until: now + broker.config.max_publish_wait(),
-            }));
+            self.stall_on(routed.blocked, Some(serial));
         }
         if waits == 0 {
             self.conn.acknowledge(id, code);
