@@ -510,10 +510,21 @@ impl Broker {
     /// drops are removed from the store).
     pub(crate) fn push_by_policy(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
         let mut forget = None;
-        if self.push(session, delivery, &mut forget, now) {
+        self.push_counted(session, delivery, &mut forget, now);
+        self.forget(forget);
+    }
+
+    /// [`Broker::push`], counting a queued delivery as routed.
+    fn push_counted(
+        &self,
+        session: &SessionHandle,
+        delivery: Delivery,
+        forget: &mut Option<Batch>,
+        now: Instant,
+    ) {
+        if self.push(session, delivery, forget, now) {
             Stats::add(&self.stats.messages_routed, 1);
         }
-        self.forget(forget);
     }
 
     /// Submits a batch of removals, if any.
@@ -590,9 +601,7 @@ impl Broker {
         // removed) by their new sessions.
         self.forget(forget.take());
         for (session, d) in moves {
-            if self.push(&session.0, d, &mut forget, now) {
-                Stats::add(&self.stats.messages_routed, 1);
-            }
+            self.push_counted(&session.0, d, &mut forget, now);
         }
         self.forget(forget);
         kept
