@@ -361,12 +361,13 @@ impl Outbound {
                 None => return Err(d),
             }
         };
-        let how = self.shape(&Sending::of(&d), version, now, custom);
-        if !self.fits(session, &Sending::of(&d), packet_id, version, &how, custom) {
+        let s = Sending::of(&d);
+        let how = self.shape(&s, version, now, custom);
+        if !self.fits(session, &s, packet_id, version, &how, custom) {
             return Ok(false);
         }
         let Some(id) = packet_id else {
-            out(lend(&Sending::of(&d), None, version, &how, custom));
+            out(lend(&s, None, version, &how, custom));
             return Ok(true);
         };
         let tag = d.tag;
