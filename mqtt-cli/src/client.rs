@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use mqtt_codec::{
-    ConnAck, Connect, DecodeLimits, Disconnect, Packet, PacketType, ProtocolVersion, ReasonCode,
+    ConnAck, Connect, DecodeLimits, Disconnect, Packet, PacketType, ProtocolVersion, Publish,
+    ReasonCode,
 };
 use mqtt_session::{
     ClientCloseReason, ClientConfig, ClientConnection, ClientEvent, DropReason, Message,
@@ -145,13 +146,27 @@ impl Client {
 
     /// The next event, if one is ready.
     pub(crate) fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.next_event(None::<fn(&Publish)>)
+    }
+
+    /// [`Client::poll_event`], but messages are lent to `on_message` (see
+    /// [`ClientConnection::handle_publish_with`]) rather than returned as
+    /// [`ClientEvent::Message`]: for a caller that only looks at them.
+    pub(crate) fn poll_event_with(
+        &mut self,
+        on_message: impl FnMut(&Publish),
+    ) -> Option<ClientEvent> {
+        self.next_event(Some(on_message))
+    }
+
+    fn next_event(&mut self, mut on_message: Option<impl FnMut(&Publish)>) -> Option<ClientEvent> {
         // Packets are decoded as events are asked for: what one read
         // brought is never turned into a queue of events first.
         let ev = loop {
             if let Some(ev) = self.conn.poll_event() {
                 break ev;
             }
-            if !self.decode_one() {
+            if !self.decode_one(on_message.as_mut()) {
                 return None;
             }
         };
@@ -181,6 +196,20 @@ impl Client {
         let (version, buf) = (self.version, &mut self.write_buf);
         self.conn
             .publish_with(now, message, |t| encode(&t, version, buf))?;
+        self.encode_pending_at(now);
+        Ok(())
+    }
+
+    /// [`Client::publish_at`] of a borrowed message: one a caller sends
+    /// many times is copied only if it has to be queued.
+    pub(crate) fn publish_ref_at(
+        &mut self,
+        message: &Message,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        let (version, buf) = (self.version, &mut self.write_buf);
+        self.conn
+            .publish_ref_with(now, message, |t| encode(&t, version, buf))?;
         self.encode_pending_at(now);
         Ok(())
     }
@@ -271,15 +300,21 @@ impl Client {
 
     /// Decodes what the reads brought and the caller has not asked for.
     fn decode_all(&mut self) {
-        while self.decode_one() {}
+        while self.decode_one(None::<&mut fn(&Publish)>) {}
     }
 
-    /// Hands the next complete packet read to the session; false if there
-    /// is none.
-    fn decode_one(&mut self) -> bool {
+    /// Hands the next complete packet read to the session (a message to
+    /// `on_message`, if given); false if there is none.
+    fn decode_one(&mut self, on_message: Option<&mut impl FnMut(&Publish)>) -> bool {
         match Packet::decode(&mut self.read_buf, self.version, &self.limits) {
+            // An error is acted on by the session (Closed event).
+            Ok(Some(Packet::Publish(mut p))) if on_message.is_some() => {
+                if let Some(f) = on_message {
+                    let _ = self.conn.handle_publish_with(self.read_at, &mut p, f);
+                }
+                true
+            }
             Ok(Some(packet)) => {
-                // An error is acted on by the session (Closed event).
                 let _ = self.conn.handle_packet(self.read_at, packet);
                 true
             }

@@ -4,10 +4,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mqtt_codec::{
     Auth, ConnAck, Connect, DecodeLimits, Disconnect, MqttString, Packet, PacketId,
-    ProtocolVersion, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties, Subscription,
-    UnsubAck, Unsubscribe, UnsubscribeProperties,
+    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties,
+    Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
 
 use crate::error::ProtocolError;
@@ -313,30 +314,57 @@ impl ClientConnection {
         &mut self,
         now: Instant,
         message: Message,
-        mut f: impl FnMut(Transmit<'_>),
+        f: impl FnMut(Transmit<'_>),
     ) -> Result<(), DropReason> {
+        match self.send_at_once(now, &message, f) {
+            Some(sent) => sent,
+            None => self.publish(message),
+        }
+    }
+
+    /// [`ClientConnection::publish_with`] of a borrowed message, copied
+    /// (reference counts, no byte) only if it has to be queued: for a
+    /// client that sends the same message many times.
+    pub fn publish_ref_with(
+        &mut self,
+        now: Instant,
+        message: &Message,
+        f: impl FnMut(Transmit<'_>),
+    ) -> Result<(), DropReason> {
+        match self.send_at_once(now, message, f) {
+            Some(sent) => sent,
+            None => self.publish(message.clone()),
+        }
+    }
+
+    /// Sends a QoS 0 `message` at once if nothing is queued or waiting to
+    /// be written before it; `None` if it has to be queued.
+    fn send_at_once(
+        &mut self,
+        now: Instant,
+        message: &Message,
+        mut f: impl FnMut(Transmit<'_>),
+    ) -> Option<Result<(), DropReason>> {
         if message.qos != QoS::AtMostOnce
             || !self.is_connected()
             || self.transmit_at < self.transmit.len()
         {
-            return self.publish(message);
+            return None;
         }
-        let Some(session) = self.session.as_mut().filter(|s| s.queued.is_empty()) else {
-            return self.publish(message);
-        };
+        let session = self.session.as_mut().filter(|s| s.queued.is_empty())?;
         if message.is_expired(now) {
             session.drops.count(DropReason::Expired, QoS::AtMostOnce);
-            return Ok(());
+            return Some(Ok(()));
         }
         let sent = self
             .outbound
-            .send_qos0(session, &message, self.version, now, &mut |p| {
+            .send_qos0(session, message, self.version, now, &mut |p| {
                 f(Transmit::Publish(p));
             });
         if sent {
             self.last_sent = now;
         }
-        Ok(())
+        Some(Ok(()))
     }
 
     /// Sends SUBSCRIBE; returns its packet identifier, or `None` if the
@@ -409,6 +437,39 @@ impl ClientConnection {
             self.fail(e.clone());
         }
         result
+    }
+
+    /// [`ClientConnection::handle_packet`] of a PUBLISH that lends the
+    /// message to `f` (its topic alias resolved, its acknowledgement
+    /// queued) instead of queuing a [`ClientEvent::Message`] with a copy of
+    /// it, when no event waits before it (otherwise it is queued as
+    /// usual). `publish` is taken apart where it lies rather than moved:
+    /// for a client that receives many messages.
+    pub fn handle_publish_with(
+        &mut self,
+        now: Instant,
+        publish: &mut Publish,
+        f: impl FnOnce(&Publish),
+    ) -> Result<(), ProtocolError> {
+        if self.closed || !self.connected || !self.events.is_empty() {
+            let p = std::mem::replace(publish, Publish::new(MqttString::new(), Bytes::new()));
+            return self.handle_packet(now, Packet::Publish(p));
+        }
+        match self.inbound.on_publish(publish, &mut self.transmit) {
+            Ok(true) => {
+                if let Some(id) = publish.packet_id {
+                    self.inbound
+                        .acknowledge(id, ReasonCode::Success, &mut self.transmit);
+                }
+                f(publish);
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(e) => {
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
     }
 
     fn on_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {

@@ -18,8 +18,8 @@ use mqtt_codec::{
     QoS, ReasonCode, SubscribeProperties, Subscription, SubscriptionOptions, Will,
 };
 use mqtt_session::{
-    Accept, ClientCloseReason, CloseReason, Delivery, DropReason, InflightStage, Message, Overflow,
-    ProtocolError, ServerEvent,
+    Accept, ClientCloseReason, ClientEvent, CloseReason, Delivery, DropReason, InflightStage,
+    Message, Overflow, ProtocolError, ServerEvent,
 };
 
 fn will(delay: Option<u32>) -> Will {
@@ -2010,6 +2010,75 @@ fn handle_publish_acts_as_handle_packet() {
     ));
 }
 
+/// A client's `handle_publish_with` lends each message it delivers and
+/// answers as `handle_packet` does: the same messages (topic alias
+/// resolved), the same acknowledgements, a QoS 2 duplicate not delivered
+/// twice [MQTT-4.3.3-10]; while an event waits, a message is queued behind
+/// it instead, so the order holds.
+#[test]
+fn handle_publish_with_lends_what_handle_packet_queues() {
+    let mut setup = Setup::v5("c1");
+    setup.client.topic_alias_maximum = 4;
+    let mut by_packet = Pair::connected(setup.clone());
+    let mut lending = Pair::connected(setup);
+    let mut first = raw_publish("a/b", "one", QoS::AtLeastOnce, Some(1));
+    first.properties.topic_alias = std::num::NonZeroU16::new(1);
+    let mut second = raw_publish("", "two", QoS::AtMostOnce, None);
+    second.properties.topic_alias = std::num::NonZeroU16::new(1);
+    let third = raw_publish("c", "three", QoS::ExactlyOnce, Some(2));
+    let packets = [first, second, third.clone(), third];
+    let mut lent = Vec::new();
+    for p in packets.clone() {
+        let now = by_packet.now;
+        by_packet
+            .client
+            .handle_packet(now, Packet::Publish(p.clone()))
+            .unwrap();
+        let mut p = p;
+        lending
+            .client
+            .handle_publish_with(now, &mut p, |m| {
+                lent.push((m.topic.to_string(), text(&m.payload)));
+            })
+            .unwrap();
+    }
+    let mut queued = Vec::new();
+    while let Some(e) = by_packet.client.poll_event() {
+        match e {
+            ClientEvent::Message(m) => queued.push((m.topic.to_string(), text(&m.payload))),
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    let expected: Vec<(String, String)> = [("a/b", "one"), ("a/b", "two"), ("c", "three")]
+        .map(|(t, p)| (t.to_string(), p.to_string()))
+        .to_vec();
+    assert_eq!(queued, expected);
+    assert_eq!(lent, expected);
+    assert!(lending.client.poll_event().is_none(), "nothing queued");
+    let acks = |pair: &mut Pair| format!("{:?}", pair.intercept(Side::Client));
+    assert_eq!(acks(&mut by_packet), acks(&mut lending));
+
+    // An event waits: the next message is queued behind it, not lent.
+    let now = lending.now;
+    lending
+        .client
+        .handle_packet(
+            now,
+            Packet::Publish(raw_publish("d", "four", QoS::AtMostOnce, None)),
+        )
+        .unwrap();
+    let mut p = raw_publish("d", "five", QoS::AtMostOnce, None);
+    lending
+        .client
+        .handle_publish_with(now, &mut p, |_| panic!("lent past a waiting event"))
+        .unwrap();
+    let mut order = Vec::new();
+    while let Some(ClientEvent::Message(m)) = lending.client.poll_event() {
+        order.push(text(&m.payload));
+    }
+    assert_eq!(order, ["four", "five"]);
+}
+
 /// A client's `publish_with` sends a QoS 0 message at once and queues the
 /// rest (QoS 1/2, or anything behind a packet waiting to be written): the
 /// server receives the same messages, in the same order, with the same
@@ -2021,7 +2090,8 @@ fn publish_with_sends_what_publish_queues_in_the_same_order() {
     let mut setup = Setup::v5("c1");
     setup.server.max_packet_size = 100;
     let mut queued = Pair::connected(setup.clone());
-    let mut direct = Pair::connected(setup);
+    let mut direct = Pair::connected(setup.clone());
+    let mut lent = Pair::connected(setup);
     let base = queued.now;
     let messages: Vec<Message> = (0..8)
         .map(|i| {
@@ -2042,7 +2112,7 @@ fn publish_with_sends_what_publish_queues_in_the_same_order() {
     for (i, m) in messages.iter().enumerate() {
         if i == 5 {
             // A SUBSCRIBE waiting to be written: what follows goes behind it.
-            for pair in [&mut queued, &mut direct] {
+            for pair in [&mut queued, &mut direct, &mut lent] {
                 let sub = Subscription {
                     filter: mqtt("s/#"),
                     options: SubscriptionOptions::qos(QoS::AtMostOnce),
@@ -2054,9 +2124,11 @@ fn publish_with_sends_what_publish_queues_in_the_same_order() {
         }
         queued.client.publish(m.clone()).unwrap();
         direct.client_publish_now(m.clone()).unwrap();
+        lent.client_publish_ref_now(m).unwrap();
     }
     queued.drive();
     direct.drive();
+    lent.drive();
     let publishes = |pair: &Pair| -> Vec<u8> {
         let mut out = BytesMut::new();
         for (side, p) in &pair.sent[before..] {
@@ -2067,7 +2139,9 @@ fn publish_with_sends_what_publish_queues_in_the_same_order() {
         out.to_vec()
     };
     assert_eq!(publishes(&queued), publishes(&direct));
+    assert_eq!(publishes(&queued), publishes(&lent));
     assert_eq!(queued.server_payloads(), direct.server_payloads());
+    assert_eq!(queued.server_payloads(), lent.server_payloads());
     // m4 is larger than the server accepts: dropped either way.
     assert_eq!(
         direct.server_payloads(),

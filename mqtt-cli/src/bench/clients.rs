@@ -149,18 +149,25 @@ pub(crate) async fn publisher(
         // One timestamp for the messages made in one go: they leave in
         // the same write (and the clock is not read once per message).
         let stamp = unix_nanos();
+        // The messages of one go carry the same payload (the timestamp is
+        // its only varying part): made once, and with one topic, the whole
+        // message is made once and lent.
+        let payload = payload(&mut arena, plan.size, stamp);
+        let single = (topics.len() == 1)
+            .then(|| Message::new(topics[0].clone(), payload.clone(), plan.qos, false));
         while result.sent < due.min(limit)
             && client.unacknowledged() < window
             && client.buffered() < WRITE_HIGH_WATER
         {
-            let payload = payload(&mut arena, plan.size, stamp);
-            let topic = if topics.len() == 1 {
-                &topics[0]
-            } else {
-                &topics[rng.below(topics.len())]
+            let published = match &single {
+                Some(message) => client.publish_ref_at(message, now),
+                None => {
+                    let topic = topics[rng.below(topics.len())].clone();
+                    let message = Message::new(topic, payload.clone(), plan.qos, false);
+                    client.publish_at(message, now)
+                }
             };
-            let message = Message::new(topic.clone(), payload, plan.qos, false);
-            if client.publish_at(message, now).is_err() {
+            if published.is_err() {
                 // The session's own queue is full: wait for the socket.
                 break;
             }
@@ -343,12 +350,13 @@ pub(crate) async fn subscriber(
     loop {
         let mut received = 0;
         let now = unix_nanos();
-        while let Some(ev) = client.poll_event() {
+        let latency = &mut result.latency;
+        // Messages are only looked at: lent, not copied into events.
+        while let Some(ev) = client.poll_event_with(|m| {
+            received += 1;
+            record_latency(latency, &m.payload, now);
+        }) {
             match ev {
-                ClientEvent::Message(m) => {
-                    received += 1;
-                    record_latency(&mut result.latency, &m.payload, now);
-                }
                 ClientEvent::Subscribed(ack) => {
                     match ack.reason_codes.first() {
                         Some(c) if !c.is_error() => result.granted = Some(filter.clone()),
@@ -505,12 +513,13 @@ pub(crate) async fn filter_subscriber(
     loop {
         let mut received = 0;
         let now = unix_nanos();
-        while let Some(ev) = client.poll_event() {
+        let latency = &mut result.latency;
+        // Messages are only looked at: lent, not copied into events.
+        while let Some(ev) = client.poll_event_with(|m| {
+            received += 1;
+            record_latency(latency, &m.payload, now);
+        }) {
             match ev {
-                ClientEvent::Message(m) => {
-                    received += 1;
-                    record_latency(&mut result.latency, &m.payload, now);
-                }
                 ClientEvent::Subscribed(ack) => {
                     let Some(first) = pending.remove(&ack.packet_id) else {
                         continue;

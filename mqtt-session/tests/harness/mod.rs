@@ -548,6 +548,19 @@ impl Pair {
         result
     }
 
+    /// The client publishes a borrowed message through
+    /// `publish_ref_with`, as [`Pair::client_publish_now`] does.
+    pub fn client_publish_ref_now(&mut self, message: &Message) -> Result<(), DropReason> {
+        let mut packets = Vec::new();
+        let result = self
+            .client
+            .publish_ref_with(self.now, message, |t| packets.push(t.to_packet()));
+        for packet in packets {
+            self.put_on_wire(Side::Client, packet);
+        }
+        result
+    }
+
     /// The client publishes a message.
     pub fn client_publish(
         &mut self,
