@@ -3,7 +3,7 @@
 //! expiry).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Instant;
@@ -139,13 +139,65 @@ impl Outbox {
     }
 }
 
+/// Deliveries waiting for room in connected sessions' mailboxes, in the
+/// order they were made, as runs of consecutive deliveries to one session:
+/// a run holds its session once (not a reference count per delivery) and
+/// enters the mailbox under one lock.
+#[derive(Debug, Default)]
+pub(crate) struct Blocked {
+    runs: Vec<(Arc<SessionHandle>, VecDeque<Delivery>)>,
+}
+
+impl Blocked {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Whether a delivery to `handle` waits.
+    pub(crate) fn holds(&self, handle: &Arc<SessionHandle>) -> bool {
+        self.runs.iter().any(|(h, _)| Arc::ptr_eq(h, handle))
+    }
+
+    /// Adds a delivery to `handle`, after the others.
+    pub(crate) fn push(&mut self, handle: &Arc<SessionHandle>, delivery: Delivery) {
+        match self.runs.last_mut() {
+            Some((h, run)) if Arc::ptr_eq(h, handle) => run.push_back(delivery),
+            _ => self.runs.push((handle.clone(), VecDeque::from([delivery]))),
+        }
+    }
+
+    /// Adds `run`, deliveries to `handle`, after the others.
+    fn push_run(&mut self, handle: Arc<SessionHandle>, mut run: VecDeque<Delivery>) {
+        if run.is_empty() {
+            return;
+        }
+        match self.runs.last_mut() {
+            Some((h, last)) if Arc::ptr_eq(h, &handle) => last.append(&mut run),
+            _ => self.runs.push((handle, run)),
+        }
+    }
+
+    /// Adds `other`'s deliveries after these.
+    pub(crate) fn append(&mut self, other: Blocked) {
+        for (h, run) in other.runs {
+            self.push_run(h, run);
+        }
+    }
+
+    /// The first delivery waiting, and its session.
+    pub(crate) fn first(&self) -> Option<(&Arc<SessionHandle>, &Delivery)> {
+        let (h, run) = self.runs.first()?;
+        Some((h, run.front()?))
+    }
+}
+
 /// What publishing a message did.
 #[derive(Debug, Default)]
 pub(crate) struct Routed {
     /// Sessions it matched.
     pub(crate) matched: usize,
     /// Deliveries waiting for room in a connected session's mailbox.
-    pub(crate) blocked: Vec<(Arc<SessionHandle>, Delivery)>,
+    pub(crate) blocked: Blocked,
     /// Whether a batch was submitted and `done` will be called.
     pub(crate) committing: bool,
     /// Deliveries queued in mailboxes.
@@ -409,14 +461,14 @@ impl Broker {
             }
         }
         if may_wait {
-            if routed.blocked.iter().any(|(h, _)| Arc::ptr_eq(h, handle)) {
+            if routed.blocked.holds(handle) {
                 // Behind deliveries that did not fit: in order.
-                routed.blocked.push((handle.clone(), delivery));
+                routed.blocked.push(handle, delivery);
                 return;
             }
             match self.try_push(handle, delivery) {
                 Ok(()) => routed.queued += 1,
-                Err(d) => routed.blocked.push((handle.clone(), d)),
+                Err(d) => routed.blocked.push(handle, d),
             }
         } else if self.push(handle, delivery, forget, now) {
             routed.queued += 1;
@@ -434,17 +486,21 @@ impl Broker {
         let mut mailbox = lock(&handle.mailbox);
         let was_empty = mailbox.is_empty();
         let mut queued = 0;
+        let mut refused = None;
         for d in deliveries.by_ref() {
             if let Err(d) = mailbox.try_push(d, &self.queue_limits) {
-                routed.blocked.push((handle.clone(), d));
+                refused = Some(d);
                 break;
             }
             queued += 1;
         }
         drop(mailbox);
-        routed
-            .blocked
-            .extend(deliveries.map(|d| (handle.clone(), d)));
+        if let Some(d) = refused {
+            let mut run = VecDeque::with_capacity(deliveries.len() + 1);
+            run.push_back(d);
+            run.extend(deliveries);
+            routed.blocked.push_run(handle.clone(), run);
+        }
         if queued > 0 && was_empty {
             // As in `try_push`: only a mailbox that was empty wakes its task.
             handle.notify.notify_one();
@@ -452,21 +508,65 @@ impl Broker {
         routed.queued += queued;
     }
 
-    /// Puts a delivery in a session's mailbox if it fits without dropping
-    /// a QoS 1/2 message; hands it back otherwise.
-    pub(crate) fn try_deliver(
+    /// Tries again to put what `blocked` holds in its sessions' mailboxes,
+    /// each run under one lock, in order: a delivery that still does not
+    /// fit holds back the later ones to its session. Those that wait no
+    /// more are placed by policy (`give_up`: the publisher waited too long,
+    /// or is gone) or dropped (`timed_out`, or the session congested).
+    /// Returns what still waits, and how many were queued (the caller
+    /// counts them as routed).
+    pub(crate) fn retry_blocked(
         &self,
-        session: &SessionHandle,
-        delivery: Delivery,
-    ) -> Result<(), Delivery> {
-        let pushed = self.try_push(session, delivery);
-        if pushed.is_ok() {
-            Stats::add(&self.stats.messages_routed, 1);
+        blocked: Blocked,
+        timed_out: bool,
+        publisher_gone: bool,
+        now: Instant,
+    ) -> (Blocked, u64) {
+        let mut waiting = Blocked::default();
+        let mut queued = 0;
+        for (h, mut run) in blocked.runs {
+            // A later run to a session an earlier one still waits for
+            // waits too, even if room came meanwhile (its subscriber reads
+            // concurrently): they arrive in order.
+            if !waiting.holds(&h) {
+                let mut mailbox = lock(&h.mailbox);
+                let was_empty = mailbox.is_empty();
+                let mut n = 0;
+                while let Some(d) = run.pop_front() {
+                    if let Err(d) = mailbox.try_push(d, &self.queue_limits) {
+                        run.push_front(d);
+                        break;
+                    }
+                    n += 1;
+                }
+                drop(mailbox);
+                if n > 0 && was_empty {
+                    h.notify.notify_one();
+                }
+                queued += n;
+                if run.is_empty() {
+                    continue;
+                }
+            }
+            if timed_out || h.is_congested() {
+                for d in run {
+                    self.drop_blocked(&h, d, now);
+                }
+            } else if publisher_gone || !h.is_connected() {
+                // Nobody to hold back, or the subscriber is gone: its
+                // queue's policy applies.
+                for d in run {
+                    self.push_by_policy(&h, d, now);
+                }
+            } else {
+                waiting.push_run(h, run);
+            }
         }
-        pushed
+        (waiting, queued)
     }
 
-    /// [`Broker::try_deliver`] without counting it: the caller counts.
+    /// Puts a delivery in a session's mailbox if it fits without dropping
+    /// a QoS 1/2 message; hands it back otherwise. The caller counts it.
     fn try_push(&self, session: &SessionHandle, delivery: Delivery) -> Result<(), Delivery> {
         let mut mailbox = lock(&session.mailbox);
         let was_empty = mailbox.is_empty();

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
-use crate::broker::{Broker, Outbox, Publishing, RouteCache, Routed};
+use crate::broker::{Blocked, Broker, Outbox, Publishing, RouteCache, Routed};
 use crate::handle::{Control, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::quota::PublishQuota;
@@ -244,7 +244,7 @@ impl Commits {
 struct Stall {
     /// The acknowledgement waiting (see [`Commits::acks`]).
     serial: Option<u64>,
-    deliveries: Vec<(Arc<SessionHandle>, Delivery)>,
+    deliveries: Blocked,
     until: Instant,
 }
 
@@ -350,10 +350,11 @@ where
             let handle = task.handle.clone();
             let room = task.wbuf.len() < WRITE_HIGH_WATER && handle.is_some();
             let throttled = task.throttled.is_some();
-            let stall = task.stalled.as_ref().map(|s| {
-                let (h, d) = &s.deliveries[0];
-                (h.clone(), d.message.size())
-            });
+            let stall = task
+                .stalled
+                .as_ref()
+                .and_then(|s| s.deliveries.first())
+                .map(|(h, d)| (h.clone(), d.message.size()));
             let stalled = stall.is_some();
             let limits = broker.queue_limits;
             tokio::select! {
@@ -597,14 +598,14 @@ impl Task<'_> {
     /// acknowledgement it holds back. A stall already there (only outbox
     /// deliveries, which hold no acknowledgement, can join one) takes them
     /// after its own.
-    fn stall_on(&mut self, blocked: Vec<(Arc<SessionHandle>, Delivery)>, serial: Option<u64>) {
+    fn stall_on(&mut self, blocked: Blocked, serial: Option<u64>) {
         if blocked.is_empty() {
             return;
         }
         match &mut self.stalled {
             Some(stall) => {
                 debug_assert!(serial.is_none(), "a publication handled while stalled");
-                stall.deliveries.extend(blocked);
+                stall.deliveries.append(blocked);
             }
             None => {
                 Stats::add(&self.broker.stats.publish_waits, 1);
@@ -931,37 +932,14 @@ impl Task<'_> {
         let Some(stall) = self.stalled.as_mut() else {
             return;
         };
-        let broker = self.broker;
-        let now = self.now;
-        let closed = self.conn.is_closed();
-        let timed_out = now >= stall.until;
-        let mut waiting = Vec::new();
-        // Sessions with a delivery still waiting: the later ones to them
-        // wait too, even if room came meanwhile (their subscriber reads
-        // concurrently), so that they arrive in order.
-        let mut held_back: Vec<*const SessionHandle> = Vec::new();
-        for (h, d) in std::mem::take(&mut stall.deliveries) {
-            let d = if held_back.contains(&Arc::as_ptr(&h)) {
-                d
-            } else {
-                match broker.try_deliver(&h, d) {
-                    Ok(()) => continue,
-                    Err(d) => d,
-                }
-            };
-            if timed_out || h.is_congested() {
-                broker.drop_blocked(&h, d, now);
-            } else if closed || !h.is_connected() {
-                // The publisher is gone (nobody to hold back) or the
-                // subscriber is: its queue's policy applies.
-                broker.push_by_policy(&h, d, now);
-            } else {
-                if !held_back.contains(&Arc::as_ptr(&h)) {
-                    held_back.push(Arc::as_ptr(&h));
-                }
-                waiting.push((h, d));
-            }
-        }
+        let timed_out = self.now >= stall.until;
+        let (waiting, queued) = self.broker.retry_blocked(
+            std::mem::take(&mut stall.deliveries),
+            timed_out,
+            self.conn.is_closed(),
+            self.now,
+        );
+        self.counts.routed = self.counts.routed.saturating_add(queued as u32);
         if waiting.is_empty() {
             let serial = stall.serial;
             self.stalled = None;
