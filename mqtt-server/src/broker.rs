@@ -113,8 +113,17 @@ const ROUTE_CACHE_MAX: usize = 64;
 #[derive(Debug, Default)]
 pub(crate) struct RouteCache {
     generation: u64,
-    topic: bytes::Bytes,
+    topic: Option<TopicName>,
     targets: Vec<Target<SessionRef>>,
+}
+
+impl RouteCache {
+    /// The topic last published to, if it is `name`: already checked, and
+    /// a handle on the cache's copy rather than on the read buffer `name`
+    /// lies in, which the subscribers' tasks release concurrently.
+    pub(crate) fn topic(&self, name: &[u8]) -> Option<&TopicName> {
+        self.topic.as_ref().filter(|t| t.as_bytes()[..] == *name)
+    }
 }
 
 /// Most deliveries an [`Outbox`] holds before it is flushed.
@@ -321,7 +330,7 @@ impl Broker {
         let generation = self.router_generation.load(Ordering::Acquire);
         let hit = cache
             .as_ref()
-            .is_some_and(|c| c.generation == generation && c.topic[..] == topic.as_bytes()[..]);
+            .is_some_and(|c| c.generation == generation && c.topic(topic.as_bytes()).is_some());
         // Otherwise held until every delivery is in its mailbox: targets
         // borrow their session from the router, so routing touches no
         // reference count. Nothing here waits, and only SUBSCRIBE and
@@ -340,7 +349,9 @@ impl Broker {
                     {
                         // Read under the lock: the generation of this route.
                         c.generation = self.router_generation.load(Ordering::Acquire);
-                        c.topic = bytes::Bytes::copy_from_slice(topic.as_bytes());
+                        if c.topic(topic.as_bytes()).is_none() {
+                            c.topic = Some(topic.detached());
+                        }
                         c.targets.clear();
                         c.targets.extend(targets.iter().map(|t| t.clone().cloned()));
                     }

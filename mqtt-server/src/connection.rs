@@ -64,7 +64,7 @@ struct Task<'a> {
     /// anyway: every connection's future is that much smaller.
     peer: &'a SocketAddr,
     conn: ServerConnection,
-    handle: Option<Arc<SessionHandle>>,
+    handle: Option<SessionRef>,
     /// This connection's number, unique for the broker's lifetime (for
     /// [`SessionHandle::control`]).
     id: u64,
@@ -347,7 +347,7 @@ where
             {
                 timer.as_mut().reset(next);
             }
-            let handle = task.handle.clone();
+            let handle = task.handle.as_ref().map(|h| h.0.clone());
             let room = task.wbuf.len() < WRITE_HIGH_WATER && handle.is_some();
             let throttled = task.throttled.is_some();
             let stall = task
@@ -684,7 +684,9 @@ impl Task<'_> {
     /// queue is empty and the client's Receive Maximum leaves room, so the
     /// mailbox stays the one bounded queue of the session.
     fn pull_mailbox(&mut self) {
-        let Some(handle) = &self.handle else { return };
+        let Some(SessionRef(handle)) = &self.handle else {
+            return;
+        };
         if self.conn.is_closed() || self.wbuf.len() >= WRITE_HIGH_WATER {
             return;
         }
@@ -1001,11 +1003,10 @@ impl Task<'_> {
             ServerEvent::Publish { message, packet_id } => self.on_publish(message, packet_id),
             ServerEvent::Subscribe(s) => self.on_subscribe(s),
             ServerEvent::Unsubscribed(u) => {
-                if let Some(h) = &self.handle {
-                    let me = SessionRef(h.clone());
+                if let Some(me) = &self.handle {
                     let mut router = self.broker.router_mut();
                     for f in &u.filters {
-                        if router.unsubscribe(&me, f) {
+                        if router.unsubscribe(me, f) {
                             self.subscriptions = self.subscriptions.saturating_sub(1);
                         }
                     }
@@ -1142,7 +1143,7 @@ impl Task<'_> {
         self.control_rx = Some(control_rx);
         *lock(&handle.access) = access.clone();
         self.access = access;
-        self.handle = Some(handle);
+        self.handle = Some(SessionRef(handle));
         Stats::add(&broker.stats.clients_connected, 1);
         tracing::debug!(peer = %self.peer, client_id = %client_id, version = %connect.protocol, "client connected");
         let persistence = broker.persist.is_some();
@@ -1166,7 +1167,7 @@ impl Task<'_> {
         let was_persistent = self
             .handle
             .as_ref()
-            .is_some_and(|h| h.persistent.swap(self.persistent, Ordering::AcqRel));
+            .is_some_and(|h| h.0.persistent.swap(self.persistent, Ordering::AcqRel));
         if (!resumed && old_persistent) || (was_persistent && !self.persistent) {
             // What was stored for this client id is gone: a new session.
             self.batch().delete_session(&client_id);
@@ -1192,9 +1193,17 @@ impl Task<'_> {
     fn on_publish(&mut self, message: Arc<Message>, packet_id: Option<PacketId>) {
         let broker = self.broker;
         let now = self.now;
-        let topic = TopicName::from_bytes(message.topic.as_bytes().clone())
-            .ok()
-            .filter(|t| t.level_count() <= broker.config.max_topic_levels);
+        // The topic of the last publication is already checked.
+        let cached = self
+            .route_cache
+            .as_deref()
+            .and_then(|c| c.topic(message.topic.as_bytes()))
+            .cloned();
+        let topic = cached.or_else(|| {
+            TopicName::from_bytes(message.topic.as_bytes().clone())
+                .ok()
+                .filter(|t| t.level_count() <= broker.config.max_topic_levels)
+        });
         let Some(topic) = topic else {
             if let Some(id) = packet_id {
                 self.conn.acknowledge(id, ReasonCode::TopicNameInvalid);
@@ -1213,7 +1222,6 @@ impl Task<'_> {
             }
             return;
         }
-        let me = self.handle.clone().map(SessionRef);
         let persistence = broker.persist.is_some();
         let serial = packet_id.map(|_| {
             self.commits.next_serial += 1;
@@ -1229,7 +1237,7 @@ impl Task<'_> {
         let outbox = (packet_id.is_none() && !persistence && may_block)
             .then(|| &mut **self.outbox.get_or_insert_with(Box::default));
         let how = Publishing {
-            publisher: me.as_ref(),
+            publisher: self.handle.as_ref(),
             incoming_qos2,
             may_block,
             done,
@@ -1285,10 +1293,9 @@ impl Task<'_> {
 
     fn on_subscribe(&mut self, s: Subscribe) {
         let broker = self.broker;
-        let Some(handle) = self.handle.clone() else {
+        let Some(me) = self.handle.clone() else {
             return;
         };
-        let me = SessionRef(handle);
         let now = now();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut retained: Vec<Delivery> = Vec::new();
@@ -1398,7 +1405,7 @@ impl Task<'_> {
             }
             other => tracing::debug!(peer = %self.peer, reason = ?other, "connection closed"),
         }
-        let Some(handle) = self.handle.take() else {
+        let Some(SessionRef(handle)) = self.handle.take() else {
             return;
         };
         Stats::sub(&broker.stats.clients_connected, 1);

@@ -60,6 +60,25 @@ impl TopicName {
         &self.0
     }
 
+    /// A copy of the name in a buffer of its own, for a name kept after
+    /// the packet it came in is gone (a slice would keep that whole buffer
+    /// alive). Not checked again.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use mqtt_topic::TopicName;
+    ///
+    /// let packet = Bytes::from_static(b"..a/b..");
+    /// let name = TopicName::from_bytes(packet.slice(2..5))?;
+    /// let kept = name.detached();
+    /// assert_eq!(kept, name);
+    /// assert_ne!(kept.as_bytes().as_ptr(), name.as_bytes().as_ptr());
+    /// # Ok::<(), mqtt_topic::TopicError>(())
+    /// ```
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
     /// Gives up the wrapper and returns the bytes.
     pub fn into_bytes(self) -> Bytes {
         self.0
