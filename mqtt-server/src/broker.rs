@@ -91,7 +91,8 @@ pub(crate) struct Publishing<'a> {
     /// The caller adds [`Routed::queued`] to `messages_routed` itself
     /// (a connection counts once per turn, not once per message).
     pub(crate) count_later: bool,
-    /// The publisher's [`RouteCache`].
+    /// The publisher's [`RouteCache`], whose targets, if any, are for
+    /// this topic ([`RouteCache::take_topic`] made sure of it).
     pub(crate) route_cache: Option<&'a mut RouteCache>,
     /// Where a QoS 0 delivery of a message that goes to one session only
     /// waits, with those of the publisher's next messages to that session,
@@ -108,21 +109,41 @@ const ROUTE_CACHE_MAX: usize = 64;
 /// publisher that publishes to its topic again, as a device does, skips the
 /// router, its lock shared with every other publisher, and its walk. Not
 /// kept when a shared subscription matched (a member is chosen in turn) or
-/// for more than [`ROUTE_CACHE_MAX`] targets. The topic is a copy, so the
-/// cache does not keep the read buffer it came in.
+/// for more than [`ROUTE_CACHE_MAX`] targets.
+///
+/// The topic is kept checked, in a copy of its own: the next publication
+/// to it is not checked again, the cache does not keep the read buffer it
+/// came in, and the topic the publication is routed by is not a reference
+/// count on the read buffer that the subscribers' tasks release
+/// concurrently.
 #[derive(Debug, Default)]
 pub(crate) struct RouteCache {
-    generation: u64,
+    /// The last topic published to, unless taken out.
     topic: Option<TopicName>,
+    /// The router generation the targets were routed at, for `topic`.
+    routed_at: Option<u64>,
     targets: Vec<Target<SessionRef>>,
 }
 
 impl RouteCache {
-    /// The topic last published to, if it is `name`: already checked, and
-    /// a handle on the cache's copy rather than on the read buffer `name`
-    /// lies in, which the subscribers' tasks release concurrently.
-    pub(crate) fn topic(&self, name: &[u8]) -> Option<&TopicName> {
-        self.topic.as_ref().filter(|t| t.as_bytes()[..] == *name)
+    /// Takes out the topic last published to, if it is `name`, to be put
+    /// back with [`RouteCache::keep_topic`]. If not, the targets, another
+    /// topic's, are forgotten.
+    pub(crate) fn take_topic(&mut self, name: &[u8]) -> Option<TopicName> {
+        match self.topic.take() {
+            Some(t) if t.as_bytes()[..] == *name => Some(t),
+            _ => {
+                self.routed_at = None;
+                self.targets.clear();
+                None
+            }
+        }
+    }
+
+    /// Keeps `topic` (checked, and not a slice of a read buffer: see
+    /// [`TopicName::detached`]) as the topic the targets are for.
+    pub(crate) fn keep_topic(&mut self, topic: TopicName) {
+        self.topic = Some(topic);
     }
 }
 
@@ -330,7 +351,7 @@ impl Broker {
         let generation = self.router_generation.load(Ordering::Acquire);
         let hit = cache
             .as_ref()
-            .is_some_and(|c| c.generation == generation && c.topic(topic.as_bytes()).is_some());
+            .is_some_and(|c| c.routed_at == Some(generation));
         // Otherwise held until every delivery is in its mailbox: targets
         // borrow their session from the router, so routing touches no
         // reference count. Nothing here waits, and only SUBSCRIBE and
@@ -343,17 +364,14 @@ impl Broker {
                 (Some(router), cache) => {
                     let shared =
                         router.route(topic, publisher, |s| s.0.is_connected(), &mut targets);
-                    if let Some(c) = cache
-                        && !shared
-                        && targets.len() <= ROUTE_CACHE_MAX
-                    {
-                        // Read under the lock: the generation of this route.
-                        c.generation = self.router_generation.load(Ordering::Acquire);
-                        if c.topic(topic.as_bytes()).is_none() {
-                            c.topic = Some(topic.detached());
-                        }
+                    if let Some(c) = cache {
                         c.targets.clear();
-                        c.targets.extend(targets.iter().map(|t| t.clone().cloned()));
+                        c.routed_at = None;
+                        if !shared && targets.len() <= ROUTE_CACHE_MAX {
+                            // Read under the lock: the generation of this route.
+                            c.routed_at = Some(self.router_generation.load(Ordering::Acquire));
+                            c.targets.extend(targets.iter().map(|t| t.clone().cloned()));
+                        }
                     }
                 }
                 (None, Some(c)) => targets.extend(c.targets.iter().map(|t| Target {

@@ -1194,11 +1194,9 @@ impl Task<'_> {
         let broker = self.broker;
         let now = self.now;
         // The topic of the last publication is already checked.
-        let cached = self
-            .route_cache
-            .as_deref()
-            .and_then(|c| c.topic(message.topic.as_bytes()))
-            .cloned();
+        let cache = self.route_cache.get_or_insert_with(Box::default);
+        let cached = cache.take_topic(message.topic.as_bytes());
+        let is_cached = cached.is_some();
         let topic = cached.or_else(|| {
             TopicName::from_bytes(message.topic.as_bytes().clone())
                 .ok()
@@ -1242,10 +1240,13 @@ impl Task<'_> {
             may_block,
             done,
             count_later: true,
-            route_cache: Some(&mut **self.route_cache.get_or_insert_with(Box::default)),
+            route_cache: self.route_cache.as_deref_mut(),
             outbox,
         };
         let routed = broker.publish(&topic, message, how, now);
+        if let Some(c) = self.route_cache.as_deref_mut() {
+            c.keep_topic(if is_cached { topic } else { topic.detached() });
+        }
         self.counts.routed = self.counts.routed.saturating_add(routed.queued as u32);
         if let Some(t) = ticket
             && !routed.committing
