@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mqtt_codec::{
-    ConnAckProperties, Connect, MqttString, Packet, PacketId, QoS, ReasonCode, Subscribe,
+    ConnAckProperties, Connect, MqttString, Packet, PacketId, Publish, QoS, ReasonCode, Subscribe,
 };
 use mqtt_session::{
-    Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ServerConnection,
-    ServerEvent, Transmit,
+    Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ProtocolError,
+    ServerConnection, ServerEvent, Transmit,
 };
 use mqtt_store::{Batch, StoreError};
 use mqtt_topic::{Subscription, TopicFilter, TopicName};
@@ -564,9 +564,7 @@ impl Task<'_> {
         self.flush_outbox();
     }
 
-    /// Whether a publication of `event` goes through the outbox: QoS 0
-    /// (nothing to acknowledge once delivered), no store, and publishers
-    /// that may wait for room.
+    /// Whether a publication of `event` goes through the outbox.
     fn outbox_takes(&self, event: &ServerEvent) -> bool {
         matches!(
             event,
@@ -574,8 +572,33 @@ impl Task<'_> {
                 packet_id: None,
                 ..
             }
-        ) && self.broker.persist.is_none()
-            && !self.broker.config.max_publish_wait().is_zero()
+        ) && self.outbox_takes_qos0()
+    }
+
+    /// Whether QoS 0 publications (nothing to acknowledge once delivered)
+    /// go through the outbox: no store, and publishers that may wait for
+    /// room.
+    fn outbox_takes_qos0(&self) -> bool {
+        self.broker.persist.is_none() && !self.broker.config.max_publish_wait().is_zero()
+    }
+
+    /// A PUBLISH, taken apart where it lies (not moved): routed at once
+    /// when no event or stall waits before it, else queued behind them as
+    /// an event.
+    fn on_publish_packet(&mut self, now: Instant, p: &mut Publish) -> Result<(), ProtocolError> {
+        if self.stalled.is_none() && self.conn.peek_event().is_none() {
+            if p.qos != QoS::AtMostOnce || !self.outbox_takes_qos0() {
+                // As before any event the outbox does not take.
+                self.flush_outbox();
+            }
+            if self.stalled.is_none() {
+                if let Some((message, packet_id)) = self.conn.take_publish(now, p)? {
+                    self.on_publish(message, packet_id);
+                }
+                return Ok(());
+            }
+        }
+        self.conn.handle_publish(now, p)
     }
 
     /// Puts the outbox's deliveries in their mailbox; those that do not
@@ -657,8 +680,7 @@ impl Task<'_> {
                         self.counts.received_bytes[q] =
                             self.counts.received_bytes[q].saturating_add(size as u32);
                         self.quota.on_publish(size, now);
-                        // Taken apart where it lies: not moved.
-                        self.conn.handle_publish(now, p)
+                        self.on_publish_packet(now, p)
                     } else {
                         self.conn.handle_packet(now, packet)
                     };

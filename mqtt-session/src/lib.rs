@@ -68,7 +68,8 @@ pub use client::{ClientCloseReason, ClientConfig, ClientConnection, ClientEvent}
 pub use error::ProtocolError;
 pub use outbound::Transmit;
 pub use server::{
-    Accept, CloseReason, Closed, ScheduledWill, ServerConfig, ServerConnection, ServerEvent,
+    Accept, CloseReason, Closed, Publication, ScheduledWill, ServerConfig, ServerConnection,
+    ServerEvent,
 };
 pub use state::{
     Delivery, DropCounts, DropReason, Inflight, InflightStage, Message, MessageQueue, Overflow,

@@ -138,6 +138,11 @@ pub struct Closed {
     pub session_expires_at: Option<Instant>,
 }
 
+/// A received message to route, in the `Arc` its deliveries share, and
+/// its packet identifier (QoS 1 and 2): what
+/// [`ServerConnection::take_publish`] returns.
+pub type Publication = (Arc<Message>, Option<PacketId>);
+
 /// What the server application must act on.
 #[derive(Debug)]
 pub enum ServerEvent {
@@ -446,6 +451,28 @@ impl ServerConnection {
         result
     }
 
+    /// [`ServerConnection::handle_publish`] for a server that routes each
+    /// message as it comes: the message (in the `Arc` its deliveries
+    /// share) and its packet identifier are returned instead of queued as
+    /// a [`ServerEvent::Publish`], when no event waits before them.
+    /// Otherwise (an event waits, or the connection is not up) this is
+    /// `handle_publish`, and returns `None`.
+    pub fn take_publish(
+        &mut self,
+        now: Instant,
+        publish: &mut Publish,
+    ) -> Result<Option<Publication>, ProtocolError> {
+        if !matches!(self.state, State::Connected) || !self.events.is_empty() {
+            return self.handle_publish(now, publish).map(|()| None);
+        }
+        self.last_received = now;
+        let result = self.accept_publish(now, publish);
+        if let Err(e) = &result {
+            self.fail(now, e.clone());
+        }
+        result
+    }
+
     /// A packet arrived. An error has already been acted on (DISCONNECT or
     /// CONNACK queued, [`ServerEvent::Closed`] emitted); it is returned for
     /// logging.
@@ -657,6 +684,21 @@ impl ServerConnection {
     /// A PUBLISH of a connected client.
     #[inline]
     fn on_publish(&mut self, now: Instant, p: &mut Publish) -> Result<(), ProtocolError> {
+        if let Some((message, packet_id)) = self.accept_publish(now, p)? {
+            self.events
+                .push_back(ServerEvent::Publish { message, packet_id });
+        }
+        Ok(())
+    }
+
+    /// The message a PUBLISH carries, if it is to be routed (not a QoS 2
+    /// duplicate), with its packet identifier.
+    #[inline]
+    fn accept_publish(
+        &mut self,
+        now: Instant,
+        p: &mut Publish,
+    ) -> Result<Option<Publication>, ProtocolError> {
         if p.qos > self.config.maximum_qos {
             return Err(ProtocolError::QoSNotSupported { qos: p.qos });
         }
@@ -664,13 +706,10 @@ impl ServerConnection {
             return Err(ProtocolError::RetainNotSupported);
         }
         let packet_id = p.packet_id;
-        if self.inbound.on_publish(p, &mut self.transmit)? {
-            self.events.push_back(ServerEvent::Publish {
-                message: Arc::new(Message::take_from(p, now)),
-                packet_id,
-            });
-        }
-        Ok(())
+        Ok(self
+            .inbound
+            .on_publish(p, &mut self.transmit)?
+            .then(|| (Arc::new(Message::take_from(p, now)), packet_id)))
     }
 
     fn on_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {

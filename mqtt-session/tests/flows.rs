@@ -2010,6 +2010,66 @@ fn handle_publish_acts_as_handle_packet() {
     ));
 }
 
+/// `take_publish` returns the message `handle_publish` would queue as an
+/// event (topic alias resolved), with the same acknowledgement state; a
+/// QoS 2 duplicate is not returned again [MQTT-4.3.3-9]; while an event
+/// waits, the message is queued behind it instead, so the order holds;
+/// before CONNECT it is refused as `handle_packet` refuses [MQTT-3.1.0-1].
+#[test]
+fn take_publish_returns_what_handle_publish_queues() {
+    let mut queuing = Pair::connected(Setup::v5("c1"));
+    let mut taking = Pair::connected(Setup::v5("c1"));
+    let mut first = raw_publish("a/b", "one", QoS::AtLeastOnce, Some(1));
+    first.properties.topic_alias = std::num::NonZeroU16::new(1);
+    first.properties.message_expiry_interval = Some(30);
+    let mut second = raw_publish("", "two", QoS::AtMostOnce, None);
+    second.properties.topic_alias = std::num::NonZeroU16::new(1);
+    let third = raw_publish("c", "three", QoS::ExactlyOnce, Some(2));
+    let mut taken = Vec::new();
+    for p in [first, second, third.clone(), third] {
+        let now = queuing.now;
+        queuing.server.handle_publish(now, &mut p.clone()).unwrap();
+        let mut p = p;
+        if let Some((message, packet_id)) = taking.server.take_publish(now, &mut p).unwrap() {
+            taken.push(format!("{:?}", ServerEvent::Publish { message, packet_id }));
+        }
+        assert!(taking.server.poll_event().is_none(), "nothing queued");
+    }
+    let mut queued = Vec::new();
+    while let Some(e) = queuing.server.poll_event() {
+        queued.push(format!("{e:?}"));
+    }
+    assert_eq!(queued.len(), 3);
+    assert_eq!(taken, queued);
+    for pair in [&mut queuing, &mut taking] {
+        pair.server.acknowledge(pid(1), ReasonCode::Success);
+        pair.server.acknowledge(pid(2), ReasonCode::Success);
+    }
+    assert_eq!(
+        format!("{:?}", queuing.intercept(Side::Server)),
+        format!("{:?}", taking.intercept(Side::Server))
+    );
+
+    // An event waits: the next message is queued behind it.
+    let now = taking.now;
+    let mut p = raw_publish("d", "four", QoS::AtMostOnce, None);
+    taking.server.handle_publish(now, &mut p).unwrap();
+    let mut p = raw_publish("d", "five", QoS::AtMostOnce, None);
+    assert!(taking.server.take_publish(now, &mut p).unwrap().is_none());
+    let mut order = Vec::new();
+    while let Some(ServerEvent::Publish { message, .. }) = taking.server.poll_event() {
+        order.push(text(&message.payload));
+    }
+    assert_eq!(order, ["four", "five"]);
+
+    let mut fresh = mqtt_session::ServerConnection::new(mqtt_session::ServerConfig::default(), now);
+    let mut p = raw_publish("a/b", "x", QoS::AtMostOnce, None);
+    assert!(matches!(
+        fresh.take_publish(now, &mut p),
+        Err(ProtocolError::FirstPacketNotConnect { .. })
+    ));
+}
+
 /// A client's `handle_publish_with` lends each message it delivers and
 /// answers as `handle_packet` does: the same messages (topic alias
 /// resolved), the same acknowledgements, a QoS 2 duplicate not delivered
