@@ -87,7 +87,7 @@ pub(crate) async fn run(args: PubArgs) -> Result<ExitCode, String> {
         topic,
         qos: args.qos,
         retain: args.retain,
-        properties: args.properties.publish_properties()?,
+        properties: args.properties.publish_properties()?.into(),
         expiry: args.properties.message_expiry.map(u64::from),
     };
     let single = match &args.source {
@@ -143,7 +143,7 @@ struct Template {
     topic: MqttString,
     qos: QoS,
     retain: bool,
-    properties: mqtt_codec::PublishProperties,
+    properties: mqtt_session::MessageProperties,
     expiry: Option<u64>,
 }
 

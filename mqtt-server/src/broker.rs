@@ -754,7 +754,8 @@ impl Broker {
                 correlation_data: p.correlation_data,
                 user_properties: p.user_properties,
                 ..PublishProperties::default()
-            },
+            }
+            .into(),
             expires_at: p
                 .message_expiry_interval
                 .map(|s| now + std::time::Duration::from_secs(u64::from(s))),

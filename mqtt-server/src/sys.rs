@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mqtt_codec::{MqttString, PublishProperties, QoS};
+use mqtt_codec::{MqttString, QoS};
 use mqtt_session::Message;
 use mqtt_topic::TopicName;
 
@@ -163,7 +163,7 @@ fn publish(broker: &Broker, topic: &str, value: &str, now: Instant) {
         payload: Bytes::copy_from_slice(value.as_bytes()),
         qos: QoS::AtMostOnce,
         retain: true,
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         expires_at: None,
     };
     broker.publish(&name, Arc::new(message), Publishing::default(), now);

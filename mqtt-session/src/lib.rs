@@ -72,6 +72,6 @@ pub use server::{
     ServerEvent,
 };
 pub use state::{
-    Delivery, DropCounts, DropReason, Inflight, InflightStage, Message, MessageQueue, Overflow,
-    QueueLimits, SessionState, SubscriptionRecord,
+    Delivery, DropCounts, DropReason, Inflight, InflightStage, Message, MessageProperties,
+    MessageQueue, Overflow, QueueLimits, SessionState, SubscriptionRecord,
 };

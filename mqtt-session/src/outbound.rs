@@ -283,7 +283,7 @@ impl Outbound {
         if s.subscription_ids.is_empty() && m.expires_at.is_none() && alias.is_none() {
             return how;
         }
-        *custom = m.properties.clone();
+        *custom = PublishProperties::clone(&m.properties);
         custom.subscription_identifiers = s.subscription_ids.into();
         // The remaining lifetime, rounded up so a message is never
         // reported expired before it is [MQTT-3.3.2-6].

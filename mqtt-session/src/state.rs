@@ -17,6 +17,85 @@ use mqtt_codec::{
 };
 use smallvec::SmallVec;
 
+/// A message's properties, kept out of line: a message without any (the
+/// usual case) holds a null pointer instead of some 160 bytes of empty
+/// fields, so it is smaller to build, to share between threads and to
+/// drop. Reads go through [`Deref`](std::ops::Deref) to
+/// [`PublishProperties`]; writes through [`MessageProperties::make_mut`].
+#[derive(Clone, Default)]
+pub struct MessageProperties(Option<Box<PublishProperties>>);
+
+/// What an empty [`MessageProperties`] reads as.
+static NO_PROPERTIES: PublishProperties = PublishProperties {
+    payload_format_indicator: None,
+    message_expiry_interval: None,
+    topic_alias: None,
+    response_topic: None,
+    correlation_data: None,
+    subscription_identifiers: smallvec::SmallVec::new_const(),
+    content_type: None,
+    user_properties: Vec::new(),
+};
+
+impl MessageProperties {
+    /// `properties`, out of line unless empty.
+    pub fn new(properties: PublishProperties) -> Self {
+        if properties.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(properties)))
+        }
+    }
+
+    /// Takes `properties` (left empty), moved only if there are any.
+    pub fn take_from(properties: &mut PublishProperties) -> Self {
+        if properties.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(std::mem::take(properties))))
+        }
+    }
+
+    /// The properties, to change them (allocated if there were none).
+    pub fn make_mut(&mut self) -> &mut PublishProperties {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// The properties, owned.
+    pub fn into_inner(self) -> PublishProperties {
+        self.0.map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for MessageProperties {
+    type Target = PublishProperties;
+
+    fn deref(&self) -> &PublishProperties {
+        self.0.as_deref().unwrap_or(&NO_PROPERTIES)
+    }
+}
+
+/// Equal when the properties are, allocated or not.
+impl PartialEq for MessageProperties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for MessageProperties {}
+
+impl From<PublishProperties> for MessageProperties {
+    fn from(properties: PublishProperties) -> Self {
+        Self::new(properties)
+    }
+}
+
+impl std::fmt::Debug for MessageProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 /// An application message as the server holds it: what a client published,
 /// less what belonged to that one hop (packet identifier, DUP, topic alias,
 /// subscription identifiers).
@@ -34,7 +113,7 @@ pub struct Message {
     /// payload format, content type, response topic, correlation data, user
     /// properties. Message expiry is kept as `expires_at` instead; topic
     /// alias and subscription identifiers are always empty here.
-    pub properties: PublishProperties,
+    pub properties: MessageProperties,
     /// When the message expires (MQTT 5.0 §3.3.2.3.3); `None` never.
     pub expires_at: Option<Instant>,
 }
@@ -62,7 +141,7 @@ impl Message {
             payload: std::mem::take(&mut publish.payload),
             qos: publish.qos,
             retain: publish.retain,
-            properties: std::mem::take(&mut publish.properties),
+            properties: MessageProperties::take_from(&mut publish.properties),
             expires_at,
         }
     }
@@ -526,13 +605,45 @@ fn pop_unexpired(
 mod tests {
     use super::*;
 
+    /// Properties are kept out of line only when there are some, read the
+    /// same either way, and compare by value, allocated or not.
+    #[test]
+    fn message_properties_are_boxed_only_when_present() {
+        let mut publish = Publish::new(MqttString::from_static("t"), Bytes::new());
+        let none = MessageProperties::take_from(&mut publish.properties);
+        assert!(none.0.is_none());
+        assert!(none.is_empty() && none.content_type.is_none());
+
+        publish.properties.content_type = Some(MqttString::from_static("text/plain"));
+        let some = MessageProperties::take_from(&mut publish.properties);
+        assert!(publish.properties.is_empty(), "taken");
+        assert_eq!(some.content_type.as_deref(), Some("text/plain"));
+
+        let mut edited = MessageProperties::default();
+        edited.make_mut().content_type = Some(MqttString::from_static("text/plain"));
+        assert_eq!(edited, some);
+        edited.make_mut().content_type = None;
+        assert!(edited.0.is_some(), "allocated, and empty");
+        assert_eq!(edited, none);
+        assert_eq!(some.clone().into_inner().content_type, some.content_type);
+        assert_eq!(
+            format!("{none:?}"),
+            format!("{:?}", PublishProperties::default())
+        );
+        assert!(
+            std::mem::size_of::<Message>() <= 104,
+            "{}",
+            std::mem::size_of::<Message>()
+        );
+    }
+
     fn delivery(qos: QoS) -> Delivery {
         let message = Message {
             topic: MqttString::from_static("t"),
             payload: Bytes::from_static(b"x"),
             qos,
             retain: false,
-            properties: PublishProperties::default(),
+            properties: Default::default(),
             expires_at: None,
         };
         Delivery::new(Arc::new(message), qos)

@@ -1369,7 +1369,7 @@ fn message_expiry_of_a_client_publication_is_kept_by_the_server() {
     let mut pair = Pair::connected(Setup::v5("c1"));
     pair.policy.route = false;
     let mut m = message("a", "m", QoS::AtMostOnce);
-    m.properties.message_expiry_interval = Some(30);
+    m.properties.make_mut().message_expiry_interval = Some(30);
     pair.client.publish(m).unwrap();
     pair.drive();
     assert_eq!(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use mqtt_codec::{MqttString, PublishProperties, QoS};
+use mqtt_codec::{MqttString, QoS};
 use mqtt_session::{Delivery, Message, SessionState};
 use mqtt_store::{Batch, Clock, FjallStore, GroupCommit, GroupCommitConfig, MemoryStore, Store};
 
@@ -36,7 +36,7 @@ fn delivery(payload: &Bytes) -> Delivery {
         payload: payload.clone(),
         qos: QoS::AtLeastOnce,
         retain: false,
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         expires_at: None,
     };
     Delivery::new(Arc::new(message), QoS::AtLeastOnce)

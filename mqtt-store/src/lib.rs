@@ -21,7 +21,6 @@
 //! use bytes::Bytes;
 //! use mqtt_codec::{MqttString, QoS};
 //! use mqtt_session::{Delivery, Message, SessionState};
-//! use mqtt_codec::PublishProperties;
 //! use mqtt_store::{Batch, Clock, MemoryStore, Store};
 //!
 //! let store = MemoryStore::new();
@@ -35,7 +34,7 @@
 //!     payload: Bytes::from_static(b"fire"),
 //!     qos: QoS::AtLeastOnce,
 //!     retain: false,
-//!     properties: PublishProperties::default(),
+//!     properties: Default::default(),
 //!     expires_at: None,
 //! });
 //! let mut batch = Batch::new(now);

@@ -379,7 +379,7 @@ fn get_message(
         payload,
         qos,
         retain: flags & (1 << 2) != 0,
-        properties,
+        properties: properties.into(),
         expires_at: expiry.map(|t| clock.to_instant(t)),
     };
     Ok((message, expiry))

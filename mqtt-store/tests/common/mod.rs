@@ -32,7 +32,7 @@ pub fn message(topic: &str, payload: &str, qos: QoS) -> Message {
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos,
         retain: false,
-        properties: PublishProperties::default(),
+        properties: Default::default(),
         expires_at: None,
     }
 }
@@ -55,7 +55,8 @@ pub fn rich_message(clock: &Clock) -> Message {
                 UserProperty::new(s("ünï"), s("çødé")),
             ],
             ..PublishProperties::default()
-        },
+        }
+        .into(),
         // Whole milliseconds: the store keeps millisecond precision.
         expires_at: Some(clock.instant() + std::time::Duration::from_secs(600)),
     }
