@@ -308,9 +308,10 @@ impl Client {
     fn decode_one(&mut self, on_message: Option<&mut impl FnMut(&Publish)>) -> bool {
         match Packet::decode(&mut self.read_buf, self.version, &self.limits) {
             // An error is acted on by the session (Closed event).
-            Ok(Some(Packet::Publish(mut p))) if on_message.is_some() => {
+            // Handled where the decoder put it: not moved.
+            Ok(Some(Packet::Publish(ref mut p))) if on_message.is_some() => {
                 if let Some(f) = on_message {
-                    let _ = self.conn.handle_publish_with(self.read_at, &mut p, f);
+                    let _ = self.conn.handle_publish_with(self.read_at, p, f);
                 }
                 true
             }

@@ -671,25 +671,19 @@ impl Task<'_> {
                 self.throttled = Some(until);
                 return;
             }
-            match Packet::decode(rbuf, self.conn.version(), &limits) {
-                Ok(Some(mut packet)) => {
-                    let handled = if let Packet::Publish(p) = &mut packet {
-                        let size = p.topic.len() + p.payload.len();
-                        let q = p.qos as usize;
-                        self.counts.received[q] += 1;
-                        self.counts.received_bytes[q] =
-                            self.counts.received_bytes[q].saturating_add(size as u32);
-                        self.quota.on_publish(size, now);
-                        self.on_publish_packet(now, p)
-                    } else {
-                        self.conn.handle_packet(now, packet)
-                    };
-                    if let Err(e) = handled {
-                        Stats::add(&self.broker.stats.protocol_errors, 1);
-                        tracing::info!(peer = %self.peer, error = %e, "closing connection: protocol error");
-                    }
-                    self.process_ready_events();
+            // A PUBLISH is handled where the decoder put it (bound by
+            // reference): not moved, which is over 200 bytes.
+            let handled = match Packet::decode(rbuf, self.conn.version(), &limits) {
+                Ok(Some(Packet::Publish(ref mut p))) => {
+                    let size = p.topic.len() + p.payload.len();
+                    let q = p.qos as usize;
+                    self.counts.received[q] += 1;
+                    self.counts.received_bytes[q] =
+                        self.counts.received_bytes[q].saturating_add(size as u32);
+                    self.quota.on_publish(size, now);
+                    self.on_publish_packet(now, p)
                 }
+                Ok(Some(packet)) => self.conn.handle_packet(now, packet),
                 Ok(None) => return,
                 Err(e) => {
                     Stats::add(&self.broker.stats.protocol_errors, 1);
@@ -698,7 +692,12 @@ impl Task<'_> {
                     rbuf.clear();
                     return;
                 }
+            };
+            if let Err(e) = handled {
+                Stats::add(&self.broker.stats.protocol_errors, 1);
+                tracing::info!(peer = %self.peer, error = %e, "closing connection: protocol error");
             }
+            self.process_ready_events();
         }
     }
 
