@@ -50,22 +50,55 @@ fn delivery<'a>(
     message: &mut Option<Arc<Message>>,
     last: bool,
 ) -> Option<(&'a SessionRef, Delivery)> {
+    let d = delivery_of(t.qos, t.retain_as_published, message, last)?;
+    Some((
+        t.session,
+        Delivery {
+            subscription_ids: t.subscription_ids,
+            shared_group: t.shared,
+            ..d
+        },
+    ))
+}
+
+/// The delivery of `message` to a target of a [`RouteCache`] (never a
+/// shared subscription's), built from it in place.
+fn cached_delivery(
+    t: &Target<SessionRef>,
+    message: &mut Option<Arc<Message>>,
+    last: bool,
+) -> Option<Delivery> {
+    let d = delivery_of(t.qos, t.retain_as_published, message, last)?;
+    Some(Delivery {
+        subscription_ids: t.subscription_ids.clone(),
+        ..d
+    })
+}
+
+/// A delivery of `message` at the subscription's `qos`, without
+/// subscription identifiers; the `last` takes `message` itself.
+#[inline(always)]
+fn delivery_of(
+    qos: QoS,
+    retain_as_published: bool,
+    message: &mut Option<Arc<Message>>,
+    last: bool,
+) -> Option<Delivery> {
     let message = if last {
         message.take()?
     } else {
         message.clone()?
     };
-    let d = Delivery {
-        qos: t.qos.min(message.qos),
+    Some(Delivery {
+        qos: qos.min(message.qos),
         // Established subscriptions get RETAIN 0 unless they asked for
         // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
-        retain: message.retain && t.retain_as_published,
-        subscription_ids: t.subscription_ids,
-        shared_group: t.shared,
+        retain: message.retain && retain_as_published,
+        subscription_ids: Default::default(),
+        shared_group: None,
         message,
         tag: 0,
-    };
-    Some((t.session, d))
+    })
 }
 
 /// Called once a publication's batch is durable, or has failed.
@@ -356,6 +389,12 @@ impl Broker {
         // borrow their session from the router, so routing touches no
         // reference count. Nothing here waits, and only SUBSCRIBE and
         // UNSUBSCRIBE wait for it.
+        if let Some(c) = cache.as_deref().filter(|_| hit)
+            && batch.is_none()
+            && !self.security.acl_in_use()
+        {
+            return self.place_cached(c, message, how, now);
+        }
         let router = (!hit).then(|| self.router.read().unwrap_or_else(|p| p.into_inner()));
         TARGETS.with(|cell| {
             let mut scratch = cell.borrow_mut();
@@ -454,6 +493,43 @@ impl Broker {
             self.forget(forget);
             routed
         })
+    }
+
+    /// [`Broker::publish`] of a message without a store or an ACL, along
+    /// the publisher's [`RouteCache`]: each delivery made from the cached
+    /// target in place.
+    fn place_cached(
+        &self,
+        cache: &RouteCache,
+        message: Option<Arc<Message>>,
+        mut how: Publishing<'_>,
+        now: Instant,
+    ) -> Routed {
+        let mut message = message;
+        let n = cache.targets.len();
+        let mut routed = Routed {
+            matched: n,
+            ..Routed::default()
+        };
+        let mut forget = None;
+        if n != 1
+            && let Some(outbox) = how.outbox.take()
+        {
+            // Fan-out: each delivery to its mailbox now, after those
+            // waiting.
+            self.flush_outbox(outbox, &mut routed);
+        }
+        for (i, t) in cache.targets.iter().enumerate() {
+            let Some(d) = cached_delivery(t, &mut message, i + 1 == n) else {
+                break;
+            };
+            self.place(&t.session.0, d, &mut how, &mut routed, &mut forget, now);
+        }
+        if routed.queued > 0 && !how.count_later {
+            Stats::add(&self.stats.messages_routed, routed.queued);
+        }
+        self.forget(forget);
+        routed
     }
 
     /// Puts one routed delivery in its session's mailbox: handed back in
