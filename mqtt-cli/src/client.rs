@@ -22,6 +22,7 @@
 
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -200,16 +201,16 @@ impl Client {
         Ok(())
     }
 
-    /// [`Client::publish_at`] of a borrowed message: one a caller sends
-    /// many times is copied only if it has to be queued.
-    pub(crate) fn publish_ref_at(
+    /// [`Client::publish_at`] of a message the caller sends many times
+    /// (see [`ClientConnection::publish_shared_with`]).
+    pub(crate) fn publish_shared_at(
         &mut self,
-        message: &Message,
+        message: &Arc<Message>,
         now: Instant,
     ) -> Result<(), DropReason> {
         let (version, buf) = (self.version, &mut self.write_buf);
         self.conn
-            .publish_ref_with(now, message, |t| encode(&t, version, buf))?;
+            .publish_shared_with(now, message, |t| encode(&t, version, buf))?;
         self.encode_pending_at(now);
         Ok(())
     }

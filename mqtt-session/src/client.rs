@@ -2,13 +2,14 @@
 //! and resume a session after reconnecting.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mqtt_codec::{
     Auth, ConnAck, Connect, DecodeLimits, Disconnect, MqttString, Packet, PacketId,
-    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties,
-    Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
+    ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscribe,
+    SubscribeProperties, Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
 
 use crate::error::ProtocolError;
@@ -322,18 +323,51 @@ impl ClientConnection {
         }
     }
 
-    /// [`ClientConnection::publish_with`] of a borrowed message, copied
-    /// (reference counts, no byte) only if it has to be queued: for a
-    /// client that sends the same message many times.
-    pub fn publish_ref_with(
+    /// [`ClientConnection::publish_with`] of a message shared with the
+    /// caller, for a client that sends the same message many times: a QoS 0
+    /// message is lent, not copied; a QoS 1/2 message with nothing queued
+    /// before it and room in the server's Receive Maximum goes in flight at
+    /// once (its PUBLISH to `f`) holding the caller's `Arc`, without
+    /// passing through the session's queue; otherwise it is queued.
+    pub fn publish_shared_with(
         &mut self,
         now: Instant,
-        message: &Message,
-        f: impl FnMut(Transmit<'_>),
+        message: &Arc<Message>,
+        mut f: impl FnMut(Transmit<'_>),
     ) -> Result<(), DropReason> {
-        match self.send_at_once(now, message, f) {
-            Some(sent) => sent,
-            None => self.publish(message.clone()),
+        if let Some(sent) = self.send_at_once(now, message, &mut f) {
+            return sent;
+        }
+        let delivery = Delivery::new(message.clone(), message.qos);
+        let idle = self.is_connected() && self.transmit_at >= self.transmit.len();
+        let Some(session) = self.session.as_mut() else {
+            return Err(DropReason::QueueFull);
+        };
+        if message.qos == QoS::AtMostOnce || !idle || !session.queued.is_empty() {
+            return session.enqueue(delivery, &self.config.queue);
+        }
+        if message.is_expired(now) {
+            session.drops.count(DropReason::Expired, message.qos);
+            return Ok(());
+        }
+        let mut custom = PublishProperties::default();
+        let sent = self.outbound.send(
+            session,
+            delivery,
+            self.version,
+            now,
+            &mut custom,
+            &mut |p| {
+                f(Transmit::Publish(p));
+            },
+        );
+        match sent {
+            Ok(_) => {
+                self.last_sent = now;
+                Ok(())
+            }
+            // No room in flight: it waits its turn.
+            Err(d) => session.enqueue(d, &self.config.queue),
         }
     }
 

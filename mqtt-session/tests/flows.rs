@@ -868,6 +868,40 @@ fn server_sends_no_more_than_the_client_receive_maximum() {
     assert_eq!(pair.client_payloads(), vec!["d0", "d1", "d2", "d3", "d4"]);
 }
 
+/// Messages published through `publish_shared_with` go in flight at once
+/// only while the server's Receive Maximum leaves room [MQTT-4.9.0-2]; the
+/// rest wait in the session's queue and follow, in order, as
+/// acknowledgements come.
+#[test]
+fn shared_messages_wait_for_the_server_receive_maximum() {
+    let mut setup = Setup::v5("c1");
+    setup.server.receive_maximum = 2;
+    let mut pair = Pair::connected(setup);
+    pair.policy.manual_ack = true;
+    for i in 0..5 {
+        let m = Arc::new(message("a", &format!("s{i}"), QoS::AtLeastOnce));
+        pair.client_publish_shared_now(&m).unwrap();
+    }
+    assert_eq!((pair.client.inflight(), pair.client.queued()), (2, 3));
+    pair.drive();
+    assert_eq!(pair.server_payloads(), ["s0", "s1"]);
+    for round in 0..3 {
+        let ids: Vec<_> = pair
+            .server_events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Publish { packet_id, .. } => *packet_id,
+                _ => None,
+            })
+            .collect();
+        for id in &ids[round..] {
+            pair.server.acknowledge(*id, ReasonCode::Success);
+        }
+        pair.drive();
+    }
+    assert_eq!(pair.server_payloads(), ["s0", "s1", "s2", "s3", "s4"]);
+}
+
 #[test]
 fn client_sends_no_more_than_the_server_receive_maximum() {
     let mut setup = Setup::v5("c1");
@@ -2144,7 +2178,8 @@ fn handle_publish_with_lends_what_handle_packet_queues() {
 /// server receives the same messages, in the same order, with the same
 /// bytes, as with `publish` — topic aliases, the expiry left
 /// [MQTT-3.3.2-6] and the server's Maximum Packet Size [MQTT-3.1.2-24]
-/// included.
+/// included. `publish_shared_with` also sends QoS 1 messages at once when
+/// nothing waits before them: the same, but for packet identifiers.
 #[test]
 fn publish_with_sends_what_publish_queues_in_the_same_order() {
     let mut setup = Setup::v5("c1");
@@ -2184,22 +2219,33 @@ fn publish_with_sends_what_publish_queues_in_the_same_order() {
         }
         queued.client.publish(m.clone()).unwrap();
         direct.client_publish_now(m.clone()).unwrap();
-        lent.client_publish_ref_now(m).unwrap();
+        lent.client_publish_shared_now(&Arc::new(m.clone()))
+            .unwrap();
     }
     queued.drive();
     direct.drive();
     lent.drive();
-    let publishes = |pair: &Pair| -> Vec<u8> {
+    // With `ids`, packet identifiers are kept; without, only whether
+    // there is one.
+    let publishes = |pair: &Pair, ids: bool| -> Vec<u8> {
         let mut out = BytesMut::new();
         for (side, p) in &pair.sent[before..] {
-            if *side == Side::Client && matches!(p, Packet::Publish(_)) {
-                p.encode(ProtocolVersion::V5, &mut out).unwrap();
+            if let (Side::Client, Packet::Publish(p)) = (side, p) {
+                let mut p = p.clone();
+                if !ids {
+                    p.packet_id = p.packet_id.map(|_| pid(1));
+                }
+                Packet::Publish(p)
+                    .encode(ProtocolVersion::V5, &mut out)
+                    .unwrap();
             }
         }
         out.to_vec()
     };
-    assert_eq!(publishes(&queued), publishes(&direct));
-    assert_eq!(publishes(&queued), publishes(&lent));
+    assert_eq!(publishes(&queued, true), publishes(&direct, true));
+    // Shared QoS 1 messages go in flight at once, ahead of the SUBSCRIBE
+    // queued later: the same packets but for their identifiers.
+    assert_eq!(publishes(&queued, false), publishes(&lent, false));
     assert_eq!(queued.server_payloads(), direct.server_payloads());
     assert_eq!(queued.server_payloads(), lent.server_payloads());
     // m4 is larger than the server accepts: dropped either way.

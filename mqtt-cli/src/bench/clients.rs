@@ -153,14 +153,20 @@ pub(crate) async fn publisher(
         // its only varying part): made once, and with one topic, the whole
         // message is made once and lent.
         let payload = payload(&mut arena, plan.size, stamp);
-        let single = (topics.len() == 1)
-            .then(|| Message::new(topics[0].clone(), payload.clone(), plan.qos, false));
+        let single = (topics.len() == 1).then(|| {
+            Arc::new(Message::new(
+                topics[0].clone(),
+                payload.clone(),
+                plan.qos,
+                false,
+            ))
+        });
         while result.sent < due.min(limit)
             && client.unacknowledged() < window
             && client.buffered() < WRITE_HIGH_WATER
         {
             let published = match &single {
-                Some(message) => client.publish_ref_at(message, now),
+                Some(message) => client.publish_shared_at(message, now),
                 None => {
                     let topic = topics[rng.below(topics.len())].clone();
                     let message = Message::new(topic, payload.clone(), plan.qos, false);

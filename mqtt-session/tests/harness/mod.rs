@@ -548,13 +548,13 @@ impl Pair {
         result
     }
 
-    /// The client publishes a borrowed message through
-    /// `publish_ref_with`, as [`Pair::client_publish_now`] does.
-    pub fn client_publish_ref_now(&mut self, message: &Message) -> Result<(), DropReason> {
+    /// The client publishes a shared message through
+    /// `publish_shared_with`, as [`Pair::client_publish_now`] does.
+    pub fn client_publish_shared_now(&mut self, message: &Arc<Message>) -> Result<(), DropReason> {
         let mut packets = Vec::new();
         let result = self
             .client
-            .publish_ref_with(self.now, message, |t| packets.push(t.to_packet()));
+            .publish_shared_with(self.now, message, |t| packets.push(t.to_packet()));
         for packet in packets {
             self.put_on_wire(Side::Client, packet);
         }
