@@ -8,6 +8,7 @@
 //! is encoded into one buffer and written with as few syscalls as the
 //! socket allows.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::io;
@@ -38,6 +39,13 @@ use crate::persist::Persist;
 use crate::quota::PublishQuota;
 use crate::stats::Stats;
 use crate::writer::WriteQueue;
+
+thread_local! {
+    /// Deliveries taken out of a mailbox, to be encoded once its lock is
+    /// released; kept empty between uses, so its allocation serves every
+    /// connection of the thread.
+    static PULLED: RefCell<Vec<Delivery>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Bytes waiting to be written beyond which no more deliveries are taken
 /// from the mailbox: a client that does not read fills its own mailbox
@@ -727,28 +735,15 @@ impl Task<'_> {
         let now = self.now;
         let mut expired = Vec::new();
         let lends = self.lends();
+        // Taken out under the lock, and only then encoded: publishers
+        // pushing into the mailbox wait for the moves, not for the encoding.
+        let mut pulled = PULLED.with(|cell| cell.take());
         let mut mailbox = lock(&handle.mailbox);
-        let mut taken = 0;
-        let (wbuf, counts, version, peer) = (
-            &mut self.wbuf,
-            &mut self.counts,
-            self.conn.version(),
-            *self.peer,
-        );
-        for _ in 0..room {
+        while pulled.len() < room {
             let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
                 break;
             };
-            taken += 1;
-            let _ = if lends {
-                // Straight to the write queue while nothing waits before
-                // it: the session's queue is for what the window holds back.
-                self.conn.deliver_with(now, d, |t| {
-                    write_transmit(wbuf, counts, &t, version, peer);
-                })
-            } else {
-                self.conn.deliver(d)
-            };
+            pulled.push(d);
         }
         if !mailbox.is_empty() {
             // Not all taken: make sure the select loop comes back for more.
@@ -759,9 +754,27 @@ impl Task<'_> {
             handle.congested.store(false, Ordering::Relaxed);
         }
         drop(mailbox);
-        if taken > 0 {
+        if !pulled.is_empty() {
             handle.space.notify_waiters();
         }
+        let (wbuf, counts, version, peer) = (
+            &mut self.wbuf,
+            &mut self.counts,
+            self.conn.version(),
+            *self.peer,
+        );
+        for d in pulled.drain(..) {
+            let _ = if lends {
+                // Straight to the write queue while nothing waits before
+                // it: the session's queue is for what the window holds back.
+                self.conn.deliver_with(now, d, |t| {
+                    write_transmit(wbuf, counts, &t, version, peer);
+                })
+            } else {
+                self.conn.deliver(d)
+            };
+        }
+        PULLED.with(|cell| cell.replace(pulled));
         if self.persistent {
             let client_id = handle.client_id.clone();
             for tag in expired.into_iter().filter(|&t| t != 0) {
