@@ -1198,6 +1198,8 @@ impl Task<'_> {
         self.persistent = session.expiry_interval > 0;
         // PUBCOMP once the released identifier is forgotten on disk.
         self.conn.set_confirm_releases(self.persistent);
+        // Completed deliveries are only removed from the store.
+        self.conn.set_report_deliveries(self.persistent);
         let was_persistent = self
             .handle
             .as_ref()

@@ -256,6 +256,8 @@ pub struct ServerConnection {
     /// The session expiry asked for at CONNECT was 0: DISCONNECT may not
     /// raise it.
     connect_expiry_zero: bool,
+    /// Whether [`ServerEvent::Delivered`] is emitted.
+    report_deliveries: bool,
     session: Option<SessionState>,
     inbound: Inbound,
     outbound: Outbound,
@@ -281,6 +283,7 @@ impl ServerConnection {
             connect: None,
             will: None,
             connect_expiry_zero: true,
+            report_deliveries: true,
             session: None,
             inbound,
             outbound: Outbound::new(1, u32::MAX, 0),
@@ -797,13 +800,23 @@ impl ServerConnection {
     }
 
     fn on_ack_outcome(&mut self, packet_id: PacketId, outcome: AckOutcome) {
-        if let AckOutcome::Completed { qos, tag } = outcome {
+        if let AckOutcome::Completed { qos, tag } = outcome
+            && self.report_deliveries
+        {
             self.events.push_back(ServerEvent::Delivered {
                 packet_id,
                 qos,
                 tag,
             });
         }
+    }
+
+    /// Whether a completed outgoing QoS 1/2 flow is reported as
+    /// [`ServerEvent::Delivered`] (on by default). A server that keeps
+    /// nothing about its deliveries (no store) turns it off, and is spared
+    /// an event per acknowledged delivery.
+    pub fn set_report_deliveries(&mut self, on: bool) {
+        self.report_deliveries = on;
     }
 
     /// Makes the PUBCOMP answering each PUBREL wait for

@@ -902,6 +902,28 @@ fn shared_messages_wait_for_the_server_receive_maximum() {
     assert_eq!(pair.server_payloads(), ["s0", "s1", "s2", "s3", "s4"]);
 }
 
+/// A completed QoS 1/2 delivery is reported as `Delivered` unless the
+/// server turned the reports off; the flows themselves are the same.
+#[test]
+fn delivered_events_only_when_reported() {
+    for report in [true, false] {
+        let mut pair = Pair::connected(Setup::v5("c1"));
+        pair.server.set_report_deliveries(report);
+        pair.subscribe(&[("a", QoS::ExactlyOnce)]);
+        pair.server_publish("a", "one", QoS::AtLeastOnce).unwrap();
+        pair.server_publish("a", "two", QoS::ExactlyOnce).unwrap();
+        pair.drive();
+        assert_eq!(pair.client_payloads(), ["one", "two"]);
+        assert_eq!(pair.server.inflight(), 0, "both flows completed");
+        let delivered = pair
+            .server_events
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::Delivered { .. }))
+            .count();
+        assert_eq!(delivered, if report { 2 } else { 0 });
+    }
+}
+
 #[test]
 fn client_sends_no_more_than_the_server_receive_maximum() {
     let mut setup = Setup::v5("c1");
