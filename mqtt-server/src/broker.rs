@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
-use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, Will};
+use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, ReasonCode, Will};
 use mqtt_router::{RetainedStore, Router, Target};
 use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
 use mqtt_store::{Batch, Recovered, StoreError};
@@ -194,6 +194,10 @@ const OUTBOX_MAX: usize = 256;
 pub(crate) struct Outbox {
     session: Option<Arc<SessionHandle>>,
     deliveries: Vec<Delivery>,
+    /// The acknowledgements (QoS 1 and 2) of the publications whose
+    /// deliveries went through the outbox, held by the connection until
+    /// those are all in their mailbox.
+    pub(crate) acks: Vec<(PacketId, ReasonCode)>,
 }
 
 impl Outbox {
@@ -546,7 +550,7 @@ impl Broker {
     ) {
         let may_wait = how.may_block && handle.is_connected() && !handle.is_congested();
         if let Some(outbox) = how.outbox.as_deref_mut() {
-            if !may_wait || delivery.qos != QoS::AtMostOnce {
+            if !may_wait {
                 // Placed now: after those waiting.
                 self.flush_outbox(outbox, routed);
             } else {

@@ -386,6 +386,7 @@ where
                                 // Quiet again: give the buffer back (packets
                                 // decoded from it keep what they share of it).
                                 rbuf = BytesMut::new();
+                                task.quiet();
                             }
                         }
                     }
@@ -574,19 +575,13 @@ impl Task<'_> {
 
     /// Whether a publication of `event` goes through the outbox.
     fn outbox_takes(&self, event: &ServerEvent) -> bool {
-        matches!(
-            event,
-            ServerEvent::Publish {
-                packet_id: None,
-                ..
-            }
-        ) && self.outbox_takes_qos0()
+        matches!(event, ServerEvent::Publish { .. }) && self.outbox_in_use()
     }
 
-    /// Whether QoS 0 publications (nothing to acknowledge once delivered)
-    /// go through the outbox: no store, and publishers that may wait for
-    /// room.
-    fn outbox_takes_qos0(&self) -> bool {
+    /// Whether publications go through the outbox: no store (nothing to
+    /// write before a delivery is queued), and publishers that may wait
+    /// for room.
+    fn outbox_in_use(&self) -> bool {
         self.broker.persist.is_none() && !self.broker.config.max_publish_wait().is_zero()
     }
 
@@ -595,33 +590,56 @@ impl Task<'_> {
     /// an event.
     fn on_publish_packet(&mut self, now: Instant, p: &mut Publish) -> Result<(), ProtocolError> {
         if self.stalled.is_none() && self.conn.peek_event().is_none() {
-            if p.qos != QoS::AtMostOnce || !self.outbox_takes_qos0() {
-                // As before any event the outbox does not take.
-                self.flush_outbox();
+            if let Some((message, packet_id)) = self.conn.take_publish(now, p)? {
+                self.on_publish(message, packet_id);
             }
-            if self.stalled.is_none() {
-                if let Some((message, packet_id)) = self.conn.take_publish(now, p)? {
-                    self.on_publish(message, packet_id);
-                }
-                return Ok(());
-            }
+            return Ok(());
         }
         self.conn.handle_publish(now, p)
     }
 
     /// Puts the outbox's deliveries in their mailbox; those that do not
-    /// fit stall the connection, as a publication's would.
+    /// fit stall the connection, as a publication's would. The outbox
+    /// itself is kept for the next publications.
     fn flush_outbox(&mut self) {
-        let Some(mut outbox) = self.outbox.take() else {
+        let Some(outbox) = self.outbox.as_deref_mut() else {
             return;
         };
-        if outbox.is_empty() {
+        if !outbox.is_empty() {
+            let mut routed = Routed::default();
+            self.broker.flush_outbox(outbox, &mut routed);
+            self.counts.routed = self.counts.routed.saturating_add(routed.queued as u32);
+            self.stall_on(routed.blocked, None);
+        }
+        self.release_deferred_acks();
+    }
+
+    /// Acknowledges the publications whose deliveries went through the
+    /// outbox, once every one of those is in its mailbox (the outbox empty,
+    /// no stall): an acknowledged message is queued for its subscriber.
+    fn release_deferred_acks(&mut self) {
+        if self.stalled.is_some() {
             return;
         }
-        let mut routed = Routed::default();
-        self.broker.flush_outbox(&mut outbox, &mut routed);
-        self.counts.routed = self.counts.routed.saturating_add(routed.queued as u32);
-        self.stall_on(routed.blocked, None);
+        if let Some(outbox) = self.outbox.as_deref_mut()
+            && outbox.is_empty()
+        {
+            for (id, code) in outbox.acks.drain(..) {
+                self.conn.acknowledge(id, code);
+            }
+        }
+    }
+
+    /// The connection went quiet: an outbox with nothing in it is given
+    /// back, so an idle connection keeps none.
+    fn quiet(&mut self) {
+        if self
+            .outbox
+            .as_deref()
+            .is_some_and(|o| o.is_empty() && o.acks.is_empty())
+        {
+            self.outbox = None;
+        }
     }
 
     /// Stops reading and handling events until `blocked` (if any) has room
@@ -982,6 +1000,7 @@ impl Task<'_> {
             if let Some(serial) = serial {
                 self.ack_ready(serial, None);
             }
+            self.release_deferred_acks();
         } else {
             stall.deliveries = waiting;
         }
@@ -1266,9 +1285,8 @@ impl Task<'_> {
             packet_id.filter(|_| self.persistent && message.qos == QoS::ExactlyOnce);
         let may_block = !broker.config.max_publish_wait().is_zero();
         let done = ticket.map(|t| self.commits.done(t));
-        // The same test as `outbox_takes`, which flushed the outbox before
-        // any publication that does not use it.
-        let outbox = (packet_id.is_none() && !persistence && may_block)
+        // The same test as `outbox_in_use`.
+        let outbox = (!persistence && may_block)
             .then(|| &mut **self.outbox.get_or_insert_with(Box::default));
         let how = Publishing {
             publisher: self.handle.as_ref(),
@@ -1314,7 +1332,13 @@ impl Task<'_> {
             self.stall_on(routed.blocked, Some(serial));
         }
         if waits == 0 {
-            self.conn.acknowledge(id, code);
+            match self.outbox.as_deref_mut().filter(|o| !o.is_empty()) {
+                // Its delivery, or an earlier one's, waits in the outbox.
+                Some(outbox) => outbox.acks.push((id, code)),
+                None => {
+                    self.conn.acknowledge(id, code);
+                }
+            }
         } else {
             self.commits.acks.insert(
                 serial,

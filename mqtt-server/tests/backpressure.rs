@@ -71,11 +71,18 @@ async fn four_publishers_and_a_slow_subscriber_lose_no_acknowledged_qos1_message
         }));
     }
     let mut received = HashSet::new();
+    let mut next = [1u16; 4];
     let mut n = 0;
     while received.len() < 4 * usize::from(PER_PUBLISHER) {
         match sub.next(Duration::from_secs(20)).await {
             Received::Packet(Packet::Publish(p)) => {
-                received.insert(String::from_utf8(p.payload.to_vec()).unwrap());
+                let text = String::from_utf8(p.payload.to_vec()).unwrap();
+                // Each publisher's messages in the order sent [MQTT-4.6.0-6].
+                let (who, i) = text.split_once('-').unwrap();
+                let (who, i): (usize, u16) = (who.parse().unwrap(), i.parse().unwrap());
+                assert_eq!(i, next[who], "publisher {who}: out of order or lost");
+                next[who] += 1;
+                received.insert(text);
                 sub.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
                     .await
                     .unwrap();
