@@ -21,11 +21,12 @@
 //! profiled with `perf` and heap-profiled with `heaptrack`:
 //!
 //! * **No lock or allocation per message beyond the message.** A PUBLISH
-//!   is decoded without copying its payload and taken apart where it lies
-//!   (`ServerConnection::handle_publish`: the 230-byte packet is not moved
-//!   from call to call); it becomes one `Arc<Message>` that every
-//!   subscriber's delivery shares (the last delivery takes the publisher's
-//!   reference). Routing runs under the *read* side of the index lock
+//!   is decoded without copying its payload and taken apart where the
+//!   decoder put it (`ServerConnection::take_publish`: the 230-byte packet
+//!   is not moved from call to call); it becomes one `Arc<Message>` of
+//!   96 bytes (its properties out of line, a null pointer when there are
+//!   none: `mqtt_session::MessageProperties`) that every subscriber's
+//!   delivery shares (the last delivery takes the publisher's reference). Routing runs under the *read* side of the index lock
 //!   (publishers on every core route at once) with thread-local scratch
 //!   vectors, and its targets borrow their session from the index rather
 //!   than cloning its `Arc`; each subscriber's mailbox is a short `std`
@@ -34,15 +35,25 @@
 //!   the last topic it published to for as long as no subscription
 //!   changes anywhere (a generation number the index's writers increment):
 //!   a device publishing to its own topic again skips the index, its lock
-//!   shared with every other publisher, and the walk. Not for shared
-//!   subscriptions (a member is chosen in turn) nor above 64 targets.
-//! * **Fan-in without a fight over the mailbox.** The QoS 0 deliveries a
+//!   shared with every other publisher, and the walk, and each delivery is
+//!   made from the kept target in place. The topic is kept too, checked
+//!   and in a buffer of its own: the next publication to it is not checked
+//!   again, and is routed by the kept copy rather than by a reference count
+//!   on the read buffer, which the subscribers' cores release concurrently.
+//!   Not for shared subscriptions (a member is chosen in turn) nor above
+//!   64 targets.
+//! * **Fan-in without a fight over the mailbox.** The deliveries a
 //!   connection makes to one subscriber, message after message, wait in the
 //!   connection's outbox and enter that subscriber's mailbox together,
 //!   under one lock, once the read is handled (or when another
 //!   destination comes): four publishers into one subscriber took that
 //!   lock four million times a second. Order is kept; what does not fit
-//!   stalls the publisher as any delivery would.
+//!   stalls the publisher as any delivery would. A QoS 1/2 publication's
+//!   acknowledgement is held until every delivery made before it, its own
+//!   included, is in its mailbox (it leaves in the same write as it would
+//!   have). The subscriber's side takes what it will send out of the
+//!   mailbox under the lock and encodes it after releasing it, so
+//!   publishers never wait for its encoding.
 //! * **Encoded from where the message lies.** A subscriber's connection
 //!   encodes each PUBLISH from the session's copy of the message
 //!   (`mqtt_codec::PublishRef`, `ServerConnection::transmit_with`), not
@@ -61,7 +72,8 @@
 //!   the session hands it over already in the `Arc` its deliveries share
 //!   (an event moves as a pointer, not as a 250-byte message), and a
 //!   subscriber's connection makes each outgoing PUBLISH as it encodes
-//!   it. A mailbox wakes its connection only when it goes from empty to
+//!   it. Without a store, completed deliveries raise no event
+//!   (`ServerConnection::set_report_deliveries`). A mailbox wakes its connection only when it goes from empty to
 //!   not empty: the connection takes all there is and wakes itself if it
 //!   leaves some, so a burst costs one wake-up, not one per message.
 //! * **Per turn, not per packet.** The clock is read once per turn of a
@@ -87,7 +99,9 @@
 //!   connected subscriber's queue stops the broker reading from its
 //!   publisher (holding a QoS 1/2 acknowledgement) for at most
 //!   `max_publish_wait_ms`: QoS 1 is never dropped after it was
-//!   acknowledged, and a QoS 0 overload is slowed, not thrown away.
+//!   acknowledged, and a QoS 0 overload is slowed, not thrown away. What
+//!   waits is kept as runs of deliveries to one session, each run holding
+//!   its session once and retried under one lock.
 //! * **The `mqtt` binary uses mimalloc** (without transparent huge
 //!   pages): messages are allocated on a publisher's thread and freed on
 //!   a subscriber's, which glibc's allocator serialises on its arena

@@ -8,7 +8,12 @@
 //! [`PublishRef`](mqtt_codec::PublishRef) inside a [`Transmit`] (see
 //! `transmit_with`, `ServerConnection::deliver_with` and
 //! `ClientConnection::publish_with`), encoded from the session's own copy
-//! without cloning anything. Everything the protocol decides —
+//! without cloning anything. Incoming PUBLISH packets can likewise be
+//! taken apart where they were decoded, the message returned for routing
+//! (`ServerConnection::take_publish`) or lent to a callback
+//! (`ClientConnection::handle_publish_with`) instead of queued as an
+//! event, and a client can send one shared message many times
+//! (`ClientConnection::publish_shared_with`). Everything the protocol decides —
 //! CONNECT validation, CONNACK with the server's limits, keep-alive, QoS 1
 //! and 2 flows both ways, packet identifiers, Receive Maximum both ways,
 //! Maximum Packet Size, topic aliases both ways, will and session expiry,
