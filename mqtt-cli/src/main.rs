@@ -62,6 +62,31 @@ struct BrokerArgs {
     /// tracing filter such as `mqtt_server=debug`). Overrides RUST_LOG.
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+
+    /// Threads serving the connections; replaces the config file's
+    /// `workers`. Default: one per core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+}
+
+/// The broker's configuration: the file's, with the command line's
+/// replacements.
+fn broker_config(args: &BrokerArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listen = args.listen.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.persistence = true;
+        config.data_dir = dir.clone();
+    }
+    if let Some(n) = args.workers {
+        config.workers = usize::from(n);
+    }
+    Ok(config)
 }
 
 fn init_logging(level: Option<&str>) -> Result<(), String> {
@@ -76,19 +101,8 @@ fn init_logging(level: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-async fn broker(args: BrokerArgs) -> Result<(), String> {
+async fn broker(args: BrokerArgs, config: Config) -> Result<(), String> {
     init_logging(args.log_level.as_deref())?;
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
-    if !args.listen.is_empty() {
-        config.listen = args.listen;
-    }
-    if let Some(dir) = args.data_dir {
-        config.persistence = true;
-        config.data_dir = dir;
-    }
     let server = Server::bind(config).await.map_err(|e| e.to_string())?;
     let shutdown = server.shutdown_handle();
     tokio::spawn(async move {
@@ -148,10 +162,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The broker's configuration is read first: it says how many threads
+    // the runtime starts.
+    let config = match &cli.command {
+        Command::Broker(args) => match broker_config(args) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("mqtt: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.as_ref().map(|c| c.workers).filter(|&n| n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mqtt: cannot start the runtime: {e}");
@@ -160,7 +187,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Broker(args) => broker(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Broker(args) => broker(args, config.unwrap_or_default())
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Command::Pub(args) => publish::run(args).await,
             Command::Sub(args) => subscribe::run(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -67,6 +67,11 @@ pub struct Config {
     /// Most simultaneous client connections; further ones are closed at
     /// once. Default: 10000.
     pub max_connections: usize,
+    /// Threads serving the connections, for the `mqtt broker` command,
+    /// which starts the runtime; 0 = one per core. An application that
+    /// embeds [`Server`](crate::Server) runs it on its own runtime, and
+    /// this key is not used. Default: 0.
+    pub workers: usize,
     /// Largest packet accepted from a client, in bytes. Default: 1048576 (1 MiB).
     pub max_packet_size: u32,
     /// Largest keep alive a client may use, in seconds. Default: 65535 (no limit).
@@ -147,6 +152,9 @@ pub struct Config {
     pub data_dir: PathBuf,
 }
 
+/// Most threads `workers` may ask for.
+const MAX_WORKERS: usize = 1024;
+
 impl Default for Config {
     fn default() -> Self {
         let session = ServerConfig::default();
@@ -154,6 +162,7 @@ impl Default for Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 1883))],
             listeners: Vec::new(),
             max_connections: 10_000,
+            workers: 0,
             max_packet_size: session.max_packet_size,
             max_keepalive: session.max_keepalive,
             max_inflight_messages: session.max_inflight,
@@ -240,6 +249,9 @@ impl Config {
                 "metrics_token",
                 "must be non-empty and printable ASCII without spaces (it is sent in an HTTP header)",
             );
+        }
+        if self.workers > MAX_WORKERS {
+            return invalid("workers", "must be at most 1024 (0 = one per core)");
         }
         if self.max_packet_size < 16 {
             return invalid("max_packet_size", "must be at least 16 bytes");
@@ -342,6 +354,7 @@ mod tests {
         for key in [
             "listen",
             "max_connections",
+            "workers",
             "max_packet_size",
             "max_keepalive",
             "max_inflight_messages",
@@ -372,7 +385,7 @@ mod tests {
         }
         assert_eq!(
             table.len(),
-            27,
+            28,
             "a key in example.toml is not listed in this test"
         );
         // Keys off by default are shown commented out, with an example value.
@@ -489,5 +502,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("receive_maximum"), "{err}");
+        let err = Config::from_toml("workers = 1025").unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
+        assert_eq!(Config::from_toml("workers = 1024").unwrap().workers, 1024);
     }
 }
