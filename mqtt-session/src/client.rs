@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mqtt_codec::{
     Auth, ConnAck, Connect, DecodeLimits, Disconnect, MqttString, Packet, PacketId,
-    ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, SubAck, Subscribe,
-    SubscribeProperties, Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
+    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties,
+    Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
 
 use crate::error::ProtocolError;
@@ -346,29 +346,18 @@ impl ClientConnection {
         if message.qos == QoS::AtMostOnce || !idle || !session.queued.is_empty() {
             return session.enqueue(delivery, &self.config.queue);
         }
-        if message.is_expired(now) {
-            session.drops.count(DropReason::Expired, message.qos);
-            return Ok(());
-        }
-        let mut custom = PublishProperties::default();
-        let sent = self.outbound.send(
+        let sent = self.outbound.send_or_queue(
             session,
             delivery,
             self.version,
             now,
-            &mut custom,
-            &mut |p| {
-                f(Transmit::Publish(p));
-            },
-        );
-        match sent {
-            Ok(_) => {
-                self.last_sent = now;
-                Ok(())
-            }
-            // No room in flight: it waits its turn.
-            Err(d) => session.enqueue(d, &self.config.queue),
+            &self.config.queue,
+            &mut |p| f(Transmit::Publish(p)),
+        )?;
+        if sent {
+            self.last_sent = now;
         }
+        Ok(())
     }
 
     /// Sends a QoS 0 `message` at once if nothing is queued or waiting to

@@ -18,7 +18,9 @@ use mqtt_codec::{
     QoS, ReasonCode,
 };
 
-use crate::state::{Delivery, DropReason, Inflight, InflightStage, Message, SessionState};
+use crate::state::{
+    Delivery, DropReason, Inflight, InflightStage, Message, QueueLimits, SessionState,
+};
 
 /// A packet to write, as `transmit_with` of either role lends it.
 #[derive(Debug, Clone, Copy)]
@@ -334,6 +336,31 @@ impl Outbound {
                     return;
                 }
             }
+        }
+    }
+
+    /// Sends `d` at once, its PUBLISH lent to `out` (the caller knows that
+    /// nothing is queued or waiting to be written before it): an expired
+    /// message is dropped and counted, and one the window has no room for
+    /// is queued. Returns whether a PUBLISH went out.
+    pub(crate) fn send_or_queue(
+        &mut self,
+        session: &mut SessionState,
+        d: Delivery,
+        version: ProtocolVersion,
+        now: Instant,
+        limits: &QueueLimits,
+        out: &mut impl FnMut(PublishRef<'_>),
+    ) -> Result<bool, DropReason> {
+        if d.message.is_expired(now) {
+            session.drops.count(DropReason::Expired, d.qos);
+            return Ok(false);
+        }
+        let mut custom = PublishProperties::default();
+        match self.send(session, d, version, now, &mut custom, out) {
+            Ok(sent) => Ok(sent),
+            // The window is full: it waits in the queue.
+            Err(d) => session.enqueue(d, limits).map(|()| false),
         }
     }
 

@@ -940,24 +940,16 @@ impl ServerConnection {
         if !session.queued.is_empty() || self.transmit_at < self.transmit.len() {
             return session.enqueue(delivery, &self.config.queue);
         }
-        if delivery.message.is_expired(now) {
-            session.drops.count(DropReason::Expired, delivery.qos);
-            return Ok(());
-        }
-        let mut custom = mqtt_codec::PublishProperties::default();
-        let sent = self.outbound.send(
-            session,
-            delivery,
-            self.version,
-            now,
-            &mut custom,
-            &mut |p| f(Transmit::Publish(p)),
-        );
-        match sent {
-            Ok(_) => Ok(()),
-            // The window is full: it waits in the queue.
-            Err(d) => session.enqueue(d, &self.config.queue),
-        }
+        self.outbound
+            .send_or_queue(
+                session,
+                delivery,
+                self.version,
+                now,
+                &self.config.queue,
+                &mut |p| f(Transmit::Publish(p)),
+            )
+            .map(|_| ())
     }
 
     /// Closes the connection from the server side with `code` (0x8E session

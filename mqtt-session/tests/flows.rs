@@ -2023,6 +2023,18 @@ fn deliver_with_sends_what_deliver_queues_in_the_same_order() {
     }
 }
 
+/// A QoS 1 PUBLISH binding topic alias 1 (with a message expiry), a QoS 0
+/// one sent by that alias, a QoS 2 one and its duplicate.
+fn aliased_publishes() -> [mqtt_codec::Publish; 4] {
+    let mut first = raw_publish("a/b", "one", QoS::AtLeastOnce, Some(1));
+    first.properties.topic_alias = std::num::NonZeroU16::new(1);
+    first.properties.message_expiry_interval = Some(30);
+    let mut second = raw_publish("", "two", QoS::AtMostOnce, None);
+    second.properties.topic_alias = std::num::NonZeroU16::new(1);
+    let third = raw_publish("c", "three", QoS::ExactlyOnce, Some(2));
+    [first, second, third.clone(), third]
+}
+
 /// `handle_publish` takes a PUBLISH apart in place and acts exactly as
 /// `handle_packet` does with it: the same events (topic alias resolved,
 /// message expiry turned into a deadline) and the same acknowledgements;
@@ -2031,11 +2043,7 @@ fn deliver_with_sends_what_deliver_queues_in_the_same_order() {
 fn handle_publish_acts_as_handle_packet() {
     let mut by_packet = Pair::connected(Setup::v5("c1"));
     let mut in_place = Pair::connected(Setup::v5("c1"));
-    let mut first = raw_publish("a/b", "one", QoS::AtLeastOnce, Some(1));
-    first.properties.topic_alias = std::num::NonZeroU16::new(1);
-    first.properties.message_expiry_interval = Some(30);
-    let mut second = raw_publish("", "two", QoS::AtMostOnce, None);
-    second.properties.topic_alias = std::num::NonZeroU16::new(1);
+    let [first, second, ..] = aliased_publishes();
     for p in [first, second] {
         let now = by_packet.now;
         by_packet
@@ -2075,14 +2083,8 @@ fn handle_publish_acts_as_handle_packet() {
 fn take_publish_returns_what_handle_publish_queues() {
     let mut queuing = Pair::connected(Setup::v5("c1"));
     let mut taking = Pair::connected(Setup::v5("c1"));
-    let mut first = raw_publish("a/b", "one", QoS::AtLeastOnce, Some(1));
-    first.properties.topic_alias = std::num::NonZeroU16::new(1);
-    first.properties.message_expiry_interval = Some(30);
-    let mut second = raw_publish("", "two", QoS::AtMostOnce, None);
-    second.properties.topic_alias = std::num::NonZeroU16::new(1);
-    let third = raw_publish("c", "three", QoS::ExactlyOnce, Some(2));
     let mut taken = Vec::new();
-    for p in [first, second, third.clone(), third] {
+    for p in aliased_publishes() {
         let now = queuing.now;
         queuing.server.handle_publish(now, &mut p.clone()).unwrap();
         let mut p = p;
@@ -2137,14 +2139,8 @@ fn handle_publish_with_lends_what_handle_packet_queues() {
     setup.client.topic_alias_maximum = 4;
     let mut by_packet = Pair::connected(setup.clone());
     let mut lending = Pair::connected(setup);
-    let mut first = raw_publish("a/b", "one", QoS::AtLeastOnce, Some(1));
-    first.properties.topic_alias = std::num::NonZeroU16::new(1);
-    let mut second = raw_publish("", "two", QoS::AtMostOnce, None);
-    second.properties.topic_alias = std::num::NonZeroU16::new(1);
-    let third = raw_publish("c", "three", QoS::ExactlyOnce, Some(2));
-    let packets = [first, second, third.clone(), third];
     let mut lent = Vec::new();
-    for p in packets.clone() {
+    for p in aliased_publishes() {
         let now = by_packet.now;
         by_packet
             .client
