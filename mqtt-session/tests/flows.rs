@@ -868,101 +868,58 @@ fn server_sends_no_more_than_the_client_receive_maximum() {
     assert_eq!(pair.client_payloads(), vec!["d0", "d1", "d2", "d3", "d4"]);
 }
 
-/// Messages published through `publish_shared_with` go in flight at once
-/// only while the server's Receive Maximum leaves room [MQTT-4.9.0-2]; the
-/// rest wait in the session's queue and follow, in order, as
-/// acknowledgements come.
-#[test]
-fn shared_messages_wait_for_the_server_receive_maximum() {
-    let mut setup = Setup::v5("c1");
-    setup.server.receive_maximum = 2;
-    let mut pair = Pair::connected(setup);
-    pair.policy.manual_ack = true;
-    for i in 0..5 {
-        let m = Arc::new(message("a", &format!("s{i}"), QoS::AtLeastOnce));
-        pair.client_publish_shared_now(&m).unwrap();
-    }
-    assert_eq!((pair.client.inflight(), pair.client.queued()), (2, 3));
-    pair.drive();
-    assert_eq!(pair.server_payloads(), ["s0", "s1"]);
-    for round in 0..3 {
-        let ids: Vec<_> = pair
-            .server_events
-            .iter()
-            .filter_map(|e| match e {
-                ServerEvent::Publish { packet_id, .. } => *packet_id,
-                _ => None,
-            })
-            .collect();
-        for id in &ids[round..] {
-            pair.server.acknowledge(*id, ReasonCode::Success);
-        }
-        pair.drive();
-    }
-    assert_eq!(pair.server_payloads(), ["s0", "s1", "s2", "s3", "s4"]);
-}
-
-/// A completed QoS 1/2 delivery is reported as `Delivered` unless the
-/// server turned the reports off; the flows themselves are the same.
-#[test]
-fn delivered_events_only_when_reported() {
-    for report in [true, false] {
-        let mut pair = Pair::connected(Setup::v5("c1"));
-        pair.server.set_report_deliveries(report);
-        pair.subscribe(&[("a", QoS::ExactlyOnce)]);
-        pair.server_publish("a", "one", QoS::AtLeastOnce).unwrap();
-        pair.server_publish("a", "two", QoS::ExactlyOnce).unwrap();
-        pair.drive();
-        assert_eq!(pair.client_payloads(), ["one", "two"]);
-        assert_eq!(pair.server.inflight(), 0, "both flows completed");
-        let delivered = pair
-            .server_events
-            .iter()
-            .filter(|e| matches!(e, ServerEvent::Delivered { .. }))
-            .count();
-        assert_eq!(delivered, if report { 2 } else { 0 });
-    }
-}
-
+/// The client sends no more QoS 1/2 messages than the server's Receive
+/// Maximum [MQTT-4.9.0-2]; the rest wait in the session's queue and follow,
+/// in order, as acknowledgements come. The same through
+/// `publish_shared_with`, which sends a message at once only while the
+/// window has room.
 #[test]
 fn client_sends_no_more_than_the_server_receive_maximum() {
-    let mut setup = Setup::v5("c1");
-    setup.server.receive_maximum = 2;
-    let mut pair = Pair::connected(setup);
-    pair.policy.manual_ack = true;
-    for i in 0..5 {
-        pair.client_publish("a", &format!("u{i}"), QoS::ExactlyOnce)
-            .unwrap();
-    }
-    assert_eq!(pair.write(Side::Client, usize::MAX), 2);
-    assert_eq!((pair.client.inflight(), pair.client.queued()), (2, 3));
-    pair.drive();
-    assert_eq!(pair.server_payloads().len(), 2);
-    assert!(!pair.server.is_closed());
-    // Each acknowledgement opens the window for one more.
-    let mut acked = 0;
-    while acked < 5 {
-        let ids: Vec<_> = pair
-            .server_events
-            .iter()
-            .filter_map(|e| match e {
-                ServerEvent::Publish { packet_id, .. } => *packet_id,
-                _ => None,
-            })
-            .collect();
-        assert!(
-            ids.len() > acked,
-            "no progress after {acked} acknowledgements"
-        );
-        for id in &ids[acked..] {
-            assert!(pair.server.acknowledge(*id, ReasonCode::Success));
+    for shared in [false, true] {
+        let mut setup = Setup::v5("c1");
+        setup.server.receive_maximum = 2;
+        let mut pair = Pair::connected(setup);
+        pair.policy.manual_ack = true;
+        for i in 0..5 {
+            let m = message("a", &format!("u{i}"), QoS::ExactlyOnce);
+            if shared {
+                pair.client_publish_shared_now(&Arc::new(m)).unwrap();
+            } else {
+                pair.client.publish(m).unwrap();
+            }
         }
-        acked = ids.len();
+        if !shared {
+            assert_eq!(pair.write(Side::Client, usize::MAX), 2);
+        }
+        assert_eq!((pair.client.inflight(), pair.client.queued()), (2, 3));
         pair.drive();
-        assert!(pair.client.inflight() <= 2);
+        assert_eq!(pair.server_payloads().len(), 2);
+        assert!(!pair.server.is_closed());
+        // Each acknowledgement opens the window for one more.
+        let mut acked = 0;
+        while acked < 5 {
+            let ids: Vec<_> = pair
+                .server_events
+                .iter()
+                .filter_map(|e| match e {
+                    ServerEvent::Publish { packet_id, .. } => *packet_id,
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                ids.len() > acked,
+                "no progress after {acked} acknowledgements"
+            );
+            for id in &ids[acked..] {
+                assert!(pair.server.acknowledge(*id, ReasonCode::Success));
+            }
+            acked = ids.len();
+            pair.drive();
+            assert!(pair.client.inflight() <= 2);
+        }
+        assert_eq!(pair.server_payloads(), vec!["u0", "u1", "u2", "u3", "u4"]);
+        assert_eq!(pair.published().len(), 5);
     }
-    assert_eq!(pair.server_payloads(), vec!["u0", "u1", "u2", "u3", "u4"]);
-    assert_eq!(pair.published().len(), 5);
 }
 
 #[test]
@@ -2065,11 +2022,23 @@ fn handle_publish_acts_as_handle_packet() {
     assert_eq!(expected.len(), 2);
     assert_eq!(events(&mut in_place), expected);
 
-    let now = by_packet.now;
+    refused_before_connect(|c, now, p| c.handle_publish(now, p));
+}
+
+/// A PUBLISH before CONNECT is refused [MQTT-3.1.0-1], through whichever
+/// entry point `handle` calls.
+fn refused_before_connect(
+    handle: impl FnOnce(
+        &mut mqtt_session::ServerConnection,
+        std::time::Instant,
+        &mut mqtt_codec::Publish,
+    ) -> Result<(), ProtocolError>,
+) {
+    let now = std::time::Instant::now();
     let mut fresh = mqtt_session::ServerConnection::new(mqtt_session::ServerConfig::default(), now);
     let mut p = raw_publish("a/b", "x", QoS::AtMostOnce, None);
     assert!(matches!(
-        fresh.handle_publish(now, &mut p),
+        handle(&mut fresh, now, &mut p),
         Err(ProtocolError::FirstPacketNotConnect { .. })
     ));
 }
@@ -2120,12 +2089,7 @@ fn take_publish_returns_what_handle_publish_queues() {
     }
     assert_eq!(order, ["four", "five"]);
 
-    let mut fresh = mqtt_session::ServerConnection::new(mqtt_session::ServerConfig::default(), now);
-    let mut p = raw_publish("a/b", "x", QoS::AtMostOnce, None);
-    assert!(matches!(
-        fresh.take_publish(now, &mut p),
-        Err(ProtocolError::FirstPacketNotConnect { .. })
-    ));
+    refused_before_connect(|c, now, p| c.take_publish(now, p).map(|_| ()));
 }
 
 /// A client's `handle_publish_with` lends each message it delivers and
