@@ -127,7 +127,7 @@ pub(crate) struct Publishing<'a> {
     /// The publisher's [`RouteCache`], whose targets, if any, are for
     /// this topic ([`RouteCache::take_topic`] made sure of it).
     pub(crate) route_cache: Option<&'a mut RouteCache>,
-    /// Where a QoS 0 delivery of a message that goes to one session only
+    /// Where the delivery of a message that goes to one session only
     /// waits, with those of the publisher's next messages to that session,
     /// to enter the mailbox together (see [`Outbox`]). Only with
     /// `may_block` and without a store.
@@ -183,13 +183,14 @@ impl RouteCache {
 /// Most deliveries an [`Outbox`] holds before it is flushed.
 const OUTBOX_MAX: usize = 256;
 
-/// QoS 0 deliveries to one session from consecutive publications of one
+/// Deliveries to one session from consecutive publications of one
 /// connection that each went to that session alone (fan-in): they enter
 /// its mailbox together, under one lock, when the publisher has read what
 /// it had (or when another destination comes), rather than one lock per
 /// message shared with every other publisher. In order: a delivery that
 /// does not fit holds back those after it ([`Routed::blocked`]). At most
-/// [`OUTBOX_MAX`] deliveries.
+/// [`OUTBOX_MAX`] deliveries. The connection holds the acknowledgements of
+/// QoS 1/2 publications here until their deliveries are in their mailbox.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
     session: Option<Arc<SessionHandle>>,

@@ -104,9 +104,11 @@ struct Task<'a> {
     /// Counters gathered during a turn, added to the broker's shared
     /// [`Stats`] once per turn rather than once per packet.
     counts: Counts,
-    /// QoS 0 deliveries of this turn's publications waiting to enter a
-    /// subscriber's mailbox together (see [`Outbox`]); flushed when the
-    /// read is handled and before any event that does not use it.
+    /// Deliveries of this turn's publications waiting to enter a
+    /// subscriber's mailbox together, and the acknowledgements waiting for
+    /// them (see [`Outbox`]); flushed when the read is handled and before
+    /// any event that does not use it. Made at the first publication,
+    /// given back when the connection goes quiet.
     outbox: Option<Box<Outbox>>,
     /// The route of the last topic this connection published to (see
     /// [`RouteCache`]); made at its first publication.
