@@ -209,9 +209,23 @@ fn pub_stdin_lines_and_retained() {
     assert!(out.stdout.is_empty());
 }
 
+/// With the default threads and with `workers = 1` (one thread besides
+/// the main one, checked on Linux).
 #[test]
 fn bench_pubsub_qos1_has_no_losses() {
-    let (_broker, port) = broker("");
+    for config in ["", "workers = 1"] {
+        let (broker, port) = broker(config);
+        if !config.is_empty() && cfg!(target_os = "linux") {
+            let threads = std::fs::read_dir(format!("/proc/{}/task", broker.0.id()))
+                .expect("the broker's threads")
+                .count();
+            assert_eq!(threads, 2, "the main thread and one worker");
+        }
+        bench_qos1_without_loss(port);
+    }
+}
+
+fn bench_qos1_without_loss(port: u16) {
     let out = mqtt(
         port,
         &[
