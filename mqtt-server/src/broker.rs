@@ -443,20 +443,13 @@ impl Broker {
             let mut forget = None;
             match batch {
                 None => {
-                    if matched != 1
-                        && let Some(outbox) = how.outbox.take()
-                    {
-                        // Fan-out: each delivery to its mailbox now, after
-                        // those waiting.
-                        self.flush_outbox(outbox, &mut routed);
-                    }
                     let n = targets.len();
-                    for (i, t) in targets.drain(..).enumerate() {
-                        let Some((session, d)) = delivery(t, &mut message, i + 1 == n) else {
-                            break;
-                        };
-                        self.place(&session.0, d, &mut how, &mut routed, &mut forget, now);
-                    }
+                    let deliveries = targets
+                        .drain(..)
+                        .enumerate()
+                        .map_while(|(i, t)| delivery(t, &mut message, i + 1 == n))
+                        .map(|(session, d)| (&session.0, d));
+                    self.place_all(n, deliveries, &mut how, &mut routed, &mut forget, now);
                 }
                 Some(mut b) => {
                     let mut deliveries = DELIVERIES.with(|cell| recycle(cell.take()));
@@ -492,10 +485,7 @@ impl Broker {
             }
             *scratch = recycle(targets);
             drop(router);
-            if routed.queued > 0 && !how.count_later {
-                Stats::add(&self.stats.messages_routed, routed.queued);
-            }
-            self.forget(forget);
+            self.settle(&routed, how.count_later, forget);
             routed
         })
     }
@@ -506,35 +496,54 @@ impl Broker {
     fn place_cached(
         &self,
         cache: &RouteCache,
-        message: Option<Arc<Message>>,
+        mut message: Option<Arc<Message>>,
         mut how: Publishing<'_>,
         now: Instant,
     ) -> Routed {
-        let mut message = message;
         let n = cache.targets.len();
         let mut routed = Routed {
             matched: n,
             ..Routed::default()
         };
         let mut forget = None;
+        let deliveries = cache.targets.iter().enumerate().map_while(|(i, t)| {
+            Some((&t.session.0, cached_delivery(t, &mut message, i + 1 == n)?))
+        });
+        self.place_all(n, deliveries, &mut how, &mut routed, &mut forget, now);
+        self.settle(&routed, how.count_later, forget);
+        routed
+    }
+
+    /// Places the `n` deliveries of one publication without a store, in
+    /// order. A fan-out (other than one target) first empties the outbox,
+    /// so that each delivery enters its mailbox after those waiting there.
+    fn place_all<'s>(
+        &self,
+        n: usize,
+        deliveries: impl Iterator<Item = (&'s Arc<SessionHandle>, Delivery)>,
+        how: &mut Publishing<'_>,
+        routed: &mut Routed,
+        forget: &mut Option<Batch>,
+        now: Instant,
+    ) {
         if n != 1
             && let Some(outbox) = how.outbox.take()
         {
-            // Fan-out: each delivery to its mailbox now, after those
-            // waiting.
-            self.flush_outbox(outbox, &mut routed);
+            self.flush_outbox(outbox, routed);
         }
-        for (i, t) in cache.targets.iter().enumerate() {
-            let Some(d) = cached_delivery(t, &mut message, i + 1 == n) else {
-                break;
-            };
-            self.place(&t.session.0, d, &mut how, &mut routed, &mut forget, now);
+        for (session, d) in deliveries {
+            self.place(session, d, how, routed, forget, now);
         }
-        if routed.queued > 0 && !how.count_later {
+    }
+
+    /// Ends a publication: its queued deliveries counted as routed (unless
+    /// the caller counts them), the removals of stored ones it dropped
+    /// submitted.
+    fn settle(&self, routed: &Routed, count_later: bool, forget: Option<Batch>) {
+        if routed.queued > 0 && !count_later {
             Stats::add(&self.stats.messages_routed, routed.queued);
         }
         self.forget(forget);
-        routed
     }
 
     /// Puts one routed delivery in its session's mailbox: handed back in
@@ -621,8 +630,9 @@ impl Broker {
     /// Tries again to put what `blocked` holds in its sessions' mailboxes,
     /// each run under one lock, in order: a delivery that still does not
     /// fit holds back the later ones to its session. Those that wait no
-    /// more are placed by policy (`give_up`: the publisher waited too long,
-    /// or is gone) or dropped (`timed_out`, or the session congested).
+    /// more are dropped (`timed_out`: the publisher waited as long as it
+    /// may, or the session is congested) or placed by the queue's policy
+    /// (`publisher_gone`, or the subscriber is).
     /// Returns what still waits, and how many were queued (the caller
     /// counts them as routed).
     pub(crate) fn retry_blocked(

@@ -1287,8 +1287,8 @@ impl Task<'_> {
             packet_id.filter(|_| self.persistent && message.qos == QoS::ExactlyOnce);
         let may_block = !broker.config.max_publish_wait().is_zero();
         let done = ticket.map(|t| self.commits.done(t));
-        // The same test as `outbox_in_use`.
-        let outbox = (!persistence && may_block)
+        let outbox = self
+            .outbox_in_use()
             .then(|| &mut **self.outbox.get_or_insert_with(Box::default));
         let how = Publishing {
             publisher: self.handle.as_ref(),
