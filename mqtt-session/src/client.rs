@@ -299,11 +299,23 @@ impl ClientConnection {
     /// outcome comes as [`ClientEvent::Published`].
     pub fn publish(&mut self, message: Message) -> Result<(), DropReason> {
         let qos = message.qos;
-        let delivery = Delivery::new(std::sync::Arc::new(message), qos);
+        self.enqueue(Delivery::new(Arc::new(message), qos))
+    }
+
+    /// Puts a message in the session's queue.
+    fn enqueue(&mut self, delivery: Delivery) -> Result<(), DropReason> {
         match self.session.as_mut() {
             Some(s) => s.enqueue(delivery, &self.config.queue),
             None => Err(DropReason::QueueFull),
         }
+    }
+
+    /// Whether a message may be sent at once: connected, and nothing
+    /// queued or waiting to be written before it.
+    fn nothing_before(&self) -> bool {
+        self.is_connected()
+            && self.transmit_at >= self.transmit.len()
+            && self.session.as_ref().is_some_and(|s| s.queued.is_empty())
     }
 
     /// Publishes a message as [`ClientConnection::publish`] does, but a
@@ -339,13 +351,12 @@ impl ClientConnection {
             return sent;
         }
         let delivery = Delivery::new(message.clone(), message.qos);
-        let idle = self.is_connected() && self.transmit_at >= self.transmit.len();
+        if message.qos == QoS::AtMostOnce || !self.nothing_before() {
+            return self.enqueue(delivery);
+        }
         let Some(session) = self.session.as_mut() else {
             return Err(DropReason::QueueFull);
         };
-        if message.qos == QoS::AtMostOnce || !idle || !session.queued.is_empty() {
-            return session.enqueue(delivery, &self.config.queue);
-        }
         let sent = self.outbound.send_or_queue(
             session,
             delivery,
@@ -368,13 +379,10 @@ impl ClientConnection {
         message: &Message,
         mut f: impl FnMut(Transmit<'_>),
     ) -> Option<Result<(), DropReason>> {
-        if message.qos != QoS::AtMostOnce
-            || !self.is_connected()
-            || self.transmit_at < self.transmit.len()
-        {
+        if message.qos != QoS::AtMostOnce || !self.nothing_before() {
             return None;
         }
-        let session = self.session.as_mut().filter(|s| s.queued.is_empty())?;
+        let session = self.session.as_mut()?;
         if message.is_expired(now) {
             session.drops.count(DropReason::Expired, QoS::AtMostOnce);
             return Some(Ok(()));

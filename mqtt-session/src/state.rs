@@ -39,12 +39,8 @@ static NO_PROPERTIES: PublishProperties = PublishProperties {
 
 impl MessageProperties {
     /// `properties`, out of line unless empty.
-    pub fn new(properties: PublishProperties) -> Self {
-        if properties.is_empty() {
-            Self(None)
-        } else {
-            Self(Some(Box::new(properties)))
-        }
+    pub fn new(mut properties: PublishProperties) -> Self {
+        Self::take_from(&mut properties)
     }
 
     /// Takes `properties` (left empty), moved only if there are any.
