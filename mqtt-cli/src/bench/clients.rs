@@ -312,6 +312,44 @@ pub(crate) struct SubResult {
     pub(crate) last: Option<Instant>,
 }
 
+/// The messages one turn of a subscriber's loop received.
+struct Turn {
+    received: u64,
+    /// When the turn began, in nanoseconds since the UNIX epoch: the
+    /// arrival time of what it receives.
+    now: u64,
+}
+
+impl Turn {
+    fn start() -> Self {
+        Self {
+            received: 0,
+            now: unix_nanos(),
+        }
+    }
+}
+
+impl SubResult {
+    /// The client's next event; the messages before it are lent, not
+    /// copied into events, counted in `turn` and their latency recorded.
+    fn next_event(&mut self, client: &mut Client, turn: &mut Turn) -> Option<ClientEvent> {
+        let (latency, received, now) = (&mut self.latency, &mut turn.received, turn.now);
+        client.poll_event_with(|m| {
+            *received += 1;
+            record_latency(latency, &m.payload, now);
+        })
+    }
+
+    /// Adds what `turn` received to the result and to the shared counters.
+    fn end_turn(&mut self, turn: Turn, counters: &Counters) {
+        if turn.received > 0 {
+            counters.received.fetch_add(turn.received, Relaxed);
+            self.received += turn.received;
+            self.last = Some(Instant::now());
+        }
+    }
+}
+
 /// Subscribes to `filter` and counts what arrives until `stop`. `ready`
 /// is sent once the SUBACK is in (or the attempt failed).
 pub(crate) async fn subscriber(
@@ -354,14 +392,8 @@ pub(crate) async fn subscriber(
     }
     let mut ready = Some(ready);
     loop {
-        let mut received = 0;
-        let now = unix_nanos();
-        let latency = &mut result.latency;
-        // Messages are only looked at: lent, not copied into events.
-        while let Some(ev) = client.poll_event_with(|m| {
-            received += 1;
-            record_latency(latency, &m.payload, now);
-        }) {
+        let mut turn = Turn::start();
+        while let Some(ev) = result.next_event(&mut client, &mut turn) {
             match ev {
                 ClientEvent::Subscribed(ack) => {
                     match ack.reason_codes.first() {
@@ -385,11 +417,7 @@ pub(crate) async fn subscriber(
                 _ => {}
             }
         }
-        if received > 0 {
-            counters.received.fetch_add(received, Relaxed);
-            result.received += received;
-            result.last = Some(Instant::now());
-        }
+        result.end_turn(turn, counters);
         tokio::select! {
             r = client.step() => if let Err(e) = r {
                 shared.lost(&e);
@@ -517,14 +545,8 @@ pub(crate) async fn filter_subscriber(
     let give_up = start + plan.timeout;
     let mut ready = Some(ready);
     loop {
-        let mut received = 0;
-        let now = unix_nanos();
-        let latency = &mut result.latency;
-        // Messages are only looked at: lent, not copied into events.
-        while let Some(ev) = client.poll_event_with(|m| {
-            received += 1;
-            record_latency(latency, &m.payload, now);
-        }) {
+        let mut turn = Turn::start();
+        while let Some(ev) = result.next_event(&mut client, &mut turn) {
             match ev {
                 ClientEvent::Subscribed(ack) => {
                     let Some(first) = pending.remove(&ack.packet_id) else {
@@ -559,11 +581,7 @@ pub(crate) async fn filter_subscriber(
                 _ => {}
             }
         }
-        if received > 0 {
-            counters.received.fetch_add(received, Relaxed);
-            result.received += received;
-            result.last = Some(Instant::now());
-        }
+        result.end_turn(turn, counters);
         // Keep the window full: after the SUBACKs just handled and before
         // waiting, as nothing else would wake us.
         while ready.is_some() && next < plan.filters && pending.len() < window {
