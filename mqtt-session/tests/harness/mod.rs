@@ -207,21 +207,14 @@ impl Pair {
     /// flows exercise both, and each must write what the other would.
     pub fn write(&mut self, side: Side, max: usize) -> usize {
         if max == usize::MAX {
-            let mut packets = Vec::new();
-            let now = self.now;
-            match side {
-                Side::Client => self
-                    .client
-                    .transmit_with(now, |t| packets.push(t.to_packet())),
-                Side::Server => self
-                    .server
-                    .transmit_with(now, |t| packets.push(t.to_packet())),
-            }
-            let n = packets.len();
-            for packet in packets {
-                self.put_on_wire(side, packet);
-            }
-            return n;
+            return self.sent_at_once(side, |pair, out| {
+                let now = pair.now;
+                match side {
+                    Side::Client => pair.client.transmit_with(now, |t| out.push(t.to_packet())),
+                    Side::Server => pair.server.transmit_with(now, |t| out.push(t.to_packet())),
+                }
+                out.len()
+            });
         }
         let mut n = 0;
         while n < max {
@@ -515,12 +508,24 @@ impl Pair {
     /// [`Pair::deliver`] through `deliver_with`: a delivery sent at once
     /// goes on the wire now.
     pub fn deliver_now(&mut self, delivery: Delivery) -> Result<(), DropReason> {
+        self.sent_at_once(Side::Server, |pair, out| {
+            let now = pair.now;
+            pair.server
+                .deliver_with(now, delivery, |t| out.push(t.to_packet()))
+        })
+    }
+
+    /// Runs `f`, which lends `side`'s packets to the vector it is given,
+    /// and puts what it lent on the wire.
+    fn sent_at_once<R>(
+        &mut self,
+        side: Side,
+        f: impl FnOnce(&mut Self, &mut Vec<Packet>) -> R,
+    ) -> R {
         let mut packets = Vec::new();
-        let result = self
-            .server
-            .deliver_with(self.now, delivery, |t| packets.push(t.to_packet()));
+        let result = f(self, &mut packets);
         for packet in packets {
-            self.put_on_wire(Side::Server, packet);
+            self.put_on_wire(side, packet);
         }
         result
     }
@@ -538,27 +543,21 @@ impl Pair {
     /// The client publishes a message through `publish_with`: a message
     /// sent at once goes on the wire now.
     pub fn client_publish_now(&mut self, message: Message) -> Result<(), DropReason> {
-        let mut packets = Vec::new();
-        let result = self
-            .client
-            .publish_with(self.now, message, |t| packets.push(t.to_packet()));
-        for packet in packets {
-            self.put_on_wire(Side::Client, packet);
-        }
-        result
+        self.sent_at_once(Side::Client, |pair, out| {
+            let now = pair.now;
+            pair.client
+                .publish_with(now, message, |t| out.push(t.to_packet()))
+        })
     }
 
     /// The client publishes a shared message through
     /// `publish_shared_with`, as [`Pair::client_publish_now`] does.
     pub fn client_publish_shared_now(&mut self, message: &Arc<Message>) -> Result<(), DropReason> {
-        let mut packets = Vec::new();
-        let result = self
-            .client
-            .publish_shared_with(self.now, message, |t| packets.push(t.to_packet()));
-        for packet in packets {
-            self.put_on_wire(Side::Client, packet);
-        }
-        result
+        self.sent_at_once(Side::Client, |pair, out| {
+            let now = pair.now;
+            pair.client
+                .publish_shared_with(now, message, |t| out.push(t.to_packet()))
+        })
     }
 
     /// The client publishes a message.
