@@ -112,18 +112,13 @@ async fn a_subscriber_that_never_reads_delays_publishers_by_at_most_max_publish_
     config.max_queued_messages = 10;
     config.max_publish_wait_ms = 300;
     let broker = TestBroker::start(config).await;
-    let mut dead = RawClient::open_with_recv_buffer(broker.addr, 4096)
-        .await
-        .unwrap();
-    dead.handshake(packets::connect(ProtocolVersion::V5, "dead"))
-        .await;
-    dead.send(&Packet::Subscribe(packets::subscribe(
-        1,
-        &[("t", QoS::AtLeastOnce)],
-    )))
-    .await
-    .unwrap();
-    assert!(matches!(dead.recv().await, Some(Packet::SubAck(_))));
+    let dead = RawClient::slow_subscriber(
+        broker.addr,
+        packets::connect(ProtocolVersion::V5, "dead"),
+        "t",
+        QoS::AtLeastOnce,
+    )
+    .await;
     // From now on it reads nothing.
 
     let (mut publisher, _) =
@@ -169,18 +164,13 @@ async fn small_queue_and_sink(filter: &str) -> (TestBroker, RawClient) {
     let mut config = TestBroker::config();
     config.max_queued_messages = 20;
     let broker = TestBroker::start(config).await;
-    let mut sub = RawClient::open_with_recv_buffer(broker.addr, 4096)
-        .await
-        .unwrap();
-    sub.handshake(packets::connect(ProtocolVersion::V3_1_1, "sink"))
-        .await;
-    sub.send(&Packet::Subscribe(packets::subscribe(
-        1,
-        &[(filter, QoS::AtMostOnce)],
-    )))
-    .await
-    .unwrap();
-    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let sub = RawClient::slow_subscriber(
+        broker.addr,
+        packets::connect(ProtocolVersion::V3_1_1, "sink"),
+        filter,
+        QoS::AtMostOnce,
+    )
+    .await;
     (broker, sub)
 }
 

@@ -100,15 +100,13 @@ async fn subscriber_that_never_reads_does_not_slow_anyone_down() {
     let broker = TestBroker::start(config).await;
 
     // Subscribes, then never reads again; its receive window is tiny.
-    let mut sleeper = RawClient::open_with_recv_buffer(broker.addr, 4096)
-        .await
-        .unwrap();
-    sleeper
-        .handshake(packets::connect(ProtocolVersion::V5, "sleeper"))
-        .await;
-    let sub = packets::subscribe(1, &[("flood", QoS::AtMostOnce)]);
-    sleeper.send(&Packet::Subscribe(sub)).await.unwrap();
-    assert!(matches!(sleeper.recv().await, Some(Packet::SubAck(_))));
+    let sleeper = RawClient::slow_subscriber(
+        broker.addr,
+        packets::connect(ProtocolVersion::V5, "sleeper"),
+        "flood",
+        QoS::AtMostOnce,
+    )
+    .await;
 
     let (mut healthy, _) = v4::Peer::connect(v4::options(broker.addr, "healthy")).await;
     healthy.subscribe("check", rumqttc::QoS::AtLeastOnce).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use mqtt_codec::{
-    ConnAck, Connect, DecodeError, DecodeLimits, Packet, ProtocolVersion, ReasonCode,
+    ConnAck, Connect, DecodeError, DecodeLimits, Packet, ProtocolVersion, QoS, ReasonCode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -79,6 +79,35 @@ impl RawClient {
             .expect("TCP connection to the broker");
         let ack = c.handshake(connect).await;
         (c, ack)
+    }
+
+    /// A subscriber that will not read: a connection with a 4 KiB receive
+    /// buffer, connected with `connect`, subscribed to `filter` at `qos`
+    /// (SUBACK received). What the broker sends it soon fills the socket,
+    /// and then its session's queue.
+    ///
+    /// # Panics
+    /// If the connection, CONNACK or SUBACK fails.
+    pub async fn slow_subscriber(
+        addr: SocketAddr,
+        connect: Connect,
+        filter: &str,
+        qos: QoS,
+    ) -> RawClient {
+        let mut c = Self::open_with_recv_buffer(addr, 4096)
+            .await
+            .expect("TCP connection to the broker");
+        c.handshake(connect).await;
+        c.send(&Packet::Subscribe(crate::packets::subscribe(
+            1,
+            &[(filter, qos)],
+        )))
+        .await
+        .expect("SUBSCRIBE sent");
+        match c.next(c.timeout).await {
+            Received::Packet(Packet::SubAck(_)) => c,
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
     }
 
     /// Sends `connect` on this connection and waits for CONNACK.
