@@ -315,3 +315,229 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_message() {
         crash_at(kill_after).await;
     }
 }
+
+/// Where one message of [`BacklogPublisher`] stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stage {
+    /// Not sent yet.
+    Queued,
+    /// PUBLISH sent, no PUBREC yet.
+    Published,
+    /// PUBREC received, PUBREL sent.
+    Released,
+    /// PUBCOMP received.
+    Completed,
+}
+
+/// A persistent QoS 2 publisher that behaves as paho-mqtt does: message
+/// `i` has packet identifier `i + 1`; at most `window` are in flight while
+/// connected; after reconnecting it sends, at once and in order, PUBREL
+/// for every released message, PUBLISH with DUP for every published one
+/// and PUBLISH for every queued one: its whole backlog, beyond the
+/// broker's Receive Maximum.
+struct BacklogPublisher {
+    stages: Vec<Stage>,
+    window: usize,
+}
+
+const BACKLOG_TOPIC: &str = "backlog/t";
+
+impl BacklogPublisher {
+    fn payload(i: usize) -> String {
+        format!("b{i}")
+    }
+
+    fn publish(i: usize, dup: bool) -> Packet {
+        let id = u16::try_from(i + 1).unwrap();
+        let mut p = packets::publish(
+            BACKLOG_TOPIC,
+            Self::payload(i).as_bytes(),
+            QoS::ExactlyOnce,
+            id,
+        );
+        p.dup = dup;
+        Packet::Publish(p)
+    }
+
+    fn completed(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|s| **s == Stage::Completed)
+            .count()
+    }
+
+    /// Handles an acknowledgement. `resumed`: after the restart, where a
+    /// PUBREL resent for a message the broker completed before the crash
+    /// may be answered with PUBCOMP 0x92.
+    async fn on_ack(&mut self, raw: &mut RawClient, packet: Packet, resumed: bool) {
+        match packet {
+            Packet::PubRec(a) => {
+                assert_eq!(a.reason_code, ReasonCode::Success, "PUBREC {a:?}");
+                let i = usize::from(a.packet_id.get()) - 1;
+                assert_ne!(self.stages[i], Stage::Completed, "PUBREC after PUBCOMP");
+                self.stages[i] = Stage::Released;
+                let _ = raw.send(&Packet::PubRel(Ack::new(a.packet_id))).await;
+            }
+            Packet::PubComp(a) => {
+                let found = a.reason_code == ReasonCode::Success;
+                assert!(found || resumed, "PUBCOMP {a:?}");
+                self.stages[usize::from(a.packet_id.get()) - 1] = Stage::Completed;
+            }
+            other => panic!("publisher: unexpected {other:?}"),
+        }
+    }
+
+    /// Publishes within the window until `kill_after` messages are
+    /// completed, kills the broker, and takes what arrived before the
+    /// connection died.
+    async fn run_until_killed(&mut self, broker: &mut Broker, kill_after: usize) {
+        let (mut raw, _) = RawClient::connect(broker.addr, connect("backlog-pub", true)).await;
+        let mut killed = false;
+        loop {
+            let in_flight = self
+                .stages
+                .iter()
+                .filter(|s| matches!(s, Stage::Published | Stage::Released))
+                .count();
+            if !killed && in_flight < self.window {
+                let next = self.stages.iter().position(|s| *s == Stage::Queued);
+                if let Some(i) = next {
+                    raw.send(&Self::publish(i, false)).await.unwrap();
+                    self.stages[i] = Stage::Published;
+                    continue;
+                }
+            }
+            match raw.next(Duration::from_secs(10)).await {
+                Received::Packet(p) => self.on_ack(&mut raw, p, false).await,
+                Received::Closed if killed => return,
+                other => panic!("publisher before the kill: {other:?}"),
+            }
+            if !killed && self.completed() >= kill_after {
+                broker.kill();
+                killed = true;
+            }
+        }
+    }
+
+    /// Reconnects, sends the whole backlog at once, and completes every
+    /// message on this one connection: the broker must not close it.
+    async fn resume(&mut self, broker: &Broker) {
+        let (mut raw, ack) = RawClient::connect(broker.addr, connect("backlog-pub", false)).await;
+        assert!(ack.session_present);
+        let mut backlog = bytes::BytesMut::new();
+        for (i, stage) in self.stages.iter_mut().enumerate() {
+            let packet = match *stage {
+                Stage::Released => {
+                    Packet::PubRel(Ack::new(packets::pid(u16::try_from(i + 1).unwrap())))
+                }
+                Stage::Published => Self::publish(i, true),
+                Stage::Queued => {
+                    *stage = Stage::Published;
+                    Self::publish(i, false)
+                }
+                Stage::Completed => continue,
+            };
+            packet.encode(ProtocolVersion::V5, &mut backlog).unwrap();
+        }
+        raw.send_bytes(&backlog).await.unwrap();
+        while self.completed() < self.stages.len() {
+            match raw.next(Duration::from_secs(10)).await {
+                Received::Packet(p) => self.on_ack(&mut raw, p, true).await,
+                other => panic!(
+                    "the broker did not complete the backlog on one connection ({} of {} completed): {other:?}",
+                    self.completed(),
+                    self.stages.len()
+                ),
+            }
+        }
+    }
+}
+
+/// Takes deliveries until `n` distinct messages arrived (then a short
+/// quiet, for duplicates) or the connection closes.
+async fn collect(s: &mut Subscriber, raw: &mut RawClient, n: usize) {
+    while s.delivered.len() < n {
+        match raw.next(Duration::from_secs(10)).await {
+            Received::Packet(p) => s.handle(raw, p).await,
+            _ => return,
+        }
+    }
+    s.drain(raw, Duration::from_millis(300)).await;
+}
+
+/// SIGKILL while a persistent QoS 2 publisher with a backlog beyond its
+/// window and a persistent QoS 2 subscriber are both connected, then a
+/// restart: the publisher resends its whole backlog at once, as paho-mqtt
+/// does, more than the broker's Receive Maximum (1024). Every message is
+/// completed on the first connection after the restart (no protocol-error
+/// loop) and reaches the subscriber exactly once [MQTT-4.3.3-10].
+async fn backlog_crash_at(kill_after: usize, n: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut broker = Broker::start(&dir, 0);
+    let port = broker.addr.port();
+
+    let (mut sub_raw, _) = RawClient::connect(broker.addr, connect("backlog-sub", true)).await;
+    sub_raw
+        .send(&Packet::Subscribe(packets::subscribe(
+            1,
+            &[(BACKLOG_TOPIC, QoS::ExactlyOnce)],
+        )))
+        .await
+        .unwrap();
+    assert!(matches!(sub_raw.recv().await, Some(Packet::SubAck(_))));
+    let before = tokio::spawn(async move {
+        let mut s = Subscriber::default();
+        collect(&mut s, &mut sub_raw, n).await;
+        s
+    });
+
+    let mut publisher = BacklogPublisher {
+        stages: vec![Stage::Queued; n],
+        window: 20,
+    };
+    publisher.run_until_killed(&mut broker, kill_after).await;
+    let completed_before = publisher.completed();
+    let mut sub = before.await.unwrap();
+    drop(broker);
+
+    let broker = Broker::start(&dir, port);
+    let (mut sub_raw, ack) = RawClient::connect(broker.addr, connect("backlog-sub", false)).await;
+    assert!(ack.session_present);
+    let after = tokio::spawn(async move {
+        collect(&mut sub, &mut sub_raw, n).await;
+        sub
+    });
+    publisher.resume(&broker).await;
+    let sub = after.await.unwrap();
+
+    let missing: Vec<usize> = (0..n)
+        .filter(|i| !sub.delivered.contains_key(&BacklogPublisher::payload(*i)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "kill after {kill_after}: {} completed messages never delivered, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let duplicated: Vec<(&String, &u32)> = sub.delivered.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "kill after {kill_after}: {} messages delivered more than once, e.g. {:?}",
+        duplicated.len(),
+        &duplicated[..duplicated.len().min(10)]
+    );
+    assert_eq!(sub.delivered.len(), n);
+    eprintln!(
+        "kill after {kill_after}: {completed_before} completed before the kill, a backlog of {} resent at once; {n} delivered once each",
+        n - completed_before
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_persistent_clients_connected_and_a_backlog_beyond_the_window_is_exactly_once()
+{
+    for kill_after in [1, 500, 1400] {
+        backlog_crash_at(kill_after, 2500).await;
+    }
+}

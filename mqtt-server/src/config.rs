@@ -79,7 +79,8 @@ pub struct Config {
     /// QoS 1/2 messages in flight to one client at once. Default: 1024.
     pub max_inflight_messages: u16,
     /// QoS 1/2 messages one client may have unacknowledged towards the
-    /// broker (Receive Maximum). Default: 1024.
+    /// broker (Receive Maximum): beyond it, the connection stops reading
+    /// until acknowledgements leave. Default: 1024.
     pub receive_maximum: u16,
     /// Messages queued per session beyond those in flight. Default: 1000.
     pub max_queued_messages: usize,

@@ -91,6 +91,10 @@ struct Task<'a> {
     quota: PublishQuota,
     /// Over its publish quota: nothing is read or decoded until then.
     throttled: Option<Instant>,
+    /// As many of the client's publications as our Receive Maximum wait
+    /// for their acknowledgement: nothing is read or decoded until one
+    /// leaves (a commit, or room for a stalled delivery, frees it).
+    window_waits: bool,
     /// The session is stored (persistence on, expiry > 0).
     persistent: bool,
     /// Store commits of this connection: what waits for them.
@@ -299,6 +303,7 @@ where
             access: None,
             quota: PublishQuota::new(&broker.config, now()),
             throttled: None,
+            window_waits: false,
             persistent: false,
             commits: Commits::new(commit_tx),
             stalled: None,
@@ -332,6 +337,9 @@ where
             task.now = now();
             task.retry_stalled();
             task.process_events().await;
+            if task.window_waits && task.stalled.is_none() && !task.conn.receive_window_full() {
+                task.decode(&mut rbuf);
+            }
             if let Some(rx) = task.control_rx.take() {
                 control_rx = Some(rx);
             }
@@ -359,7 +367,7 @@ where
             }
             let handle = task.handle.as_ref().map(|h| h.0.clone());
             let room = task.wbuf.len() < WRITE_HIGH_WATER && handle.is_some();
-            let throttled = task.throttled.is_some();
+            let throttled = task.throttled.is_some() || task.window_waits;
             let stall = task
                 .stalled
                 .as_ref()
@@ -570,9 +578,17 @@ async fn wait_room(h: &SessionHandle, size: usize, limits: &mqtt_session::QueueL
 impl Task<'_> {
     /// Hands what was read to the session, packet by packet, and handles
     /// the events as they come; then the deliveries they made wait no more.
+    /// Their acknowledgements may reopen the receive window, and decoding
+    /// goes on.
     fn decode(&mut self, rbuf: &mut BytesMut) {
-        self.decode_packets(rbuf);
-        self.flush_outbox();
+        loop {
+            self.window_waits = false;
+            self.decode_packets(rbuf);
+            self.flush_outbox();
+            if !self.window_waits || self.conn.receive_window_full() {
+                return;
+            }
+        }
     }
 
     /// Whether a publication of `event` goes through the outbox.
@@ -697,6 +713,14 @@ impl Task<'_> {
                     Stats::add(&self.broker.stats.publish_throttled, 1);
                 }
                 self.throttled = Some(until);
+                return;
+            }
+            if self.conn.receive_window_full() {
+                // The client sent beyond our Receive Maximum: what it sent
+                // waits in the read buffer, and the socket is not read,
+                // until acknowledgements leave (see `window_waits`).
+                Stats::add(&self.broker.stats.receive_window_waits, 1);
+                self.window_waits = true;
                 return;
             }
             // A PUBLISH is handled where the decoder put it (bound by

@@ -317,6 +317,12 @@ pub(crate) fn render(broker: &Broker) -> String {
         get(&s.publish_throttled),
     );
     out.single(
+        "mqtt_receive_window_waits_total",
+        "counter",
+        "Times a connection stopped reading because its client sent beyond receive_maximum unacknowledged QoS 1/2 publications.",
+        get(&s.receive_window_waits),
+    );
+    out.single(
         "mqtt_bytes_received_total",
         "counter",
         "Bytes read from client sockets.",

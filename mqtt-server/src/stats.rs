@@ -49,6 +49,10 @@ pub struct Stats {
     /// Times a connection stopped reading because its client went over
     /// `max_publish_rate` or `max_publish_bytes_rate`.
     pub publish_throttled: AtomicU64,
+    /// Times a connection stopped reading because its client had as many
+    /// QoS 1/2 publications unacknowledged as `receive_maximum` and sent
+    /// more (paho-mqtt resends its whole backlog after reconnecting).
+    pub receive_window_waits: AtomicU64,
     /// Times a publisher's acknowledgement (and its reading) waited for
     /// room in a connected subscriber's full queue (backpressure).
     pub publish_waits: AtomicU64,

@@ -653,7 +653,7 @@ impl ClientConnection {
         // Before CONNACK the inbound half was never resumed: the session
         // still holds the QoS 2 receipts of the previous connection.
         if self.connected {
-            session.incoming_qos2 = self.inbound.released_pending();
+            session.incoming_qos2 = self.inbound.unreleased();
         }
         self.events
             .push_back(ClientEvent::Closed { reason, session });

@@ -10,6 +10,26 @@
 //!
 //! Acknowledgements leave in the order the PUBLISH packets arrived
 //! [MQTT-4.6.0-2] [MQTT-4.6.0-3], whatever order the application completes them in.
+//!
+//! # The Receive Maximum, as a window
+//!
+//! What our Receive Maximum bounds here is what a received publication
+//! holds until its acknowledgement leaves: an entry in `pending` (and, in
+//! the broker, the acknowledgement waiting for its store commit). Those are
+//! counted: [`Inbound::window_full`] tells the caller to stop reading until
+//! acknowledgements leave, and a PUBLISH handed in past it anyway is the
+//! Receive Maximum exceeded (DISCONNECT 0x93).
+//!
+//! QoS 2 flows between PUBREC and PUBREL are not counted, though a client
+//! counts them against its send quota until PUBCOMP [MQTT-4.9.0-2]: they
+//! hold one bit of a fixed-size set, so the identifier space bounds them,
+//! and the PUBREL that ends one comes *behind* the client's next PUBLISH
+//! packets on the wire, so no wait could free them. A client that resends
+//! its whole backlog on reconnecting, beyond the window (paho-mqtt does:
+//! its reconnection resets its in-flight count), is thus slowed down
+//! rather than disconnected in a loop; and a resumed session's flows, for
+//! which a new connection's quota starts afresh (MQTT 5.0 §4.9), never
+//! count against it.
 
 use std::collections::VecDeque;
 
@@ -92,9 +112,6 @@ pub(crate) struct Inbound {
     pending: VecDeque<Pending>,
     /// QoS 2 identifiers delivered (pending or PUBREC sent) and not released.
     qos2: IdSet,
-    /// QoS 2 flows between PUBREC and PUBCOMP; they count against the
-    /// Receive Maximum until PUBCOMP is sent.
-    awaiting_rel: usize,
     /// PUBCOMP waits for [`Self::complete_release`] (the application first
     /// forgets the identifier durably).
     confirm_releases: bool,
@@ -122,7 +139,6 @@ impl Inbound {
             alias_max,
             pending: VecDeque::new(),
             qos2: IdSet::default(),
-            awaiting_rel: 0,
             confirm_releases: false,
             completing: Vec::new(),
         }
@@ -133,32 +149,35 @@ impl Inbound {
         self.confirm_releases = on;
     }
 
-    /// Restores the QoS 2 identifiers of a resumed session: PUBREC was sent
-    /// for them before, so a PUBLISH with one is a duplicate.
+    /// Restores the QoS 2 identifiers of a resumed session: their message
+    /// was delivered before, so a PUBLISH with one is a duplicate, answered
+    /// with PUBREC.
     pub(crate) fn resume(&mut self, ids: &[PacketId]) {
         for &id in ids {
-            if self.qos2.insert(id) {
-                self.awaiting_rel += 1;
-            }
+            self.qos2.insert(id);
         }
     }
 
-    /// The QoS 2 identifiers for which PUBREC was sent and PUBREL not received.
-    /// Those whose PUBCOMP waits for the application are included: the
-    /// client sends PUBREL again after reconnecting.
-    pub(crate) fn released_pending(&self) -> Vec<PacketId> {
-        let mut ids: Vec<PacketId> = self
-            .qos2
-            .iter()
-            .filter(|id| !self.pending.iter().any(|p| p.id == *id))
-            .collect();
+    /// The QoS 2 identifiers whose message was handed to the application
+    /// and whose PUBREL has not been received, to keep in the session when
+    /// the connection ends. Those still waiting for their PUBREC (the
+    /// application had not acknowledged them yet) are included: the
+    /// message went on, so the client's resend after reconnecting is a
+    /// duplicate, answered with PUBREC and not delivered again
+    /// [MQTT-4.3.3-10] (forgetting them made every reconnection deliver
+    /// them once more). Those whose PUBCOMP waits for the application are
+    /// included too: the client sends PUBREL again after reconnecting.
+    pub(crate) fn unreleased(&self) -> Vec<PacketId> {
+        let mut ids: Vec<PacketId> = self.qos2.iter().collect();
         ids.extend(self.completing.iter().copied());
         ids
     }
 
-    /// Publications counted against our Receive Maximum.
-    pub(crate) fn unacknowledged(&self) -> usize {
-        self.pending.len() + self.awaiting_rel
+    /// Whether as many publications as our Receive Maximum wait for their
+    /// acknowledgement: the peer's next QoS 1/2 PUBLISH must wait until
+    /// one leaves (see the module documentation).
+    pub(crate) fn window_full(&self) -> bool {
+        self.pending.len() >= self.receive_maximum
     }
 
     /// Resolves the topic alias of a received PUBLISH.
@@ -210,7 +229,7 @@ impl Inbound {
             }
             return Ok(false);
         }
-        if self.unacknowledged() >= self.receive_maximum {
+        if self.window_full() {
             return Err(ProtocolError::ReceiveMaximumExceeded {
                 max: self.receive_maximum,
             });
@@ -259,8 +278,6 @@ impl Inbound {
                     // A failed PUBREC ends the flow (MQTT 5.0 §4.3.3): the
                     // identifier is free again.
                     self.qos2.remove(p.id);
-                } else {
-                    self.awaiting_rel += 1;
                 }
                 out.push(Packet::PubRec(ack));
             }
@@ -277,7 +294,6 @@ impl Inbound {
                 self.completing.push(id);
                 return PubRelOutcome::AwaitingConfirmation;
             }
-            self.awaiting_rel -= 1;
             out.push(Packet::PubComp(Ack::new(id)));
             PubRelOutcome::Completed
         } else if self.completing.contains(&id) {
@@ -298,7 +314,6 @@ impl Inbound {
             return false;
         };
         self.completing.swap_remove(i);
-        self.awaiting_rel -= 1;
         out.push(Packet::PubComp(Ack::new(id)));
         true
     }

@@ -22,7 +22,8 @@ use crate::state::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// QoS 1/2 publications a client may have unacknowledged towards the
-    /// server (Receive Maximum). Default: 1024.
+    /// server (Receive Maximum): received, and not yet acknowledged with
+    /// PUBACK or PUBREC. Default: 1024.
     pub receive_maximum: u16,
     /// QoS 1/2 deliveries the server keeps unacknowledged towards a client,
     /// at most (the client's Receive Maximum may lower it). Default: 1024.
@@ -328,6 +329,17 @@ impl ServerConnection {
     /// QoS 1/2 deliveries sent and not yet acknowledged by the client.
     pub fn inflight(&self) -> usize {
         self.outbound.held()
+    }
+
+    /// Whether as many received QoS 1/2 publications as our Receive
+    /// Maximum wait for [`ServerConnection::acknowledge`]. The caller then
+    /// stops handing in packets (and reading) until one is acknowledged: a
+    /// client that sends beyond the window is slowed down by the transport,
+    /// not disconnected. A QoS 1/2 PUBLISH handed in while it is full is
+    /// refused with DISCONNECT 0x93. QoS 2 flows waiting for PUBREL are not
+    /// counted (their PUBREL is behind the client's next packets).
+    pub fn receive_window_full(&self) -> bool {
+        matches!(self.state, State::Connected) && self.inbound.window_full()
     }
 
     /// The event [`ServerConnection::poll_event`] would return next, left
@@ -1014,7 +1026,7 @@ impl ServerConnection {
         let mut session = self.session.take();
         if let Some(s) = session.as_mut() {
             self.outbound.suspend(s);
-            s.incoming_qos2 = self.inbound.released_pending();
+            s.incoming_qos2 = self.inbound.unreleased();
         }
         let expiry = session.as_ref().map_or(0, |s| s.expiry_interval);
         let session_end = now + Duration::from_secs(u64::from(expiry));

@@ -922,8 +922,151 @@ fn client_sends_no_more_than_the_server_receive_maximum() {
     }
 }
 
+/// The receive window counts publications waiting for their
+/// acknowledgement: full at the Receive Maximum, open again once one is
+/// acknowledged, so that the caller can stop reading rather than refuse.
 #[test]
-fn client_exceeding_the_server_receive_maximum_gets_disconnect_0x93() {
+fn receive_window_is_full_while_receive_maximum_publications_wait_for_their_acknowledgement() {
+    let mut setup = Setup::v5("c1");
+    setup.server.receive_maximum = 2;
+    let mut pair = Pair::connected(setup);
+    pair.policy.manual_ack = true;
+    pair.policy.route = false;
+    for id in 1..=2 {
+        assert!(!pair.server.receive_window_full());
+        pair.inject(
+            Side::Client,
+            Packet::Publish(raw_publish("a", "x", QoS::AtLeastOnce, Some(id))),
+        );
+        pair.read(Side::Server, 1);
+    }
+    assert!(pair.server.receive_window_full());
+    assert!(pair.server.acknowledge(pid(1), ReasonCode::Success));
+    assert!(!pair.server.receive_window_full());
+}
+
+/// QoS 2 flows between PUBREC and PUBREL hold no more than their
+/// identifier, and their PUBREL comes behind the client's next packets:
+/// they do not fill the receive window (a client resending its backlog
+/// after reconnecting is not disconnected for them).
+#[test]
+fn qos2_flows_awaiting_pubrel_do_not_fill_the_receive_window() {
+    let mut setup = Setup::v5("c1");
+    setup.server.receive_maximum = 2;
+    let mut pair = Pair::connected(setup);
+    pair.policy.route = false;
+    for id in 1..=5 {
+        pair.inject(
+            Side::Client,
+            Packet::Publish(raw_publish(
+                "a",
+                &format!("m{id}"),
+                QoS::ExactlyOnce,
+                Some(id),
+            )),
+        );
+        pair.read(Side::Server, 1);
+        assert!(!pair.server.receive_window_full());
+    }
+    assert!(!pair.server.is_closed());
+    assert_eq!(pair.server_payloads(), vec!["m1", "m2", "m3", "m4", "m5"]);
+    let recs: Vec<_> = pair.intercept(Side::Server);
+    assert_eq!(
+        recs,
+        (1..=5)
+            .map(|id| Packet::PubRec(Ack::new(pid(id))))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A QoS 2 message handed to the application whose PUBREC had not left
+/// when the connection broke is not delivered again when the client
+/// resends it on the next connection: the identifier stays in the session
+/// and the resend is answered with PUBREC [MQTT-4.3.3-10]. (The broker
+/// routed such messages once more at every reconnection.)
+#[test]
+fn qos2_message_delivered_before_its_pubrec_left_is_not_delivered_again_after_reconnecting() {
+    let mut pair = Pair::connected(Setup::v5("c1").persistent(3600));
+    pair.policy.manual_ack = true;
+    pair.policy.route = false;
+    let p = raw_publish("a", "once", QoS::ExactlyOnce, Some(7));
+    pair.inject(Side::Client, Packet::Publish(p.clone()));
+    pair.read(Side::Server, 1);
+    assert_eq!(pair.server_payloads(), vec!["once"]);
+    pair.reconnect(false);
+    pair.drive();
+    assert!(pair.connack().session_present);
+    let mut dup = p;
+    dup.dup = true;
+    pair.inject(Side::Client, Packet::Publish(dup));
+    pair.read(Side::Server, 1);
+    assert_eq!(
+        pair.intercept(Side::Server),
+        vec![Packet::PubRec(Ack::new(pid(7)))]
+    );
+    assert_eq!(pair.server_payloads(), vec!["once"]);
+    pair.inject(Side::Client, Packet::PubRel(Ack::new(pid(7))));
+    pair.read(Side::Server, 1);
+    assert_eq!(
+        pair.intercept(Side::Server),
+        vec![Packet::PubComp(Ack::new(pid(7)))]
+    );
+}
+
+/// A resumed session's QoS 2 flows do not count against the new
+/// connection's receive window, whose quota starts afresh (MQTT 5.0
+/// §4.9): with Receive Maximum 2 and two flows awaiting PUBREL, the client
+/// may send two new publications, and each resend is answered with PUBREC
+/// and not counted again.
+#[test]
+fn resumed_qos2_flows_do_not_count_against_the_new_connection_receive_window() {
+    let mut setup = Setup::v5("c1").persistent(3600);
+    setup.server.receive_maximum = 2;
+    let mut pair = Pair::connected(setup);
+    pair.policy.route = false;
+    for id in 1..=2 {
+        pair.inject(
+            Side::Client,
+            Packet::Publish(raw_publish(
+                "a",
+                &format!("old{id}"),
+                QoS::ExactlyOnce,
+                Some(id),
+            )),
+        );
+        pair.read(Side::Server, 1);
+    }
+    pair.reconnect(false);
+    pair.drive();
+    pair.policy.manual_ack = true;
+    for id in 1..=2 {
+        let mut dup = raw_publish("a", &format!("old{id}"), QoS::ExactlyOnce, Some(id));
+        dup.dup = true;
+        pair.inject(Side::Client, Packet::Publish(dup));
+        pair.read(Side::Server, 1);
+    }
+    assert!(!pair.server.receive_window_full());
+    for id in 3..=4 {
+        pair.inject(
+            Side::Client,
+            Packet::Publish(raw_publish(
+                "a",
+                &format!("new{id}"),
+                QoS::ExactlyOnce,
+                Some(id),
+            )),
+        );
+        pair.read(Side::Server, 1);
+    }
+    assert!(!pair.server.is_closed());
+    assert!(pair.server.receive_window_full());
+    assert_eq!(pair.server_payloads(), vec!["old1", "old2", "new3", "new4"]);
+}
+
+/// A QoS 1/2 PUBLISH handed in while the receive window is full (the
+/// caller did not wait) is the Receive Maximum exceeded.
+#[test]
+fn publish_handed_in_beyond_a_full_receive_window_gets_disconnect_0x93() {
     let mut setup = Setup::v5("c1");
     setup.server.receive_maximum = 3;
     let mut pair = Pair::connected(setup);
@@ -934,6 +1077,8 @@ fn client_exceeding_the_server_receive_maximum_gets_disconnect_0x93() {
             Packet::Publish(raw_publish("a", "x", QoS::AtLeastOnce, Some(id))),
         );
     }
+    pair.read(Side::Server, 3);
+    assert!(pair.server.receive_window_full());
     pair.read(Side::Server, usize::MAX);
     assert_eq!(pair.server_payloads().len(), 3);
     assert_eq!(

@@ -5,7 +5,9 @@
 #
 # Builds the broker (`cargo build -p mqtt-cli`), starts it on a free port of
 # 127.0.0.1, and talks to it with mosquitto_pub/mosquitto_sub (MQTT 3.1.1 and
-# 5.0) and Python paho-mqtt (tests/interop/paho_check.py). Every client runs
+# 5.0) and Python paho-mqtt (tests/interop/paho_check.py, and
+# tests/interop/paho_crash.py: persistent QoS 2 clients across a SIGKILL of
+# a broker with --data-dir). Every client runs
 # under `timeout`, so the script ends by itself. Exits 0 if every check
 # passed, 1 naming the failed checks otherwise.
 #
@@ -516,10 +518,16 @@ paho() {
     timeout 60 "$PAHO_PY" "$HERE/paho_check.py" "$HOST" "$PORT" "$1" "$PREFIX/paho" 2>&1 | sed 's/^/   /'
 }
 
+paho_crash() {
+    timeout 300 "$PAHO_PY" "$HERE/paho_crash.py" "$BROKER_BIN" 2>&1 | sed 's/^/   /'
+}
+
 if [ -n "$PAHO_PY" ]; then
     log "paho-mqtt ($PAHO_PY), MQTT 3.1.1 and 5.0"
     check "paho-mqtt MQTT 3.1.1 (paho_check.py)" paho 3.1.1
     check "paho-mqtt MQTT 5.0 (paho_check.py)" paho 5
+    # Starts brokers of its own (with --data-dir) to kill with SIGKILL.
+    check "paho-mqtt persistent QoS 2 across SIGKILL with a backlog (paho_crash.py)" paho_crash
 else
     skip "no Python with paho-mqtt (apt-get install python3-paho-mqtt, or pip install paho-mqtt): paho checks not run"
 fi
