@@ -14,6 +14,9 @@
 //!   choosing one available member per shared-subscription group.
 //! - [`RetainedStore`] keeps the last retained message per topic and finds
 //!   those a new subscription must receive.
+//! - [`Registry`] knows each client identifier's session and the one
+//!   connection that owns it: a CONNECT claims it in one step, taking it
+//!   over from the connection that had it [MQTT-3.1.4-3].
 //!
 //! ```
 //! use mqtt_codec::{MqttString, QoS, SubscriptionOptions};
@@ -33,8 +36,10 @@
 //! assert_eq!((*targets[1].session, targets[1].qos), (2, QoS::AtMostOnce));
 //! ```
 
+mod registry;
 mod retained;
 mod router;
 
+pub use registry::{Claim, Registry};
 pub use retained::RetainedStore;
 pub use router::{Router, SubscribeError, SubscribeOutcome, Target};

@@ -3,21 +3,21 @@
 //! expiry).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, ReasonCode, Will};
-use mqtt_router::{RetainedStore, Router, Target};
+use mqtt_router::{Registry, RetainedStore, Router, Target};
 use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
 use mqtt_store::{Batch, Recovered, StoreError};
 use mqtt_topic::TopicName;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use crate::auth::Security;
 use crate::config::Config;
-use crate::handle::{SessionHandle, SessionRef, lock};
+use crate::handle::{Control, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::stats::Stats;
 
@@ -290,8 +290,11 @@ pub(crate) struct Broker {
     /// Never held across an await.
     pub(crate) router: RwLock<Router<SessionRef>>,
     pub(crate) retained: RwLock<RetainedStore>,
-    /// Sessions by client identifier, connected or not.
-    pub(crate) sessions: Mutex<HashMap<MqttString, Arc<SessionHandle>>>,
+    /// Sessions by client identifier, connected or not, and the connection
+    /// owning each (reached through its one takeover request). A CONNECT
+    /// claims a client identifier under this lock in one step (see
+    /// [`Registry`]), so two connections never both own it.
+    pub(crate) sessions: Mutex<Registry<Arc<SessionHandle>, oneshot::Sender<Control>>>,
     next_id: AtomicU64,
     /// Incremented at every change of `router`, under its write lock (see
     /// [`Broker::router_mut`]): what a [`RouteCache`] is checked against.
@@ -317,7 +320,7 @@ impl Broker {
             config,
             router: RwLock::new(Router::new()),
             retained: RwLock::new(RetainedStore::new()),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Registry::new()),
             next_id: AtomicU64::new(1),
             router_generation: AtomicU64::new(0),
             stats: Arc::new(Stats::default()),
@@ -877,7 +880,8 @@ impl Broker {
     }
 
     /// Ends a session: its subscriptions leave the router and its registry
-    /// entry goes, unless a newer session took the client id.
+    /// entry goes, unless a connection claimed it (or a newer session took
+    /// the client id) meanwhile.
     pub(crate) fn end_session(
         &self,
         handle: &Arc<SessionHandle>,
@@ -885,14 +889,7 @@ impl Broker {
     ) {
         let filters: Vec<MqttString> = subscriptions.collect();
         self.unsubscribe_all(&SessionRef(handle.clone()), filters.iter());
-        let mut sessions = lock(&self.sessions);
-        if sessions
-            .get(&handle.client_id)
-            .is_some_and(|h| h.id == handle.id)
-        {
-            sessions.remove(&handle.client_id);
-        }
-        drop(sessions);
+        lock(&self.sessions).remove_offline(&handle.client_id, |h| h.id == handle.id);
         lock(&handle.mailbox).drain().for_each(drop);
         if handle.is_persistent()
             && let Some(persist) = &self.persist
@@ -979,10 +976,14 @@ impl Broker {
                         self.clear_stored_will(&client_id, now);
                     }
                     Job::Expire(handle) => {
-                        if handle.is_connected() {
-                            continue;
-                        }
-                        let state = lock(&handle.offline).take();
+                        // Under the registry's lock: a CONNECT that claims
+                        // the session meanwhile keeps it.
+                        let state = {
+                            let mut sessions = lock(&self.sessions);
+                            sessions
+                                .remove_offline(&handle.client_id, |h| h.id == handle.id)
+                                .and_then(|_| lock(&handle.offline).take())
+                        };
                         if let Some(state) = state.map(|s| *s) {
                             tracing::debug!(client_id = %handle.client_id, "session expired");
                             self.end_session(&handle, state.subscriptions.into_keys());
@@ -1028,7 +1029,7 @@ impl Broker {
                 }
             }
             *lock(&handle.offline) = Some(Box::new(state));
-            sessions.insert(handle.client_id.clone(), handle.clone());
+            sessions.insert_offline(handle.client_id.clone(), handle.clone());
             if let Some(at) = loaded.expires_at {
                 self.schedule_expiry(handle, at);
             }

@@ -1176,50 +1176,59 @@ impl Task<'_> {
             return;
         }
 
-        let existing = lock(&broker.sessions).get(&client_id).cloned();
-        let mut state = None;
-        if let Some(h) = &existing {
-            let owner = lock(&h.control).take();
-            match owner {
-                Some((_, ctl)) => {
-                    let (tx, rx) = oneshot::channel();
-                    if ctl.send(Control::TakeOver(tx)).is_ok() {
-                        state = tokio::time::timeout(TAKEOVER_TIMEOUT, rx)
-                            .await
-                            .ok()
-                            .and_then(|r| r.ok())
-                            .flatten();
-                    }
+        // One step under the registry's lock: this connection owns the
+        // client id from here on, and a CONNECT a moment later takes it
+        // from this one [MQTT-3.1.4-3]. A clean start puts a new session
+        // in place at once; its sequence numbers go on from the old one's,
+        // never reused for a client id.
+        let (control_tx, control_rx) = oneshot::channel();
+        let claim = lock(&broker.sessions).claim(
+            &client_id,
+            self.id,
+            control_tx,
+            connect.clean_start,
+            |old| {
+                let h = Arc::new(SessionHandle::new(broker.next_id(), client_id.clone()));
+                if let Some(old) = old {
+                    h.next_seq
+                        .store(old.next_seq.load(Ordering::Relaxed), Ordering::Relaxed);
                 }
-                None => state = lock(&h.offline).take().map(|s| *s),
+                h
+            },
+        );
+        self.control_rx = Some(control_rx);
+        let handle = claim.session;
+        let old = claim.replaced.unwrap_or_else(|| handle.clone());
+        // The old session's state: from the connection that owned it (it
+        // closes with 0x8E and hands it over), or parked offline (also
+        // where a connection that ended just before our takeover request
+        // reached it left it).
+        let mut state = None;
+        if let Some((_, ctl)) = claim.previous {
+            let (tx, rx) = oneshot::channel();
+            if ctl.send(Control::TakeOver(tx)).is_ok() {
+                state = tokio::time::timeout(TAKEOVER_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .flatten();
             }
+        }
+        if state.is_none() {
+            state = lock(&old.offline).take().map(|s| *s);
         }
         // After the takeover, so that the will the previous connection
         // scheduled as it closed is seen too.
         broker.on_reconnect_will(&client_id, connect.clean_start, now);
         let resumed = state.is_some() && !connect.clean_start;
-        let old_persistent = existing.as_ref().is_some_and(|h| h.is_persistent());
-        let handle = match (existing, connect.clean_start) {
-            (Some(h), false) if state.is_some() => h,
-            (old, _) => {
-                let h = Arc::new(SessionHandle::new(broker.next_id(), client_id.clone()));
-                if let Some(old) = old {
-                    // Sequence numbers go on, never reused for a client id.
-                    h.next_seq
-                        .store(old.next_seq.load(Ordering::Relaxed), Ordering::Relaxed);
-                    if let Some(s) = state.take() {
-                        broker.end_session(&old, s.subscriptions.into_keys());
-                    }
-                }
-                lock(&broker.sessions).insert(client_id.clone(), h.clone());
-                h
-            }
-        };
+        let old_persistent = old.is_persistent();
+        if !Arc::ptr_eq(&old, &handle)
+            && let Some(s) = state.take()
+        {
+            broker.end_session(&old, s.subscriptions.into_keys());
+        }
         self.subscriptions = state.as_ref().map_or(0, |s| s.subscriptions.len());
         handle.connected.store(true, Ordering::Release);
-        let (control_tx, control_rx) = oneshot::channel();
-        *lock(&handle.control) = Some((self.id, control_tx));
-        self.control_rx = Some(control_rx);
         *lock(&handle.access) = access.clone();
         self.access = access;
         self.handle = Some(SessionRef(handle));
@@ -1499,12 +1508,6 @@ impl Task<'_> {
         handle.connected.store(false, Ordering::Release);
         // Publishers waiting for room in this session's queue stop waiting.
         handle.space.notify_waiters();
-        {
-            let mut control = lock(&handle.control);
-            if control.as_ref().is_some_and(|(id, _)| *id == self.id) {
-                *control = None;
-            }
-        }
         if let Some(w) = closed.will {
             if w.publish_at <= now {
                 broker.publish_will(w.will, now);
@@ -1513,6 +1516,7 @@ impl Task<'_> {
             }
         }
         let Some(mut session) = closed.session else {
+            lock(&broker.sessions).release(&handle.client_id, self.id);
             return;
         };
         // Messages chosen for this member of a shared subscription and not
@@ -1547,6 +1551,7 @@ impl Task<'_> {
         let takeover = self.takeover.take();
         match closed.session_expires_at {
             Some(at) if at <= now => {
+                lock(&broker.sessions).release(&handle.client_id, self.id);
                 broker.end_session(&handle, session.subscriptions.into_keys());
                 if let Some(reply) = takeover {
                     let _ = reply.send(None);
@@ -1567,7 +1572,13 @@ impl Task<'_> {
                     b.save_session(&session, at);
                     persist.submit_logged(b);
                 }
-                *lock(&handle.offline) = Some(Box::new(session));
+                // Parked before the release, under the registry's lock: a
+                // CONNECT that claims the session next finds it there.
+                {
+                    let mut sessions = lock(&broker.sessions);
+                    *lock(&handle.offline) = Some(Box::new(session));
+                    sessions.release(&handle.client_id, self.id);
+                }
                 if let Some(at) = at {
                     broker.schedule_expiry(handle.clone(), at);
                 }

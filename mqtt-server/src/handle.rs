@@ -53,10 +53,6 @@ pub(crate) struct SessionHandle {
     /// 0 is the `Delivery::tag` of a delivery not stored.
     pub(crate) next_seq: AtomicU64,
     pub(crate) connected: AtomicBool,
-    /// How to reach the owning connection, while connected: its unique
-    /// number and the one request it can be sent (a oneshot, the smallest
-    /// channel tokio has: every connected client carries one).
-    pub(crate) control: Mutex<Option<(u64, oneshot::Sender<Control>)>>,
     /// The session while no connection owns it.
     /// Boxed: most sessions are connected, and a connected one should not
     /// carry room for it.
@@ -78,7 +74,6 @@ impl SessionHandle {
             persistent: AtomicBool::new(false),
             next_seq: AtomicU64::new(1),
             connected: AtomicBool::new(false),
-            control: Mutex::new(None),
             offline: Mutex::new(None),
             access: Mutex::new(None),
         }

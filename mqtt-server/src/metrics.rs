@@ -341,7 +341,10 @@ pub(crate) fn render(broker: &Broker) -> String {
         get(&s.protocol_errors),
     );
 
-    let sessions: Vec<_> = lock(&broker.sessions).values().cloned().collect();
+    let sessions: Vec<_> = lock(&broker.sessions)
+        .sessions()
+        .map(|(h, _)| h.clone())
+        .collect();
     let (mut queued, mut queued_bytes) = (0usize, 0usize);
     for h in &sessions {
         let mailbox = lock(&h.mailbox);
