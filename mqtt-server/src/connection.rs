@@ -28,7 +28,7 @@ use mqtt_session::{
     ServerConnection, ServerEvent, Transmit,
 };
 use mqtt_store::{Batch, StoreError};
-use mqtt_topic::{Subscription, TopicFilter, TopicName};
+use mqtt_topic::{Subscription, TopicName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -1395,14 +1395,12 @@ impl Task<'_> {
         let now = now();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut retained: Vec<Delivery> = Vec::new();
-        let v5 = self.conn.version().is_v5();
         for sub in &s.subscriptions {
-            let parsed = if v5 {
-                Subscription::from_bytes(sub.filter.as_bytes().clone())
-            } else {
-                // 3.1.1 has no shared subscriptions: `$share/...` is a plain filter.
-                TopicFilter::from_bytes(sub.filter.as_bytes().clone()).map(Subscription::Plain)
-            };
+            // Shared subscriptions for MQTT 3.1.1 clients too, as mosquitto
+            // offers them: `$share/{group}/{filter}` means the same under
+            // every version, decided here once (the router parses it the
+            // same way), so a 3.1.1 member gets no retained messages either.
+            let parsed = Subscription::from_bytes(sub.filter.as_bytes().clone());
             let Ok(parsed) = parsed.map_err(|e| {
                 tracing::debug!(peer = %self.peer, filter = %sub.filter, error = %e, "invalid topic filter");
             }) else {

@@ -256,3 +256,62 @@ async fn pings_keep_a_connection_alive() {
         assert_eq!(raw.recv().await, Some(Packet::PingResp));
     }
 }
+
+/// `$share/{group}/{filter}` from MQTT 3.1.1 clients is a shared
+/// subscription, as mosquitto offers it: each message goes to one member,
+/// and joining the group sends no retained message (MQTT 5.0 §4.8.2),
+/// whereas a plain subscription to the same filter gets it.
+#[tokio::test]
+async fn shared_subscription_from_v311_clients_takes_turns_and_gets_no_retained() {
+    let broker = TestBroker::start(TestBroker::config()).await;
+    let v = ProtocolVersion::V3_1_1;
+    let (mut publisher, _) = RawClient::connect(broker.addr, packets::connect(v, "p")).await;
+    let mut retained = packets::publish("sh311/t", b"kept", mqtt_codec::QoS::AtLeastOnce, 1);
+    retained.retain = true;
+    publisher.send(&Packet::Publish(retained)).await.unwrap();
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let mut members = Vec::new();
+    for id in ["m1", "m2"] {
+        let (mut m, _) = RawClient::connect(broker.addr, packets::connect(v, id)).await;
+        m.send(&Packet::Subscribe(packets::subscribe(
+            1,
+            &[("$share/g/sh311/t", mqtt_codec::QoS::AtLeastOnce)],
+        )))
+        .await
+        .unwrap();
+        assert!(matches!(m.recv().await, Some(Packet::SubAck(_))));
+        members.push(m);
+    }
+    let (mut plain, _) = RawClient::connect(broker.addr, packets::connect(v, "plain")).await;
+    plain
+        .send(&Packet::Subscribe(packets::subscribe(
+            1,
+            &[("sh311/t", mqtt_codec::QoS::AtMostOnce)],
+        )))
+        .await
+        .unwrap();
+    assert!(matches!(plain.recv().await, Some(Packet::SubAck(_))));
+    match plain.recv().await {
+        Some(Packet::Publish(p)) => assert!(p.retain && &p.payload[..] == b"kept"),
+        other => panic!("the retained message expected, got {other:?}"),
+    }
+    for i in 0..4u8 {
+        let p = packets::publish("sh311/t", &[i], mqtt_codec::QoS::AtMostOnce, 0);
+        publisher.send(&Packet::Publish(p)).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for m in &mut members {
+        loop {
+            match m.next(Duration::from_millis(300)).await {
+                mqtt_testkit::Received::Packet(Packet::Publish(p)) => {
+                    assert!(!p.retain, "a shared member got the retained message");
+                    got.push(p.payload[0]);
+                }
+                mqtt_testkit::Received::TimedOut => break,
+                other => panic!("PUBLISH expected, got {other:?}"),
+            }
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 1, 2, 3], "each message once to the group");
+}
