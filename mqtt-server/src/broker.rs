@@ -17,7 +17,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::auth::Security;
 use crate::config::Config;
-use crate::handle::{Control, SessionHandle, SessionRef, lock};
+use crate::handle::{Control, Parked, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::stats::Stats;
 
@@ -977,14 +977,21 @@ impl Broker {
                     }
                     Job::Expire(handle) => {
                         // Under the registry's lock: a CONNECT that claims
-                        // the session meanwhile keeps it.
+                        // the session meanwhile keeps it, and so does a
+                        // session resumed and parked again since this job
+                        // was scheduled (its deadline is later).
                         let state = {
                             let mut sessions = lock(&self.sessions);
                             sessions
-                                .remove_offline(&handle.client_id, |h| h.id == handle.id)
+                                .remove_offline(&handle.client_id, |h| {
+                                    h.id == handle.id
+                                        && lock(&h.offline).as_ref().is_some_and(|p| {
+                                            p.expires_at.is_some_and(|at| at <= now)
+                                        })
+                                })
                                 .and_then(|_| lock(&handle.offline).take())
                         };
-                        if let Some(state) = state.map(|s| *s) {
+                        if let Some(state) = state.map(|p| p.state) {
                             tracing::debug!(client_id = %handle.client_id, "session expired");
                             self.end_session(&handle, state.subscriptions.into_keys());
                         }
@@ -1028,7 +1035,10 @@ impl Broker {
                     tracing::warn!(client_id = %state.client_id, %filter, error = %e, "stored subscription not restored");
                 }
             }
-            *lock(&handle.offline) = Some(Box::new(state));
+            *lock(&handle.offline) = Some(Box::new(Parked {
+                state,
+                expires_at: loaded.expires_at,
+            }));
             sessions.insert_offline(handle.client_id.clone(), handle.clone());
             if let Some(at) = loaded.expires_at {
                 self.schedule_expiry(handle, at);
@@ -1061,8 +1071,49 @@ impl Broker {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use std::time::Duration;
+
+    use mqtt_session::SessionState;
+
     use super::*;
+
+    /// A session parked with a deadline, resumed, and parked again with a
+    /// later one: the first parking's expiry job leaves it, the second's
+    /// ends it (it was ended at the first deadline). Paused time.
+    #[tokio::test(start_paused = true)]
+    async fn an_expiry_job_of_an_earlier_parking_leaves_a_session_parked_again_with_a_later_deadline()
+     {
+        let broker = Arc::new(Broker::new(Config::default()));
+        let id = MqttString::from_static("c");
+        let handle = Arc::new(SessionHandle::new(broker.next_id(), id.clone()));
+        let t0 = tokio::time::Instant::now().into_std();
+        let park = |at: Instant| {
+            *lock(&handle.offline) = Some(Box::new(Parked {
+                state: SessionState::new(id.clone(), 60),
+                expires_at: Some(at),
+            }));
+        };
+        park(t0 + Duration::from_secs(1));
+        lock(&broker.sessions).insert_offline(id.clone(), handle.clone());
+        broker.schedule_expiry(handle.clone(), t0 + Duration::from_secs(1));
+        park(t0 + Duration::from_secs(3));
+        broker.schedule_expiry(handle.clone(), t0 + Duration::from_secs(3));
+        let janitor = tokio::spawn(broker.clone().run_janitor());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            lock(&broker.sessions).get(&id).is_some(),
+            "ended at the first parking's deadline"
+        );
+        assert!(lock(&handle.offline).is_some());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            lock(&broker.sessions).get(&id).is_none(),
+            "not ended at its deadline"
+        );
+        janitor.abort();
+    }
 
     /// The scratch vectors keep their allocation from one publication to
     /// the next, though their element types borrow for one call only.

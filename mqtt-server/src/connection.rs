@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
 use crate::broker::{Blocked, Broker, Outbox, Publishing, RouteCache, Routed};
-use crate::handle::{Control, SessionHandle, SessionRef, lock};
+use crate::handle::{Control, Parked, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::quota::PublishQuota;
 use crate::stats::Stats;
@@ -1215,7 +1215,7 @@ impl Task<'_> {
             }
         }
         if state.is_none() {
-            state = lock(&old.offline).take().map(|s| *s);
+            state = lock(&old.offline).take().map(|p| p.state);
         }
         // After the takeover, so that the will the previous connection
         // scheduled as it closed is seen too.
@@ -1574,7 +1574,10 @@ impl Task<'_> {
                 // CONNECT that claims the session next finds it there.
                 {
                     let mut sessions = lock(&broker.sessions);
-                    *lock(&handle.offline) = Some(Box::new(session));
+                    *lock(&handle.offline) = Some(Box::new(Parked {
+                        state: session,
+                        expires_at: at,
+                    }));
                     sessions.release(&handle.client_id, self.id);
                 }
                 if let Some(at) = at {

@@ -5,6 +5,7 @@ use std::cmp::Ordering as CmpOrdering;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use mqtt_codec::MqttString;
 use mqtt_session::{MessageQueue, SessionState};
@@ -16,6 +17,17 @@ pub(crate) enum Control {
     /// Another connection with the same client identifier arrived: close
     /// with 0x8E and hand the session over.
     TakeOver(oneshot::Sender<Option<SessionState>>),
+}
+
+/// A session parked while no connection owns it.
+#[derive(Debug)]
+pub(crate) struct Parked {
+    pub(crate) state: SessionState,
+    /// When it ends if no connection resumes it (`None`: never). An
+    /// expiry job scheduled for an earlier parking of the same session
+    /// (resumed since, and parked again) finds a later deadline here and
+    /// leaves it.
+    pub(crate) expires_at: Option<Instant>,
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked:
@@ -56,7 +68,7 @@ pub(crate) struct SessionHandle {
     /// The session while no connection owns it.
     /// Boxed: most sessions are connected, and a connected one should not
     /// carry room for it.
-    pub(crate) offline: Mutex<Option<Box<SessionState>>>,
+    pub(crate) offline: Mutex<Option<Box<Parked>>>,
     /// The ACL view of the client that last connected with this session,
     /// checked at each delivery; `None` when no ACL applies.
     pub(crate) access: Mutex<Option<Arc<crate::auth::ClientAccess>>>,
