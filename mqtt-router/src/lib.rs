@@ -39,7 +39,9 @@
 mod registry;
 mod retained;
 mod router;
+mod subscribe;
 
 pub use registry::{Claim, Registry};
 pub use retained::RetainedStore;
 pub use router::{Router, SubscribeError, SubscribeOutcome, Target};
+pub use subscribe::{Granted, SubscribeRules};

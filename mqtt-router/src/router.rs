@@ -1,9 +1,11 @@
 //! The subscription index and shared-subscription groups.
 
 use std::hash::Hash;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mqtt_codec::{MqttString, QoS, SubscriptionId, SubscriptionOptions};
+use mqtt_session::{Delivery, Message};
 use mqtt_topic::{Subscription, SubscriptionTrie, TopicError, TopicFilter, TopicName};
 use smallvec::SmallVec;
 
@@ -72,6 +74,69 @@ pub struct Target<K> {
     /// The shared subscription the session was chosen for, when no plain
     /// subscription of the session matched too.
     pub shared: Option<MqttString>,
+}
+
+impl<K> Target<K> {
+    /// The delivery of `message` to this target, and the target's
+    /// session: at the lesser of the message's QoS and the granted one
+    /// [MQTT-3.3.4-2], with RETAIN kept only for a subscription that asked
+    /// for Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13], carrying
+    /// the matching subscriptions' identifiers [MQTT-3.3.4-3] and the
+    /// shared subscription it was chosen for. The `last` delivery of a
+    /// publication takes `message` itself (no reference count touched).
+    #[inline(always)]
+    pub fn into_delivery(
+        self,
+        message: &mut Option<Arc<Message>>,
+        last: bool,
+    ) -> Option<(K, Delivery)> {
+        let d = delivery_of(self.qos, self.retain_as_published, message, last)?;
+        Some((
+            self.session,
+            Delivery {
+                subscription_ids: self.subscription_ids,
+                shared_group: self.shared,
+                ..d
+            },
+        ))
+    }
+
+    /// [`Target::into_delivery`] of a target kept for later publications
+    /// (never a shared subscription's: its member changes).
+    #[inline(always)]
+    pub fn delivery(&self, message: &mut Option<Arc<Message>>, last: bool) -> Option<Delivery> {
+        let d = delivery_of(self.qos, self.retain_as_published, message, last)?;
+        Some(Delivery {
+            subscription_ids: self.subscription_ids.clone(),
+            ..d
+        })
+    }
+}
+
+/// A delivery of `message` at a subscription's `qos`, without
+/// subscription identifiers; the `last` takes `message` itself.
+#[inline(always)]
+fn delivery_of(
+    qos: QoS,
+    retain_as_published: bool,
+    message: &mut Option<Arc<Message>>,
+    last: bool,
+) -> Option<Delivery> {
+    let message = if last {
+        message.take()?
+    } else {
+        message.clone()?
+    };
+    Some(Delivery {
+        qos: qos.min(message.qos),
+        // Established subscriptions get RETAIN 0 unless they asked for
+        // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
+        retain: message.retain && retain_as_published,
+        subscription_ids: Default::default(),
+        shared_group: None,
+        message,
+        tag: 0,
+    })
 }
 
 impl<K: Clone> Target<&K> {
@@ -152,9 +217,22 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
         options: SubscriptionOptions,
         id: Option<SubscriptionId>,
     ) -> Result<SubscribeOutcome, SubscribeError> {
+        let parsed = Subscription::from_bytes(filter.as_bytes().clone())?;
+        self.insert(session, filter, &parsed, options, id)
+    }
+
+    /// Adds or replaces a subscription already parsed from `filter`.
+    pub(crate) fn insert(
+        &mut self,
+        session: K,
+        filter: &MqttString,
+        parsed: &Subscription,
+        options: SubscriptionOptions,
+        id: Option<SubscriptionId>,
+    ) -> Result<SubscribeOutcome, SubscribeError> {
         let entry = Entry { options, id };
-        let outcome = match Subscription::from_bytes(filter.as_bytes().clone())? {
-            Subscription::Plain(f) => match self.plain.insert(&f, session, entry) {
+        let outcome = match parsed {
+            Subscription::Plain(f) => match self.plain.insert(f, session, entry) {
                 Some(_) => SubscribeOutcome::Replaced,
                 None => SubscribeOutcome::New,
             },

@@ -5,8 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqtt_codec::{MqttString, QoS, SubscriptionId, SubscriptionOptions};
-use mqtt_router::{RetainedStore, Router, SubscribeOutcome, Target};
+use mqtt_codec::{
+    MqttString, PacketId, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeProperties,
+    Subscription as CodecSubscription, SubscriptionId, SubscriptionOptions,
+};
+use mqtt_router::{RetainedStore, Router, SubscribeOutcome, SubscribeRules, Target};
 use mqtt_session::Message;
 use mqtt_topic::{TopicFilter, TopicName};
 
@@ -267,4 +270,227 @@ fn route_tells_whether_a_shared_group_chose_a_member() {
     assert_ne!(*out[0].session, first, "round robin");
     assert!(!r.route(&t("c"), None, |_| true, &mut out));
     assert!(out.is_empty());
+}
+
+// ---- SUBSCRIBE as the broker decides it ---------------------------------------
+
+fn subscribe_packet(filters: &[(&str, SubscriptionOptions)], id: Option<u32>) -> Subscribe {
+    Subscribe {
+        packet_id: PacketId::new(1).unwrap(),
+        properties: SubscribeProperties {
+            subscription_identifier: id.and_then(SubscriptionId::new),
+            ..Default::default()
+        },
+        subscriptions: filters
+            .iter()
+            .map(|(f, options)| CodecSubscription {
+                filter: s(f),
+                options: *options,
+            })
+            .collect(),
+    }
+}
+
+/// Each filter gets its own reason code, in order [MQTT-3.9.3-1]; the
+/// refusals come in the order invalid, too deep, feature not offered,
+/// not permitted, over quota; a granted QoS is the lesser of the asked
+/// and the server's maximum.
+#[test]
+fn subscribe_packet_decides_each_filter_in_order() {
+    let mut r: Router<u32> = Router::new();
+    let rules = SubscribeRules {
+        maximum_qos: QoS::AtLeastOnce,
+        max_topic_levels: 3,
+        max_subscriptions: 3,
+        wildcard_available: false,
+        shared_available: false,
+    };
+    let request = subscribe_packet(
+        &[
+            ("a/#/b", opts(QoS::AtMostOnce)),
+            ("a/b/c/d", opts(QoS::AtMostOnce)),
+            ("$share/g/a", opts(QoS::AtMostOnce)),
+            ("a/+", opts(QoS::AtMostOnce)),
+            ("secret", opts(QoS::AtMostOnce)),
+            ("x", opts(QoS::ExactlyOnce)),
+            ("y", opts(QoS::AtMostOnce)),
+            ("z", opts(QoS::AtMostOnce)),
+        ],
+        Some(5),
+    );
+    let mut held = 1;
+    let codes: Vec<ReasonCode> = r
+        .subscribe_packet(
+            &7,
+            &request,
+            &mut held,
+            |_| false,
+            &rules,
+            |f| f.as_str() != "secret",
+        )
+        .into_iter()
+        .map(|g| g.code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ReasonCode::TopicFilterInvalid,
+            ReasonCode::TopicFilterInvalid,
+            ReasonCode::SharedSubscriptionsNotSupported,
+            ReasonCode::WildcardSubscriptionsNotSupported,
+            ReasonCode::NotAuthorized,
+            ReasonCode::GrantedQoS1,
+            ReasonCode::GRANTED_QOS_0,
+            ReasonCode::QuotaExceeded,
+        ]
+    );
+    assert_eq!(held, 3);
+    assert_eq!(r.len(), 2);
+    let x = &route(&r, "x", None)[0];
+    assert_eq!(x.qos, QoS::AtLeastOnce);
+    assert_eq!(x.subscription_ids.to_vec(), vec![SubscriptionId::new(5).unwrap()]);
+}
+
+/// Replacing a held subscription adds none, so the quota does not refuse
+/// it [MQTT-3.8.4-3].
+#[test]
+fn subscribe_packet_replacing_a_held_subscription_is_within_the_quota() {
+    let mut r: Router<u32> = Router::new();
+    let rules = SubscribeRules {
+        max_subscriptions: 1,
+        ..SubscribeRules::default()
+    };
+    let mut held = 0;
+    let first = subscribe_packet(&[("a", opts(QoS::AtMostOnce))], None);
+    r.subscribe_packet(&1, &first, &mut held, |_| false, &rules, |_| true);
+    let again = subscribe_packet(&[("a", opts(QoS::ExactlyOnce))], None);
+    let g = r.subscribe_packet(
+        &1,
+        &again,
+        &mut held,
+        |f| f.as_str() == "a",
+        &rules,
+        |_| true,
+    );
+    assert_eq!(g[0].code, ReasonCode::GrantedQoS2);
+    assert_eq!(held, 1);
+    assert_eq!(route(&r, "a", None)[0].qos, QoS::ExactlyOnce);
+}
+
+/// Retained messages follow a new subscription [MQTT-3.3.1-9], per Retain
+/// Handling: 0 always, 1 only if it is new [MQTT-3.3.1-10], 2 never
+/// [MQTT-3.3.1-11]; never for a shared subscription (MQTT 5.0 §4.8.2),
+/// whatever the protocol version.
+#[test]
+fn subscribe_packet_says_when_retained_messages_follow() {
+    let mut r: Router<u32> = Router::new();
+    let rules = SubscribeRules::default();
+    let with = |h: RetainHandling| SubscriptionOptions {
+        retain_handling: h,
+        ..opts(QoS::AtLeastOnce)
+    };
+    let mut held = 0;
+    let request = subscribe_packet(
+        &[
+            ("r/0", with(RetainHandling::SendAtSubscribe)),
+            ("r/1", with(RetainHandling::SendIfNew)),
+            ("r/2", with(RetainHandling::DoNotSend)),
+            ("$share/g/r/3", with(RetainHandling::SendAtSubscribe)),
+        ],
+        None,
+    );
+    let sends = |g: &[mqtt_router::Granted]| -> Vec<bool> {
+        g.iter().map(|g| g.retained.is_some()).collect()
+    };
+    let first = r.subscribe_packet(&1, &request, &mut held, |_| false, &rules, |_| true);
+    assert_eq!(sends(&first), vec![true, true, false, false]);
+    assert_eq!(
+        first[0].retained,
+        Some((TopicFilter::new("r/0").unwrap(), QoS::AtLeastOnce))
+    );
+    let again = r.subscribe_packet(&1, &request, &mut held, |_| true, &rules, |_| true);
+    assert_eq!(sends(&again), vec![true, false, false, false]);
+}
+
+/// The retained messages of a subscription: at the lesser QoS, RETAIN
+/// set, with the subscription identifier, not those the ACL hides, not
+/// expired ones.
+#[test]
+fn retained_deliveries_for_a_subscription() {
+    let now = Instant::now();
+    let mut store = RetainedStore::new();
+    for (topic, qos) in [
+        ("d/1", QoS::ExactlyOnce),
+        ("d/2", QoS::AtMostOnce),
+        ("d/hidden", QoS::AtLeastOnce),
+    ] {
+        let m = Message::new(s(topic), bytes::Bytes::from_static(b"v"), qos, true);
+        store.set(t(topic), Arc::new(m));
+    }
+    let mut out = Vec::new();
+    store.deliveries_for(
+        &TopicFilter::new("d/+").unwrap(),
+        QoS::AtLeastOnce,
+        SubscriptionId::new(9),
+        now,
+        |topic| topic != "d/hidden",
+        &mut out,
+    );
+    out.sort_by(|a, b| a.message.topic.as_str().cmp(b.message.topic.as_str()));
+    let got: Vec<(&str, QoS, bool, Vec<SubscriptionId>)> = out
+        .iter()
+        .map(|d| {
+            (
+                d.message.topic.as_str(),
+                d.qos,
+                d.retain,
+                d.subscription_ids.to_vec(),
+            )
+        })
+        .collect();
+    let nine = SubscriptionId::new(9).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ("d/1", QoS::AtLeastOnce, true, vec![nine]),
+            ("d/2", QoS::AtMostOnce, true, vec![nine]),
+        ]
+    );
+}
+
+/// A delivery goes at the lesser of the message's QoS and the granted one
+/// [MQTT-3.3.4-2]; RETAIN is kept only for Retain As Published
+/// [MQTT-3.3.1-12] [MQTT-3.3.1-13]; the identifiers and the shared
+/// subscription come along; the last delivery takes the message itself.
+#[test]
+fn a_target_makes_its_delivery() {
+    let mut r: Router<u32> = Router::new();
+    let rap = SubscriptionOptions {
+        retain_as_published: true,
+        ..opts(QoS::ExactlyOnce)
+    };
+    r.subscribe(1, &s("m/+"), rap, SubscriptionId::new(4))
+        .unwrap();
+    r.subscribe(2, &s("m/#"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    r.subscribe(3, &s("$share/g/m/1"), opts(QoS::AtLeastOnce), None)
+        .unwrap();
+    let mut message = Some(msg("m/1", b"x", None)); // QoS 1, retained
+    let targets = route(&r, "m/1", None);
+    let n = targets.len();
+    let deliveries: Vec<(u32, mqtt_session::Delivery)> = targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.into_delivery(&mut message, i + 1 == n).unwrap())
+        .collect();
+    assert!(message.is_none(), "the last delivery took the message");
+    let d = |k: u32| &deliveries.iter().find(|(s, _)| *s == k).unwrap().1;
+    assert_eq!((d(1).qos, d(1).retain), (QoS::AtLeastOnce, true));
+    assert_eq!(
+        d(1).subscription_ids.to_vec(),
+        vec![SubscriptionId::new(4).unwrap()]
+    );
+    assert_eq!((d(2).qos, d(2).retain), (QoS::AtMostOnce, false));
+    assert_eq!(d(3).shared_group, Some(s("$share/g/m/1")));
+    assert_eq!(d(1).shared_group, None);
 }

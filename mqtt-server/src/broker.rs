@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, ReasonCode, Will};
-use mqtt_router::{Registry, RetainedStore, Router, Target};
+use mqtt_router::{Registry, RetainedStore, Router, SubscribeRules, Target};
 use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
 use mqtt_store::{Batch, Recovered, StoreError};
 use mqtt_topic::TopicName;
@@ -41,64 +41,6 @@ fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.into_iter()
         .map(|_| unreachable!("the vector is empty"))
         .collect()
-}
-
-/// The delivery of `message` to one routed target, and its session.
-/// The last target takes `message` itself: no reference count touched.
-fn delivery<'a>(
-    t: Target<&'a SessionRef>,
-    message: &mut Option<Arc<Message>>,
-    last: bool,
-) -> Option<(&'a SessionRef, Delivery)> {
-    let d = delivery_of(t.qos, t.retain_as_published, message, last)?;
-    Some((
-        t.session,
-        Delivery {
-            subscription_ids: t.subscription_ids,
-            shared_group: t.shared,
-            ..d
-        },
-    ))
-}
-
-/// The delivery of `message` to a target of a [`RouteCache`] (never a
-/// shared subscription's), built from it in place.
-fn cached_delivery(
-    t: &Target<SessionRef>,
-    message: &mut Option<Arc<Message>>,
-    last: bool,
-) -> Option<Delivery> {
-    let d = delivery_of(t.qos, t.retain_as_published, message, last)?;
-    Some(Delivery {
-        subscription_ids: t.subscription_ids.clone(),
-        ..d
-    })
-}
-
-/// A delivery of `message` at the subscription's `qos`, without
-/// subscription identifiers; the `last` takes `message` itself.
-#[inline(always)]
-fn delivery_of(
-    qos: QoS,
-    retain_as_published: bool,
-    message: &mut Option<Arc<Message>>,
-    last: bool,
-) -> Option<Delivery> {
-    let message = if last {
-        message.take()?
-    } else {
-        message.clone()?
-    };
-    Some(Delivery {
-        qos: qos.min(message.qos),
-        // Established subscriptions get RETAIN 0 unless they asked for
-        // Retain As Published [MQTT-3.3.1-12] [MQTT-3.3.1-13].
-        retain: message.retain && retain_as_published,
-        subscription_ids: Default::default(),
-        shared_group: None,
-        message,
-        tag: 0,
-    })
 }
 
 /// Called once a publication's batch is durable, or has failed.
@@ -284,6 +226,8 @@ enum Job {
 pub(crate) struct Broker {
     pub(crate) config: Config,
     pub(crate) session_config: Arc<ServerConfig>,
+    /// What SUBSCRIBE may ask (from `config` and `session_config`).
+    pub(crate) subscribe_rules: SubscribeRules,
     pub(crate) queue_limits: QueueLimits,
     /// Read-mostly: publishers route under the read lock concurrently;
     /// SUBSCRIBE and UNSUBSCRIBE take the write lock for one insertion.
@@ -314,8 +258,16 @@ pub(crate) struct Broker {
 impl Broker {
     pub(crate) fn new(config: Config) -> Self {
         let security = Security::new(&config);
+        let session_config = config.session_config();
         Self {
-            session_config: Arc::new(config.session_config()),
+            subscribe_rules: SubscribeRules {
+                maximum_qos: session_config.maximum_qos,
+                max_topic_levels: config.max_topic_levels,
+                max_subscriptions: config.max_subscriptions_per_client,
+                wildcard_available: session_config.wildcard_subscription_available,
+                shared_available: session_config.shared_subscription_available,
+            },
+            session_config: Arc::new(session_config),
             queue_limits: config.queue_limits(),
             config,
             router: RwLock::new(Router::new()),
@@ -450,7 +402,7 @@ impl Broker {
                     let deliveries = targets
                         .drain(..)
                         .enumerate()
-                        .map_while(|(i, t)| delivery(t, &mut message, i + 1 == n))
+                        .map_while(|(i, t)| t.into_delivery(&mut message, i + 1 == n))
                         .map(|(session, d)| (&session.0, d));
                     self.place_all(n, deliveries, &mut how, &mut routed, &mut forget, now);
                 }
@@ -458,7 +410,8 @@ impl Broker {
                     let mut deliveries = DELIVERIES.with(|cell| recycle(cell.take()));
                     let n = targets.len();
                     for (i, t) in targets.drain(..).enumerate() {
-                        let Some((session, mut d)) = delivery(t, &mut message, i + 1 == n) else {
+                        let Some((session, mut d)) = t.into_delivery(&mut message, i + 1 == n)
+                        else {
                             break;
                         };
                         let handle = &session.0;
@@ -509,9 +462,11 @@ impl Broker {
             ..Routed::default()
         };
         let mut forget = None;
-        let deliveries = cache.targets.iter().enumerate().map_while(|(i, t)| {
-            Some((&t.session.0, cached_delivery(t, &mut message, i + 1 == n)?))
-        });
+        let deliveries = cache
+            .targets
+            .iter()
+            .enumerate()
+            .map_while(|(i, t)| Some((&t.session.0, t.delivery(&mut message, i + 1 == n)?)));
         self.place_all(n, deliveries, &mut how, &mut routed, &mut forget, now);
         self.settle(&routed, how.count_later, forget);
         routed
@@ -1061,12 +1016,6 @@ impl Broker {
             );
         }
         self.jobs_changed.notify_one();
-    }
-
-    /// The QoS a subscription is granted: the lesser of what it asked and
-    /// the broker's maximum.
-    pub(crate) fn grant(&self, asked: QoS) -> QoS {
-        asked.min(self.session_config.maximum_qos)
     }
 }
 

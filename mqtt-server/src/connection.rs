@@ -28,7 +28,7 @@ use mqtt_session::{
     ServerConnection, ServerEvent, Transmit,
 };
 use mqtt_store::{Batch, StoreError};
-use mqtt_topic::{Subscription, TopicName};
+use mqtt_topic::TopicName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -1392,94 +1392,36 @@ impl Task<'_> {
         let Some(me) = self.handle.clone() else {
             return;
         };
-        let now = now();
-        let mut codes = Vec::with_capacity(s.subscriptions.len());
+        let access = self.access.as_deref();
+        let session = self.conn.session();
+        let granted = broker.router_mut().subscribe_packet(
+            &me,
+            &s,
+            &mut self.subscriptions,
+            |filter| session.is_some_and(|session| session.subscriptions.contains_key(filter)),
+            &broker.subscribe_rules,
+            |filter| {
+                let allowed = access.is_none_or(|a| a.can_subscribe(filter.as_str()));
+                if !allowed {
+                    tracing::debug!(peer = %self.peer, %filter, "SUBSCRIBE denied by the ACL");
+                }
+                allowed
+            },
+        );
         let mut retained: Vec<Delivery> = Vec::new();
-        for sub in &s.subscriptions {
-            // Shared subscriptions for MQTT 3.1.1 clients too, as mosquitto
-            // offers them: `$share/{group}/{filter}` means the same under
-            // every version, decided here once (the router parses it the
-            // same way), so a 3.1.1 member gets no retained messages either.
-            let parsed = Subscription::from_bytes(sub.filter.as_bytes().clone());
-            let Ok(parsed) = parsed.map_err(|e| {
-                tracing::debug!(peer = %self.peer, filter = %sub.filter, error = %e, "invalid topic filter");
-            }) else {
-                codes.push(ReasonCode::TopicFilterInvalid);
-                continue;
-            };
-            if parsed.filter().levels().count() > broker.config.max_topic_levels {
-                codes.push(ReasonCode::TopicFilterInvalid);
-                continue;
-            }
-            if let Some(a) = &self.access
-                && !a.can_subscribe(parsed.filter().as_str())
-            {
-                tracing::debug!(peer = %self.peer, filter = %sub.filter, "SUBSCRIBE denied by the ACL");
-                codes.push(ReasonCode::NotAuthorized);
-                continue;
-            }
-            // Replacing a subscription the session holds adds none.
-            let replaces = self
-                .conn
-                .session()
-                .is_some_and(|session| session.subscriptions.contains_key(&sub.filter));
-            if !replaces && self.subscriptions >= broker.config.max_subscriptions_per_client {
-                codes.push(ReasonCode::QuotaExceeded);
-                continue;
-            }
-            let granted = broker.grant(sub.options.qos);
-            let mut options = sub.options;
-            options.qos = granted;
-            let outcome = {
-                let mut router = broker.router_mut();
-                router.subscribe(
-                    me.clone(),
-                    &sub.filter,
-                    options,
-                    s.properties.subscription_identifier,
-                )
-            };
-            let Ok(outcome) = outcome else {
-                codes.push(ReasonCode::TopicFilterInvalid);
-                continue;
-            };
-            if outcome == mqtt_router::SubscribeOutcome::New {
-                self.subscriptions += 1;
-            }
-            codes.push(match granted {
-                QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
-                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-            });
-            // Retained messages for the new subscription [MQTT-3.3.1-9];
-            // none for shared subscriptions (MQTT 5.0 §4.8.2), and per
-            // Retain Handling [MQTT-3.3.1-10] [MQTT-3.3.1-11].
-            use mqtt_codec::RetainHandling::*;
-            let send = match sub.options.retain_handling {
-                SendAtSubscribe => true,
-                SendIfNew => outcome == mqtt_router::SubscribeOutcome::New,
-                DoNotSend => false,
-            };
-            if let (true, Subscription::Plain(filter)) = (send, &parsed) {
+        let mut codes = Vec::with_capacity(granted.len());
+        for g in granted {
+            codes.push(g.code);
+            if let Some((filter, qos)) = &g.retained {
                 let store = broker.retained.read().unwrap_or_else(|p| p.into_inner());
-                let access = self.access.as_deref();
-                store.matching(filter, now, |m| {
-                    if access.is_some_and(|a| !a.can_read(m.topic.as_str())) {
-                        return;
-                    }
-                    retained.push(Delivery {
-                        message: m.clone(),
-                        qos: granted.min(m.qos),
-                        retain: true,
-                        subscription_ids: s
-                            .properties
-                            .subscription_identifier
-                            .into_iter()
-                            .collect(),
-                        shared_group: None,
-                        tag: 0,
-                    });
-                });
+                store.deliveries_for(
+                    filter,
+                    *qos,
+                    s.properties.subscription_identifier,
+                    now(),
+                    |topic| access.is_none_or(|a| a.can_read(topic)),
+                    &mut retained,
+                );
             }
         }
         self.conn.acknowledge_subscribe(s.packet_id, codes);
