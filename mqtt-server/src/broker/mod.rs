@@ -1,0 +1,264 @@
+//! State shared by every connection: the routing tables, the session
+//! registry, and the timers that outlive connections (will delay, session
+//! expiry).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
+use std::time::Instant;
+
+use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, ReasonCode, Will};
+use mqtt_router::{Registry, RetainedStore, Router, SubscribeRules, Target};
+use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
+use mqtt_store::{Batch, Recovered, StoreError};
+use mqtt_topic::TopicName;
+use tokio::sync::{Notify, oneshot};
+
+use crate::auth::Security;
+use crate::config::Config;
+use crate::handle::{Control, Parked, SessionHandle, SessionRef, lock};
+use crate::persist::Persist;
+use crate::stats::Stats;
+
+mod delivery;
+mod jobs;
+
+pub(crate) use delivery::{Blocked, Outbox, Publishing, RouteCache, Routed};
+use jobs::Job;
+
+pub(crate) struct Broker {
+    pub(crate) config: Config,
+    pub(crate) session_config: Arc<ServerConfig>,
+    /// What SUBSCRIBE may ask (from `config` and `session_config`).
+    pub(crate) subscribe_rules: SubscribeRules,
+    pub(crate) queue_limits: QueueLimits,
+    /// Read-mostly: publishers route under the read lock concurrently;
+    /// SUBSCRIBE and UNSUBSCRIBE take the write lock for one insertion.
+    /// Never held across an await.
+    pub(crate) router: RwLock<Router<SessionRef>>,
+    pub(crate) retained: RwLock<RetainedStore>,
+    /// Sessions by client identifier, connected or not, and the connection
+    /// owning each (reached through its one takeover request). A CONNECT
+    /// claims a client identifier under this lock in one step (see
+    /// [`Registry`]), so two connections never both own it.
+    pub(crate) sessions: Mutex<Registry<Arc<SessionHandle>, oneshot::Sender<Control>>>,
+    next_id: AtomicU64,
+    /// Incremented at every change of `router`, under its write lock (see
+    /// [`Broker::router_mut`]): what a [`RouteCache`] is checked against.
+    router_generation: AtomicU64,
+    pub(crate) stats: Arc<Stats>,
+    /// Timed jobs by deadline (a sequence number keeps equal deadlines apart).
+    jobs: Mutex<BTreeMap<(Instant, u64), Job>>,
+    jobs_changed: Notify,
+    /// Authentication, ACLs, failed-login tracking.
+    pub(crate) security: Security,
+    /// When the broker started (uptime in metrics and `$SYS`).
+    pub(crate) started: Instant,
+    /// The durable store, with persistence on.
+    pub(crate) persist: Option<Persist>,
+}
+
+impl Broker {
+    pub(crate) fn new(config: Config) -> Self {
+        let security = Security::new(&config);
+        let session_config = config.session_config();
+        Self {
+            subscribe_rules: SubscribeRules {
+                maximum_qos: session_config.maximum_qos,
+                max_topic_levels: config.max_topic_levels,
+                max_subscriptions: config.max_subscriptions_per_client,
+                wildcard_available: session_config.wildcard_subscription_available,
+                shared_available: session_config.shared_subscription_available,
+            },
+            session_config: Arc::new(session_config),
+            queue_limits: config.queue_limits(),
+            config,
+            router: RwLock::new(Router::new()),
+            retained: RwLock::new(RetainedStore::new()),
+            sessions: Mutex::new(Registry::new()),
+            next_id: AtomicU64::new(1),
+            router_generation: AtomicU64::new(0),
+            stats: Arc::new(Stats::default()),
+            jobs: Mutex::new(BTreeMap::new()),
+            jobs_changed: Notify::new(),
+            security,
+            started: tokio::time::Instant::now().into_std(),
+            persist: None,
+        }
+    }
+
+    /// The router, to change it: every route a publisher keeps is
+    /// forgotten.
+    pub(crate) fn router_mut(&self) -> RwLockWriteGuard<'_, Router<SessionRef>> {
+        let router = self.router.write().unwrap_or_else(|p| p.into_inner());
+        self.router_generation.fetch_add(1, Ordering::Release);
+        router
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Removes every subscription of a session from the router.
+    pub(crate) fn unsubscribe_all<'a>(
+        &self,
+        session: &SessionRef,
+        filters: impl Iterator<Item = &'a MqttString>,
+    ) {
+        let mut router = self.router_mut();
+        for f in filters {
+            router.unsubscribe(session, f);
+        }
+    }
+
+    /// Ends a session: its subscriptions leave the router and its registry
+    /// entry goes, unless a connection claimed it (or a newer session took
+    /// the client id) meanwhile.
+    pub(crate) fn end_session(
+        &self,
+        handle: &Arc<SessionHandle>,
+        subscriptions: impl Iterator<Item = MqttString>,
+    ) {
+        let filters: Vec<MqttString> = subscriptions.collect();
+        self.unsubscribe_all(&SessionRef(handle.clone()), filters.iter());
+        lock(&self.sessions).remove_offline(&handle.client_id, |h| h.id == handle.id);
+        lock(&handle.mailbox).drain().for_each(drop);
+        if handle.is_persistent()
+            && let Some(persist) = &self.persist
+        {
+            let mut b = Persist::batch(tokio::time::Instant::now().into_std());
+            b.delete_session(&handle.client_id);
+            persist.submit_logged(b);
+        }
+    }
+
+    /// Rebuilds what the store recovered: offline sessions with their
+    /// subscriptions (into the router), queues, in-flight messages and
+    /// expiry; retained messages; pending wills.
+    pub(crate) fn restore(&self, recovered: Recovered) {
+        let mut sessions = lock(&self.sessions);
+        let mut router = self.router_mut();
+        for loaded in recovered.sessions {
+            let mut state = loaded.state;
+            for (d, seq) in state.queued.iter_mut().zip(&loaded.queue_seqs) {
+                d.tag = *seq;
+            }
+            let handle = Arc::new(SessionHandle::new(self.next_id(), state.client_id.clone()));
+            handle
+                .persistent
+                .store(true, std::sync::atomic::Ordering::Release);
+            handle
+                .next_seq
+                .store(loaded.next_seq.max(1), std::sync::atomic::Ordering::Relaxed);
+            let me = SessionRef(handle.clone());
+            for (filter, sub) in &state.subscriptions {
+                if let Err(e) = router.subscribe(me.clone(), filter, sub.options, sub.id) {
+                    tracing::warn!(client_id = %state.client_id, %filter, error = %e, "stored subscription not restored");
+                }
+            }
+            *lock(&handle.offline) = Some(Box::new(Parked {
+                state,
+                expires_at: loaded.expires_at,
+            }));
+            sessions.insert_offline(handle.client_id.clone(), handle.clone());
+            if let Some(at) = loaded.expires_at {
+                self.schedule_expiry(handle, at);
+            }
+        }
+        drop(router);
+        drop(sessions);
+        let mut retained = self.retained.write().unwrap_or_else(|p| p.into_inner());
+        for message in recovered.retained {
+            if let Ok(topic) = TopicName::from_bytes(message.topic.as_bytes().clone()) {
+                retained.set(topic, Arc::new(message));
+            }
+        }
+        drop(retained);
+        for pending in recovered.wills {
+            let seq = self.next_id();
+            lock(&self.jobs).insert(
+                (pending.will.publish_at, seq),
+                Job::Will(pending.client_id, Box::new(pending.will.will)),
+            );
+        }
+        self.jobs_changed.notify_one();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use mqtt_session::SessionState;
+
+    use super::delivery::recycle;
+    use super::*;
+
+    /// A session parked with a deadline, resumed, and parked again with a
+    /// later one: the first parking's expiry job leaves it, the second's
+    /// ends it (it was ended at the first deadline). Paused time.
+    #[tokio::test(start_paused = true)]
+    async fn an_expiry_job_of_an_earlier_parking_leaves_a_session_parked_again_with_a_later_deadline()
+     {
+        let broker = Arc::new(Broker::new(Config::default()));
+        let id = MqttString::from_static("c");
+        let handle = Arc::new(SessionHandle::new(broker.next_id(), id.clone()));
+        let t0 = tokio::time::Instant::now().into_std();
+        let park = |at: Instant| {
+            *lock(&handle.offline) = Some(Box::new(Parked {
+                state: SessionState::new(id.clone(), 60),
+                expires_at: Some(at),
+            }));
+        };
+        park(t0 + Duration::from_secs(1));
+        lock(&broker.sessions).insert_offline(id.clone(), handle.clone());
+        broker.schedule_expiry(handle.clone(), t0 + Duration::from_secs(1));
+        park(t0 + Duration::from_secs(3));
+        broker.schedule_expiry(handle.clone(), t0 + Duration::from_secs(3));
+        let janitor = tokio::spawn(broker.clone().run_janitor());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            lock(&broker.sessions).get(&id).is_some(),
+            "ended at the first parking's deadline"
+        );
+        assert!(lock(&handle.offline).is_some());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            lock(&broker.sessions).get(&id).is_none(),
+            "not ended at its deadline"
+        );
+        janitor.abort();
+    }
+
+    /// The scratch vectors keep their allocation from one publication to
+    /// the next, though their element types borrow for one call only.
+    #[test]
+    fn recycled_scratch_keeps_its_allocation() {
+        let mut v: Vec<Target<usize>> = Vec::with_capacity(64);
+        v.push(Target {
+            session: 1,
+            qos: QoS::AtMostOnce,
+            retain_as_published: false,
+            subscription_ids: Default::default(),
+            shared: None,
+        });
+        let ptr = v.as_ptr() as usize;
+        let key = 7u64;
+        let mut borrowed: Vec<Target<&u64>> = recycle(v);
+        assert!(borrowed.is_empty());
+        assert!(borrowed.capacity() >= 64);
+        assert_eq!(borrowed.as_ptr() as usize, ptr);
+        borrowed.push(Target {
+            session: &key,
+            qos: QoS::AtMostOnce,
+            retain_as_published: false,
+            subscription_ids: Default::default(),
+            shared: None,
+        });
+        let back: Vec<Target<usize>> = recycle(borrowed);
+        assert!(back.is_empty());
+        assert_eq!(back.as_ptr() as usize, ptr);
+    }
+}
