@@ -14,6 +14,10 @@
 //!   match a filter: the retained messages a new subscription receives.
 //! - [`matches()`]: one filter against one topic, level by level: the
 //!   reference the indexes are tested against.
+//! - With the `proptest` feature, `mqtt_topic::testing`: proptest strategies
+//!   for topic names, filters, shared subscriptions and trie operations, next
+//!   to the reference matcher and a naive model of the trie, to property-test
+//!   code that uses the trie.
 //!
 //! The crate has no `unsafe` code, no async runtime and no I/O.
 //!
@@ -92,6 +96,8 @@ mod matching;
 mod name;
 mod retained;
 mod shared;
+#[cfg(feature = "proptest")]
+pub mod testing;
 mod trie;
 mod validate;
 
