@@ -40,8 +40,10 @@ mod registry;
 mod retained;
 mod router;
 mod subscribe;
+mod timers;
 
 pub use registry::{Claim, Registry};
 pub use retained::RetainedStore;
 pub use router::{Router, SubscribeError, SubscribeOutcome, Target};
 pub use subscribe::{Granted, SubscribeRules};
+pub use timers::{Due, Timers, will_message};

@@ -50,6 +50,19 @@ impl RetainedStore {
         old
     }
 
+    /// Keeps a PUBLISH with RETAIN set as its topic's retained message
+    /// [MQTT-3.3.1-5], or removes the topic's one if the payload is empty
+    /// [MQTT-3.3.1-6], within a limit of `max` topics: a message for a new
+    /// topic beyond it is not kept (it is still delivered). Returns whether
+    /// the store changed.
+    pub fn retain(&mut self, topic: &TopicName, message: &Arc<Message>, max: usize) -> bool {
+        let fits = message.payload.is_empty() || self.len() < max || self.get(topic).is_some();
+        if fits {
+            self.set(topic.clone(), message.clone());
+        }
+        fits
+    }
+
     /// The retained message of `topic`.
     pub fn get(&self, topic: &TopicName) -> Option<&Arc<Message>> {
         self.index.get(topic)

@@ -348,7 +348,10 @@ fn subscribe_packet_decides_each_filter_in_order() {
     assert_eq!(r.len(), 2);
     let x = &route(&r, "x", None)[0];
     assert_eq!(x.qos, QoS::AtLeastOnce);
-    assert_eq!(x.subscription_ids.to_vec(), vec![SubscriptionId::new(5).unwrap()]);
+    assert_eq!(
+        x.subscription_ids.to_vec(),
+        vec![SubscriptionId::new(5).unwrap()]
+    );
 }
 
 /// Replacing a held subscription adds none, so the quota does not refuse
@@ -493,4 +496,20 @@ fn a_target_makes_its_delivery() {
     assert_eq!((d(2).qos, d(2).retain), (QoS::AtMostOnce, false));
     assert_eq!(d(3).shared_group, Some(s("$share/g/m/1")));
     assert_eq!(d(1).shared_group, None);
+}
+
+/// The retained store keeps at most `max` topics: a new topic beyond it
+/// is refused, while replacing or clearing a kept one still works
+/// [MQTT-3.3.1-5] [MQTT-3.3.1-6].
+#[test]
+fn retained_store_limit_refuses_new_topics_only() {
+    let mut store = RetainedStore::new();
+    assert!(store.retain(&t("l/1"), &msg("l/1", b"a", None), 1));
+    assert!(!store.retain(&t("l/2"), &msg("l/2", b"b", None), 1));
+    assert!(store.get(&t("l/2")).is_none());
+    assert!(store.retain(&t("l/1"), &msg("l/1", b"c", None), 1));
+    assert_eq!(&store.get(&t("l/1")).unwrap().payload[..], b"c");
+    assert!(store.retain(&t("l/1"), &msg("l/1", b"", None), 1));
+    assert!(store.is_empty());
+    assert!(store.retain(&t("l/2"), &msg("l/2", b"b", None), 1));
 }

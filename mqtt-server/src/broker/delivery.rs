@@ -216,12 +216,7 @@ impl Broker {
         let mut batch = self.persist.as_ref().map(|_| Persist::batch(now));
         if message.retain && self.config.retain_available {
             let mut retained = self.retained.write().unwrap_or_else(|p| p.into_inner());
-            let is_new = retained.get(topic).is_none();
-            if !is_new
-                || message.payload.is_empty()
-                || retained.len() < self.config.max_retained_messages
-            {
-                retained.set(topic.clone(), message.clone());
+            if retained.retain(topic, &message, self.config.max_retained_messages) {
                 // $SYS topics describe this run of the broker: not stored.
                 if let Some(b) = batch
                     .as_mut()

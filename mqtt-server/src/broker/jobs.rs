@@ -1,41 +1,18 @@
-//! The timers that outlive connections: delayed wills and session expiry,
-//! run by one janitor task.
+//! The timers that outlive connections — delayed wills and session expiry,
+//! kept by mqtt-router's [`Timers`] — run by one janitor task.
+
+use mqtt_router::{Due, Timers, will_message};
 
 use super::*;
 
-/// A job for the janitor.
-#[derive(Debug)]
-pub(super) enum Job {
-    /// Publish a will whose delay has passed.
-    Will(MqttString, Box<Will>),
-    /// End a session whose expiry has passed, if it is still offline.
-    Expire(Arc<SessionHandle>),
-}
+/// The broker's timers: sessions are named by their handle.
+pub(super) type BrokerTimers = Timers<Arc<SessionHandle>>;
 
 impl Broker {
     /// Publishes a will message.
     pub(crate) fn publish_will(&self, will: Will, now: Instant) {
-        let Ok(topic) = TopicName::from_bytes(will.topic.as_bytes().clone()) else {
+        let Some((topic, message)) = will_message(will, now) else {
             return;
-        };
-        let p = will.properties;
-        let message = Message {
-            topic: will.topic,
-            payload: will.payload,
-            qos: will.qos,
-            retain: will.retain,
-            properties: PublishProperties {
-                payload_format_indicator: p.payload_format_indicator,
-                content_type: p.content_type,
-                response_topic: p.response_topic,
-                correlation_data: p.correlation_data,
-                user_properties: p.user_properties,
-                ..PublishProperties::default()
-            }
-            .into(),
-            expires_at: p
-                .message_expiry_interval
-                .map(|s| now + std::time::Duration::from_secs(u64::from(s))),
         };
         tracing::debug!(topic = %topic.as_str(), "publishing will");
         self.publish(&topic, Arc::new(message), Publishing::default(), now);
@@ -59,104 +36,82 @@ impl Broker {
             b.set_will(&client_id, &will, at);
             persist.submit_logged(b);
         }
-        let seq = self.next_id();
-        lock(&self.jobs).insert((at, seq), Job::Will(client_id, Box::new(will)));
-        self.jobs_changed.notify_one();
+        lock(&self.timers).schedule_will(client_id, will, at);
+        self.timers_changed.notify_one();
     }
 
-    /// A client reconnected: a will waiting for its delay is not sent if
-    /// the session goes on (Clean Start 0), and is sent now if the session
-    /// ends (Clean Start 1): the will waits for the earlier of its delay
-    /// and the session's end [MQTT-3.1.3-9] (MQTT 5.0 §3.1.2.5, §3.1.3.2.2).
+    /// A client reconnected: a will waiting for its delay is sent now if
+    /// its session ends, and not at all if it goes on (see
+    /// [`Timers::on_reconnect`]).
     pub(crate) fn on_reconnect_will(
         &self,
         client_id: &MqttString,
         session_ends: bool,
         now: Instant,
     ) {
-        let wills: Vec<Will> = {
-            let mut jobs = lock(&self.jobs);
-            let keys: Vec<(Instant, u64)> = jobs
-                .iter()
-                .filter(|(_, job)| matches!(job, Job::Will(c, _) if c == client_id))
-                .map(|(k, _)| *k)
-                .collect();
-            keys.iter()
-                .filter_map(|k| match jobs.remove(k) {
-                    Some(Job::Will(_, w)) => Some(*w),
-                    _ => None,
-                })
-                .collect()
-        };
-        if !wills.is_empty() {
-            if session_ends {
-                for w in wills {
-                    self.publish_will(w, now);
-                }
+        let wills = lock(&self.timers).on_reconnect(client_id, session_ends);
+        if let Some(wills) = wills {
+            for w in wills {
+                self.publish_will(w, now);
             }
             self.clear_stored_will(client_id, now);
         }
     }
 
     pub(crate) fn schedule_expiry(&self, handle: Arc<SessionHandle>, at: Instant) {
-        let seq = self.next_id();
-        lock(&self.jobs).insert((at, seq), Job::Expire(handle));
-        self.jobs_changed.notify_one();
+        lock(&self.timers).schedule_expiry(handle, at);
+        self.timers_changed.notify_one();
     }
 
-    /// Runs the timed jobs as they fall due; never returns.
+    /// Ends a session whose expiry fell due at `now`, if no connection
+    /// claimed it and it was not parked again since with a later deadline.
+    fn expire(&self, handle: &Arc<SessionHandle>, now: Instant) {
+        // Under the registry's lock: a CONNECT that claims the session
+        // meanwhile keeps it.
+        let state = {
+            let mut sessions = lock(&self.sessions);
+            sessions
+                .remove_offline(&handle.client_id, |h| {
+                    h.id == handle.id
+                        && lock(&h.offline)
+                            .as_ref()
+                            .is_some_and(|p| p.expires_at.is_some_and(|at| at <= now))
+                })
+                .and_then(|_| lock(&handle.offline).take())
+        };
+        if let Some(state) = state.map(|p| p.state) {
+            tracing::debug!(client_id = %handle.client_id, "session expired");
+            self.end_session(handle, state.subscriptions.into_keys());
+        }
+    }
+
+    /// Runs the timers as they fall due; never returns.
     pub(crate) async fn run_janitor(self: Arc<Self>) {
         loop {
             let now = tokio::time::Instant::now().into_std();
-            let mut due = Vec::new();
-            let next = {
-                let mut jobs = lock(&self.jobs);
-                while let Some(entry) = jobs.first_entry() {
-                    if entry.key().0 > now {
-                        break;
-                    }
-                    due.push(entry.remove());
-                }
-                jobs.keys().next().map(|(at, _)| *at)
-            };
-            for job in due {
-                match job {
-                    Job::Will(client_id, will) => {
+            loop {
+                // Taken one at a time: the lock is not held while a will
+                // is published or a session ended.
+                let due = lock(&self.timers).poll_due(now);
+                match due {
+                    Some(Due::Will { client_id, will }) => {
                         self.publish_will(*will, now);
                         self.clear_stored_will(&client_id, now);
                     }
-                    Job::Expire(handle) => {
-                        // Under the registry's lock: a CONNECT that claims
-                        // the session meanwhile keeps it, and so does a
-                        // session resumed and parked again since this job
-                        // was scheduled (its deadline is later).
-                        let state = {
-                            let mut sessions = lock(&self.sessions);
-                            sessions
-                                .remove_offline(&handle.client_id, |h| {
-                                    h.id == handle.id
-                                        && lock(&h.offline).as_ref().is_some_and(|p| {
-                                            p.expires_at.is_some_and(|at| at <= now)
-                                        })
-                                })
-                                .and_then(|_| lock(&handle.offline).take())
-                        };
-                        if let Some(state) = state.map(|p| p.state) {
-                            tracing::debug!(client_id = %handle.client_id, "session expired");
-                            self.end_session(&handle, state.subscriptions.into_keys());
-                        }
-                    }
+                    Some(Due::Expire(handle)) => self.expire(&handle, now),
+                    None => break,
                 }
             }
+            let next = lock(&self.timers).poll_timeout();
             match next {
                 Some(at) => {
                     let at = tokio::time::Instant::from_std(at);
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => {}
-                        _ = self.jobs_changed.notified() => {}
+                        _ = self.timers_changed.notified() => {}
                     }
                 }
-                None => self.jobs_changed.notified().await,
+                None => self.timers_changed.notified().await,
             }
         }
     }

@@ -3,12 +3,12 @@
 //! expiry).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
-use mqtt_codec::{MqttString, PacketId, PublishProperties, QoS, ReasonCode, Will};
+use mqtt_codec::{MqttString, PacketId, QoS, ReasonCode, Will};
 use mqtt_router::{Registry, RetainedStore, Router, SubscribeRules, Target};
 use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
 use mqtt_store::{Batch, Recovered, StoreError};
@@ -25,7 +25,7 @@ mod delivery;
 mod jobs;
 
 pub(crate) use delivery::{Blocked, Outbox, Publishing, RouteCache, Routed};
-use jobs::Job;
+use jobs::BrokerTimers;
 
 pub(crate) struct Broker {
     pub(crate) config: Config,
@@ -48,9 +48,10 @@ pub(crate) struct Broker {
     /// [`Broker::router_mut`]): what a [`RouteCache`] is checked against.
     router_generation: AtomicU64,
     pub(crate) stats: Arc<Stats>,
-    /// Timed jobs by deadline (a sequence number keeps equal deadlines apart).
-    jobs: Mutex<BTreeMap<(Instant, u64), Job>>,
-    jobs_changed: Notify,
+    /// Delayed wills and session expiry, by deadline.
+    timers: Mutex<BrokerTimers>,
+    /// Wakes the janitor when a timer is scheduled (it may be earlier).
+    timers_changed: Notify,
     /// Authentication, ACLs, failed-login tracking.
     pub(crate) security: Security,
     /// When the broker started (uptime in metrics and `$SYS`).
@@ -80,8 +81,8 @@ impl Broker {
             next_id: AtomicU64::new(1),
             router_generation: AtomicU64::new(0),
             stats: Arc::new(Stats::default()),
-            jobs: Mutex::new(BTreeMap::new()),
-            jobs_changed: Notify::new(),
+            timers: Mutex::new(BrokerTimers::new()),
+            timers_changed: Notify::new(),
             security,
             started: tokio::time::Instant::now().into_std(),
             persist: None,
@@ -175,14 +176,16 @@ impl Broker {
             }
         }
         drop(retained);
+        let mut timers = lock(&self.timers);
         for pending in recovered.wills {
-            let seq = self.next_id();
-            lock(&self.jobs).insert(
-                (pending.will.publish_at, seq),
-                Job::Will(pending.client_id, Box::new(pending.will.will)),
+            timers.schedule_will(
+                pending.client_id,
+                pending.will.will,
+                pending.will.publish_at,
             );
         }
-        self.jobs_changed.notify_one();
+        drop(timers);
+        self.timers_changed.notify_one();
     }
 }
 
