@@ -1,22 +1,56 @@
-//! The routing tables of an MQTT broker, as plain data structures: who
-//! subscribed to what, which retained messages exist, and which member of a
-//! shared-subscription group gets the next message.
+//! The core of an MQTT broker, as plain data structures and rules: what a
+//! broker does between the connections, without tasks, sockets, clocks or
+//! locks. Time is passed in; a server wraps each structure in the
+//! synchronisation it wants (the `mqtt-server` crate: a read-write lock
+//! around the [`Router`], so that publishers route concurrently, and
+//! mutexes around the [`Registry`] and the [`Timers`]).
 //!
-//! No tasks, no sockets, no locks: a server wraps a [`Router`] in the
-//! synchronisation it wants (e.g. a read-write lock: publishers route
-//! concurrently under the read side, subscribers change it under the write
-//! side).
+//! What a broker does, and where:
 //!
-//! - [`Router::route`] plans the fan-out of one message: one [`Target`] per
-//!   session, carrying the highest granted QoS and every matching
-//!   subscription identifier when a client's subscriptions overlap
-//!   [MQTT-3.3.4-2] [MQTT-3.3.4-3], honouring No Local [MQTT-3.8.3-3], and
-//!   choosing one available member per shared-subscription group.
-//! - [`RetainedStore`] keeps the last retained message per topic and finds
-//!   those a new subscription must receive.
-//! - [`Registry`] knows each client identifier's session and the one
-//!   connection that owns it: a CONNECT claims it in one step, taking it
-//!   over from the connection that had it [MQTT-3.1.4-3].
+//! - **Who is connected.** [`Registry`]: each client identifier's session
+//!   and the one connection that owns it. A CONNECT claims the identifier
+//!   in one step ([`Registry::claim`]), taking the session over from the
+//!   connection that had it, which must close with 0x8E [MQTT-3.1.4-3];
+//!   a clean start replaces the session at once. Offline sessions are
+//!   removed only while no connection owns them
+//!   ([`Registry::remove_offline`]).
+//! - **What each session subscribed to.** [`Router::subscribe_packet`]
+//!   decides a SUBSCRIBE: each filter parsed once into `mqtt-topic` types
+//!   (shared subscriptions `$share/{group}/{filter}` under every protocol
+//!   version), refused with the reason code of the first rule it breaks
+//!   (invalid or too deep 0x8F, shared or wildcard not offered 0x9E /
+//!   0xA2, not permitted 0x87, over the quota 0x97), otherwise granted at
+//!   the lesser of the QoS asked and the server's maximum, with its No
+//!   Local, Retain As Published and subscription identifier; one reason
+//!   code per filter, in order [MQTT-3.9.3-1]; a subscription on a held
+//!   filter replaces it [MQTT-3.8.4-3]. [`Router::unsubscribe`] removes one.
+//! - **Who gets a message.** [`Router::route`] plans the fan-out of one
+//!   message: one [`Target`] per session, carrying the highest granted QoS
+//!   and every matching subscription identifier when a client's
+//!   subscriptions overlap [MQTT-3.3.4-2] [MQTT-3.3.4-3], honouring No Local
+//!   [MQTT-3.8.3-3], and choosing one member per shared-subscription group,
+//!   in turn, preferring connected members (MQTT 5.0 §4.8.2).
+//!   [`Target::into_delivery`] makes the delivery: at the lesser of the
+//!   message's QoS and the granted one, RETAIN kept only for Retain As
+//!   Published [MQTT-3.3.1-12] [MQTT-3.3.1-13]. When a member of a shared
+//!   group leaves with messages unacknowledged, [`Router::reassign`] picks
+//!   another member for them.
+//! - **Retained messages.** [`RetainedStore`]: the last retained message
+//!   per topic [MQTT-3.3.1-5], cleared by an empty payload [MQTT-3.3.1-6],
+//!   within a limit of topics ([`RetainedStore::retain`]); those a new
+//!   subscription receives, per its Retain Handling [MQTT-3.3.1-9]
+//!   [MQTT-3.3.1-10] [MQTT-3.3.1-11] and never for a shared subscription
+//!   ([`Granted::retained`], [`RetainedStore::deliveries_for`]); message
+//!   expiry.
+//! - **Later.** [`Timers`]: delayed wills (published at the earlier of the
+//!   Will Delay Interval and the session's end, not at all if the client
+//!   returns within the delay [MQTT-3.1.3-9]) and the expiry of offline
+//!   sessions; [`will_message`] makes a will's PUBLISH.
+//!
+//! One connection's protocol (packet identifiers, QoS flows, Receive
+//! Maximum, topic aliases, keep alive) is `mqtt-session`'s; the queue each
+//! session's deliveries wait in, with its limits and overflow policy, is
+//! `mqtt_session::MessageQueue`.
 //!
 //! ```
 //! use mqtt_codec::{MqttString, QoS, SubscriptionOptions};

@@ -352,9 +352,21 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
         Some(target(session.clone(), e, Some(&group.share)))
     }
 
-    /// Every subscription, for inspection: (session, filter, QoS).
+    /// Every plain (not shared) subscription, for inspection: (session,
+    /// filter, granted QoS). Shared ones: [`Router::shared_subscriptions`].
     pub fn subscriptions(&self) -> impl Iterator<Item = (&K, TopicFilter, QoS)> + '_ {
         self.plain.iter().map(|(f, k, e)| (k, f, e.options.qos))
+    }
+
+    /// Every member of every shared-subscription group, for inspection:
+    /// (session, `$share/{group}/{filter}`, granted QoS).
+    pub fn shared_subscriptions(&self) -> impl Iterator<Item = (&K, &MqttString, QoS)> + '_ {
+        self.shared.iter().flat_map(|(_, _, group)| {
+            group
+                .members
+                .iter()
+                .map(move |(k, e)| (k, &group.share, e.options.qos))
+        })
     }
 }
 

@@ -513,3 +513,33 @@ fn retained_store_limit_refuses_new_topics_only() {
     assert!(store.is_empty());
     assert!(store.retain(&t("l/2"), &msg("l/2", b"b", None), 1));
 }
+
+/// Inspection lists plain and shared subscriptions apart, both complete.
+#[test]
+fn plain_and_shared_subscriptions_are_both_listed() {
+    let mut r: Router<u32> = Router::new();
+    r.subscribe(1, &s("a/+"), opts(QoS::AtLeastOnce), None)
+        .unwrap();
+    r.subscribe(2, &s("$share/g/a/#"), opts(QoS::ExactlyOnce), None)
+        .unwrap();
+    r.subscribe(3, &s("$share/g/a/#"), opts(QoS::AtMostOnce), None)
+        .unwrap();
+    let plain: Vec<(u32, String, QoS)> = r
+        .subscriptions()
+        .map(|(k, f, q)| (*k, f.as_str().to_owned(), q))
+        .collect();
+    assert_eq!(plain, vec![(1, "a/+".to_owned(), QoS::AtLeastOnce)]);
+    let mut shared: Vec<(u32, &str, QoS)> = r
+        .shared_subscriptions()
+        .map(|(k, f, q)| (*k, f.as_str(), q))
+        .collect();
+    shared.sort();
+    assert_eq!(
+        shared,
+        vec![
+            (2, "$share/g/a/#", QoS::ExactlyOnce),
+            (3, "$share/g/a/#", QoS::AtMostOnce)
+        ]
+    );
+    assert_eq!(r.len(), 3);
+}

@@ -14,99 +14,9 @@
 //! mailbox within the client's Receive Maximum, encodes every ready packet
 //! into one buffer and writes it with as few syscalls as the socket allows.
 //!
-//! # Performance: the choices, and what measured them
-//!
-//! Measured with `mqtt bench` and `benches/compare.sh` against mosquitto
-//! and the NATS server on one machine (results in `benches/README.md`),
-//! profiled with `perf` and heap-profiled with `heaptrack`:
-//!
-//! * **No lock or allocation per message beyond the message.** A PUBLISH
-//!   is decoded without copying its payload and taken apart where the
-//!   decoder put it (`ServerConnection::take_publish`: the 230-byte packet
-//!   is not moved from call to call); it becomes one `Arc<Message>` of
-//!   96 bytes (its properties out of line, a null pointer when there are
-//!   none: `mqtt_session::MessageProperties`) that every subscriber's
-//!   delivery shares (the last delivery takes the publisher's reference). Routing runs under the *read* side of the index lock
-//!   (publishers on every core route at once) with thread-local scratch
-//!   vectors, and its targets borrow their session from the index rather
-//!   than cloning its `Arc`; each subscriber's mailbox is a short `std`
-//!   mutex held for a push or a pop.
-//! * **A publisher's route is kept.** A connection keeps the targets of
-//!   the last topic it published to for as long as no subscription
-//!   changes anywhere (a generation number the index's writers increment):
-//!   a device publishing to its own topic again skips the index, its lock
-//!   shared with every other publisher, and the walk, and each delivery is
-//!   made from the kept target in place. The topic is kept too, checked
-//!   and in a buffer of its own: the next publication to it is not checked
-//!   again, and is routed by the kept copy rather than by a reference count
-//!   on the read buffer, which the subscribers' cores release concurrently.
-//!   Not for shared subscriptions (a member is chosen in turn) nor above
-//!   64 targets.
-//! * **Fan-in without a fight over the mailbox.** The deliveries a
-//!   connection makes to one subscriber, message after message, wait in the
-//!   connection's outbox and enter that subscriber's mailbox together,
-//!   under one lock, once the read is handled (or when another
-//!   destination comes): four publishers into one subscriber took that
-//!   lock four million times a second. Order is kept; what does not fit
-//!   stalls the publisher as any delivery would. A QoS 1/2 publication's
-//!   acknowledgement is held until every delivery made before it, its own
-//!   included, is in its mailbox (it leaves in the same write as it would
-//!   have). The subscriber's side takes what it will send out of the
-//!   mailbox under the lock and encodes it after releasing it, so
-//!   publishers never wait for its encoding.
-//! * **Encoded from where the message lies.** A subscriber's connection
-//!   encodes each PUBLISH from the session's copy of the message
-//!   (`mqtt_codec::PublishRef`, `ServerConnection::transmit_with`), not
-//!   from a `Packet` built with clones of the topic and payload, whose
-//!   shared reference counts every subscriber's core would touch; and a
-//!   delivery with nothing queued before it goes from the mailbox straight
-//!   to the write buffer (`ServerConnection::deliver_with`), skipping the
-//!   session's queue.
-//! * **Few syscalls.** Every whole packet of a read is handled before the
-//!   next read (reads grow from 512 B to 64 KiB while they come full);
-//!   every packet ready for a client is encoded into one buffer and
-//!   written with one (vectored) write; payloads of 1 KiB or more are
-//!   written from the shared message, not copied per subscriber.
-//! * **Hot data stays hot.** Each PUBLISH is routed as soon as it is
-//!   decoded (not after the whole read is decoded into a queue of events),
-//!   the session hands it over already in the `Arc` its deliveries share
-//!   (an event moves as a pointer, not as a 250-byte message), and a
-//!   subscriber's connection makes each outgoing PUBLISH as it encodes
-//!   it. Without a store, completed deliveries raise no event
-//!   (`ServerConnection::set_report_deliveries`). A mailbox wakes its connection only when it goes from empty to
-//!   not empty: the connection takes all there is and wakes itself if it
-//!   leaves some, so a burst costs one wake-up, not one per message.
-//! * **Per turn, not per packet.** The clock is read once per turn of a
-//!   connection's loop and once per read (reading it per packet was 10 %
-//!   of the broker's time in the fan-in profile), and counters are added
-//!   to the shared [`Stats`] once per turn (shared atomics per packet
-//!   made the publishers' cores fight over cache lines).
-//! * **One timer per connection, moved lazily.** The keep-alive deadline
-//!   moves with every packet; the timer moves only when a deadline comes
-//!   earlier and otherwise fires early and re-arms, so a busy connection
-//!   does not register and cancel a timer at every turn.
-//! * **Small idle connections.** An idle connection keeps no read buffer
-//!   (a read into an empty buffer lands on the stack first), its client
-//!   identifier in its own allocation (not pinning the buffer the CONNECT
-//!   came in), no will, quota, stall or offline-session state unless it
-//!   has one (boxed), a oneshot as its takeover channel, a span only at
-//!   debug level, a task future built so that no argument is kept twice
-//!   (the connection's state borrows the peer address and listener
-//!   settings from it), and writes polled rather than awaited (no write
-//!   future kept while waiting): under 4 KB per idle connection, tokio's
-//!   own 256-byte I/O registration included.
-//! * **Backpressure instead of loss.** A delivery that does not fit a
-//!   connected subscriber's queue stops the broker reading from its
-//!   publisher (holding a QoS 1/2 acknowledgement) for at most
-//!   `max_publish_wait_ms`: QoS 1 is never dropped after it was
-//!   acknowledged, and a QoS 0 overload is slowed, not thrown away. What
-//!   waits is kept as runs of deliveries to one session, each run holding
-//!   its session once and retried under one lock.
-//! * **The `mqtt` binary uses mimalloc** (without transparent huge
-//!   pages): messages are allocated on a publisher's thread and freed on
-//!   a subscriber's, which glibc's allocator serialises on its arena
-//!   locks; mimalloc delivered 15 % more in the fan-in scenarios. An
-//!   application embedding this crate chooses its own allocator.
+//! The path of one PUBLISH through the crates, and where each rule lives,
+//! is drawn in the [`manual`]; the performance choices of this crate, with
+//! the measurements behind each, are in `benches/README.md`.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -129,6 +39,7 @@ mod config;
 mod connection;
 mod handle;
 mod listener;
+pub mod manual;
 mod metrics;
 mod passwd;
 mod persist;

@@ -306,7 +306,7 @@ impl ClientConnection {
     fn enqueue(&mut self, delivery: Delivery) -> Result<(), DropReason> {
         match self.session.as_mut() {
             Some(s) => s.enqueue(delivery, &self.config.queue),
-            None => Err(DropReason::QueueFull),
+            None => Err(DropReason::NoSession),
         }
     }
 
@@ -355,7 +355,7 @@ impl ClientConnection {
             return self.enqueue(delivery);
         }
         let Some(session) = self.session.as_mut() else {
-            return Err(DropReason::QueueFull);
+            return Err(DropReason::NoSession);
         };
         let sent = self.outbound.send_or_queue(
             session,

@@ -925,11 +925,11 @@ impl ServerConnection {
     /// Receive Maximum allows.
     pub fn deliver(&mut self, delivery: Delivery) -> Result<(), DropReason> {
         if self.is_closed() {
-            return Err(DropReason::QueueFull);
+            return Err(DropReason::NoSession);
         }
         match self.session.as_mut() {
             Some(s) => s.enqueue(delivery, &self.config.queue),
-            None => Err(DropReason::QueueFull),
+            None => Err(DropReason::NoSession),
         }
     }
 

@@ -266,6 +266,10 @@ pub enum DropReason {
     /// The message is larger than the client's Maximum Packet Size
     /// [MQTT-3.1.2-25].
     TooLarge,
+    /// No session to queue it in: the connection is closed, or not
+    /// accepted yet. (Not counted in a session's [`DropCounts`]: there is
+    /// none.)
+    NoSession,
 }
 
 /// Counts of messages dropped, by reason and QoS.
@@ -288,6 +292,7 @@ impl DropCounts {
             (DropReason::QueueFull, _) => self.queue_full += 1,
             (DropReason::Expired, _) => self.expired += 1,
             (DropReason::TooLarge, _) => self.too_large += 1,
+            (DropReason::NoSession, _) => {}
         }
     }
 }

@@ -2396,3 +2396,23 @@ fn publish_with_sends_what_publish_queues_in_the_same_order() {
         .unwrap();
     assert!(subscribe < m5);
 }
+
+/// A delivery to a closed connection is refused as having no session to
+/// queue in, not as a full queue (which a broker counts as a drop by
+/// policy).
+#[test]
+fn delivery_to_a_closed_connection_is_refused_as_no_session() {
+    let mut pair = Pair::connected(Setup::v5("c1"));
+    pair.break_connection();
+    let d = Delivery::new(
+        Arc::new(message("t", "x", QoS::AtLeastOnce)),
+        QoS::AtLeastOnce,
+    );
+    assert_eq!(pair.server.deliver(d.clone()), Err(DropReason::NoSession));
+    let now = pair.now;
+    assert_eq!(
+        pair.server
+            .deliver_with(now, d, |_| panic!("nothing is sent")),
+        Err(DropReason::NoSession)
+    );
+}
