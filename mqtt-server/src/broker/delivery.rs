@@ -644,7 +644,7 @@ impl Broker {
         let mut kept = Vec::new();
         let router = self.router.read().unwrap_or_else(|p| p.into_inner());
         let mut moves = Vec::new();
-        for mut d in deliveries {
+        for d in deliveries {
             let target = d
                 .shared_group
                 .as_ref()
@@ -656,10 +656,10 @@ impl Broker {
                             .get_or_insert_with(|| Persist::batch(now))
                             .remove_queued(&leaving.0.client_id, d.tag);
                     }
-                    d.tag = 0;
-                    d.qos = t.qos.min(d.message.qos);
-                    d.subscription_ids = t.subscription_ids;
-                    moves.push((t.session, d));
+                    // The same message, delivered as the new member's
+                    // subscription asks.
+                    let mut message = Some(d.message);
+                    moves.extend(t.into_delivery(&mut message, true));
                 }
                 None => kept.push(d),
             }
