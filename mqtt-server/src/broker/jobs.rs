@@ -81,7 +81,7 @@ impl Broker {
         };
         if let Some(state) = state.map(|p| p.state) {
             tracing::debug!(client_id = %handle.client_id, "session expired");
-            self.end_session(handle, state.subscriptions.into_keys());
+            self.end_session(handle, state, now);
         }
     }
 

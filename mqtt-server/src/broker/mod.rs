@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use mqtt_codec::{MqttString, PacketId, QoS, ReasonCode, Will};
 use mqtt_router::{Registry, RetainedStore, Router, SubscribeRules, Target};
-use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig};
+use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig, SessionState};
 use mqtt_store::{Batch, Recovered, StoreError};
 use mqtt_topic::TopicName;
 use tokio::sync::{Notify, oneshot};
@@ -115,16 +115,32 @@ impl Broker {
 
     /// Ends a session: its subscriptions leave the router and its registry
     /// entry goes, unless a connection claimed it (or a newer session took
-    /// the client id) meanwhile.
+    /// the client id) meanwhile. What it held for its shared subscriptions
+    /// (queued, in flight, or arriving in its mailbox while it was offline)
+    /// goes to other members of their groups: "if the Client's Session
+    /// terminates before the Client reconnects, the Server SHOULD send the
+    /// Application Message to another Client that is subscribed to the
+    /// same Shared Subscription" (MQTT 5.0 §4.8.2). The rest is dropped.
     pub(crate) fn end_session(
         &self,
         handle: &Arc<SessionHandle>,
-        subscriptions: impl Iterator<Item = MqttString>,
+        mut state: SessionState,
+        now: Instant,
     ) {
-        let filters: Vec<MqttString> = subscriptions.collect();
-        self.unsubscribe_all(&SessionRef(handle.clone()), filters.iter());
+        let me = SessionRef(handle.clone());
+        let filters: Vec<MqttString> = state.subscriptions.keys().cloned().collect();
+        self.unsubscribe_all(&me, filters.iter());
         lock(&self.sessions).remove_offline(&handle.client_id, |h| h.id == handle.id);
-        lock(&handle.mailbox).drain().for_each(drop);
+        let mut shared = state.take_shared();
+        shared.extend(
+            lock(&handle.mailbox)
+                .drain()
+                .filter(|d| d.shared_group.is_some()),
+        );
+        if !shared.is_empty() {
+            // Those with no other member to go to end with the session.
+            drop(self.reassign_shared(&me, shared, now));
+        }
         if handle.is_persistent()
             && let Some(persist) = &self.persist
         {

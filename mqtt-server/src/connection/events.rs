@@ -199,7 +199,7 @@ impl Task<'_> {
         if !Arc::ptr_eq(&old, &handle)
             && let Some(s) = state.take()
         {
-            broker.end_session(&old, s.subscriptions.into_keys());
+            broker.end_session(&old, s, now);
         }
         self.subscriptions = state.as_ref().map_or(0, |s| s.subscriptions.len());
         handle.connected.store(true, Ordering::Release);
@@ -346,7 +346,7 @@ impl Task<'_> {
         match closed.session_expires_at {
             Some(at) if at <= now => {
                 lock(&broker.sessions).release(&handle.client_id, self.id);
-                broker.end_session(&handle, session.subscriptions.into_keys());
+                broker.end_session(&handle, session, now);
                 if let Some(reply) = takeover {
                     let _ = reply.send(None);
                 }
