@@ -201,3 +201,49 @@ async fn pubrel_for_an_unknown_packet_id_gets_pubcomp_0x92() {
         other => panic!("PUBCOMP expected, got {other:?}"),
     }
 }
+
+/// A client that keeps writing after the broker decided to close its
+/// connection can go on writing, and still reads why: the broker sends
+/// DISCONNECT, ends its write side and reads (and discards) what the
+/// client still sends until the client closes, for a bounded time. Closing
+/// at once with unread bytes answers the client's next bytes with a
+/// reset: its writes fail ("broken pipe") before it has read the
+/// DISCONNECT, and some systems throw the unread DISCONNECT away.
+/// Ten rounds, each a malformed packet, then 64 KiB more once the broker
+/// has refused it.
+#[tokio::test]
+async fn a_client_still_writing_when_the_broker_closes_reads_the_reason_code() {
+    let broker = TestBroker::start(TestBroker::config()).await;
+    for round in 0..10u64 {
+        let (mut raw, _) = RawClient::connect(
+            broker.addr,
+            packets::connect(ProtocolVersion::V5, &format!("late-{round}")),
+        )
+        .await;
+        // A PUBLISH with QoS 3 is malformed [MQTT-3.3.1-4].
+        raw.send_bytes(&[0x36, 0x03, 0x00, 0x01, b'a'])
+            .await
+            .unwrap();
+        broker
+            .wait_until("the malformed packet refused", |s| {
+                s.protocol_errors.load(std::sync::atomic::Ordering::Relaxed) > round
+            })
+            .await;
+        // PINGREQs the broker never reads as MQTT.
+        let chunk = [0xC0_u8, 0x00].repeat(2048);
+        for i in 0..16 {
+            if let Err(e) = raw.send_bytes(&chunk).await {
+                panic!("round {round}: write {i} after the broker's close failed: {e}");
+            }
+            tokio::task::yield_now().await;
+        }
+        let before = raw.expect_closed().await;
+        assert!(
+            matches!(
+                before.last(),
+                Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::MalformedPacket
+            ),
+            "round {round}: DISCONNECT 0x81 expected before the close, got {before:?}"
+        );
+    }
+}

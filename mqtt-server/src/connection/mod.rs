@@ -65,6 +65,12 @@ const READ_MAX: usize = 64 * 1024;
 /// How long a new connection waits for the previous owner of its client
 /// identifier to hand the session over.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, at most, a connection the broker closes reads (and discards)
+/// what its client still sends, after its last packet and the end of its
+/// write side, waiting for the client to close too.
+const LINGER: Duration = Duration::from_secs(1);
+/// How many bytes, at most, a closing connection reads and discards.
+const LINGER_BYTES: usize = 256 * 1024;
 /// When the connection's timer fires if there is no deadline: it only
 /// recomputes (a timer kept armed costs less than one created per turn).
 const IDLE_TIMER: Duration = Duration::from_secs(3600);
@@ -413,6 +419,10 @@ where
         task.flush_batch();
         task.counts.flush(&broker.stats);
         let _ = writer.shutdown().await;
+        if read_open {
+            // Boxed: only a connection that lingers pays for its state.
+            Box::pin(linger(&mut reader)).await;
+        }
     }
 }
 
@@ -446,6 +456,27 @@ fn read_into<R: AsyncRead + Unpin>(
     tokio::pin!(read);
     let n = ready!(read.poll(cx))?;
     Poll::Ready(Ok((n, room)))
+}
+
+/// Reads and discards what the client sends until it closes its side, for
+/// at most [`LINGER`] and [`LINGER_BYTES`]. A socket closed with unread
+/// bytes answers with a reset, and a reset makes the client's system throw
+/// away what it had received and not yet read — the DISCONNECT (or
+/// CONNACK refusal) telling it why the broker closed included. The time
+/// and byte bounds keep a flood of such clients from holding connections
+/// open (each still counts against `max_connections` meanwhile).
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut buf = vec![0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Encodes a packet the session lends into the write queue, counting a
