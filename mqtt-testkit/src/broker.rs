@@ -27,9 +27,15 @@ pub struct TestBroker {
 }
 
 impl TestBroker {
-    /// The default configuration, for tests to adjust before [`TestBroker::start`].
+    /// The default configuration, for tests to adjust before
+    /// [`TestBroker::start`], except that it listens on `127.0.0.1:0` (a
+    /// port the OS picks): a test that binds it directly never takes, or
+    /// fails on, port 1883, which a developer's own broker often holds.
     pub fn config() -> Config {
-        Config::default()
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            ..Config::default()
+        }
     }
 
     /// Binds the broker with `config`, listening on `127.0.0.1:0` whatever
