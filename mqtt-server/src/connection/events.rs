@@ -281,8 +281,25 @@ impl Task<'_> {
         self.conn.acknowledge_subscribe(s.packet_id, codes);
         // SUBACK leaves once the subscriptions are stored.
         self.save_session();
-        for d in retained {
-            let _ = self.conn.deliver(d);
+        if !retained.is_empty() {
+            // Not into the session's queue at once, whose limit would drop
+            // all but the first `max_queued_messages` of them: paced by
+            // `pull_mailbox` as room frees up.
+            let backlog = self.retained.get_or_insert_with(Box::default);
+            let room = broker
+                .config
+                .max_retained_messages
+                .saturating_sub(backlog.len());
+            if retained.len() > room {
+                let over = retained.len() - room;
+                Stats::add(&broker.stats.dropped_queue_full, over as u64);
+                tracing::warn!(peer = %self.peer, dropped = over, "retained messages beyond max_retained_messages waiting for one client: dropped");
+            }
+            backlog.extend(retained.into_iter().take(room));
+            if let Some(h) = &self.handle {
+                // The connection's loop takes them at its next turn.
+                h.0.notify.notify_one();
+            }
         }
     }
 
@@ -313,6 +330,11 @@ impl Task<'_> {
             lock(&broker.sessions).release(&handle.client_id, self.id);
             return;
         };
+        // Retained messages not handed over yet wait in the session, within
+        // its queue's limits, as they would have from the start.
+        for d in self.retained.take().into_iter().flat_map(|b| *b) {
+            let _ = session.enqueue(d, &broker.queue_limits);
+        }
         // Messages chosen for this member of a shared subscription and not
         // acknowledged go to another member (MQTT 5.0 §4.8.2); those in the
         // mailbox too. Those with no other member to go to stay.

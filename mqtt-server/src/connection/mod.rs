@@ -130,6 +130,13 @@ struct Task<'a> {
     /// The route of the last topic this connection published to (see
     /// [`RouteCache`]); made at its first publication.
     route_cache: Option<Box<RouteCache>>,
+    /// Retained messages due to the client's new subscriptions, not yet
+    /// handed to its session: they enter it as the session's queue and the
+    /// client's window make room (see `pull_mailbox`), and before any live
+    /// delivery, so that a subscriber never gets a topic's retained value
+    /// after a newer one. A SUBSCRIBE with retained messages makes it; at
+    /// most `max_retained_messages` long.
+    retained: Option<Box<VecDeque<Delivery>>>,
 }
 
 /// Per-connection counters waiting to be added to the shared [`Stats`].
@@ -230,6 +237,7 @@ where
             counts: Counts::default(),
             outbox: None,
             route_cache: None,
+            retained: None,
         };
         // No read buffer while idle: a read into an empty buffer goes to the
         // stack first (see `read_into`), and the buffer is given back once
@@ -523,11 +531,19 @@ impl Task<'_> {
         let now = self.now;
         let mut expired = Vec::new();
         let lends = self.lends();
+        let mut pulled = PULLED.with(|cell| cell.take());
+        // Retained messages of new subscriptions first, paced like the
+        // rest; the mailbox waits until they are all in.
+        if let Some(backlog) = self.retained.as_deref_mut() {
+            pulled.extend(backlog.drain(..room.min(backlog.len())));
+            if backlog.is_empty() {
+                self.retained = None;
+            }
+        }
         // Taken out under the lock, and only then encoded: publishers
         // pushing into the mailbox wait for the moves, not for the encoding.
-        let mut pulled = PULLED.with(|cell| cell.take());
         let mut mailbox = lock(&handle.mailbox);
-        while pulled.len() < room {
+        while pulled.len() < room && self.retained.is_none() {
             let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
                 break;
             };
