@@ -135,7 +135,9 @@ struct Task<'a> {
     /// client's window make room (see `pull_mailbox`), and before any live
     /// delivery, so that a subscriber never gets a topic's retained value
     /// after a newer one. A SUBSCRIBE with retained messages makes it; at
-    /// most `max_retained_messages` long.
+    /// most `max_retained_messages` long. Boxed: a pointer in every
+    /// connection's state instead of a 32-byte deque.
+    #[allow(clippy::box_collection)]
     retained: Option<Box<VecDeque<Delivery>>>,
 }
 
