@@ -79,5 +79,5 @@ mod timers;
 pub use registry::{Claim, Registry};
 pub use retained::RetainedStore;
 pub use router::{Router, SubscribeError, SubscribeOutcome, Target};
-pub use subscribe::{Granted, SubscribeRules};
+pub use subscribe::{Granted, Held, SubscribeRules};
 pub use timers::{Due, Timers, will_message};

@@ -363,6 +363,8 @@ fn rules() -> impl Strategy<Value = SubscribeRules> {
                 maximum_qos,
                 max_topic_levels,
                 max_subscriptions,
+                // Not modelled: the byte budget (tests/router.rs has it).
+                max_subscription_bytes: usize::MAX,
                 wildcard_available: wildcard,
                 shared_available: shared,
             },
@@ -598,7 +600,7 @@ impl World {
                 options,
             }],
         };
-        let mut held = session.subs.len();
+        let mut held = mqtt_router::Held::of(session.subs.keys());
         let subs = &session.subs;
         let granted = self.router.subscribe_packet(
             &session.id,
@@ -633,7 +635,7 @@ impl World {
             Err(code) => {
                 prop_assert_eq!(granted.code, code);
                 prop_assert_eq!(&granted.retained, &None);
-                prop_assert_eq!(held, session.subs.len());
+                prop_assert_eq!(held.subscriptions, session.subs.len());
                 return Ok(());
             }
             Ok(p) => p,
@@ -654,7 +656,7 @@ impl World {
                 id,
             },
         );
-        prop_assert_eq!(held, session.subs.len());
+        prop_assert_eq!(held.subscriptions, session.subs.len());
 
         let send = match options.retain_handling {
             RetainHandling::SendAtSubscribe => true,

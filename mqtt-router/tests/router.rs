@@ -9,7 +9,7 @@ use mqtt_codec::{
     MqttString, PacketId, QoS, ReasonCode, RetainHandling, Subscribe, SubscribeProperties,
     Subscription as CodecSubscription, SubscriptionId, SubscriptionOptions,
 };
-use mqtt_router::{RetainedStore, Router, SubscribeOutcome, SubscribeRules, Target};
+use mqtt_router::{Held, RetainedStore, Router, SubscribeOutcome, SubscribeRules, Target};
 use mqtt_session::Message;
 use mqtt_topic::{TopicFilter, TopicName};
 
@@ -302,6 +302,7 @@ fn subscribe_packet_decides_each_filter_in_order() {
         maximum_qos: QoS::AtLeastOnce,
         max_topic_levels: 3,
         max_subscriptions: 3,
+        max_subscription_bytes: usize::MAX,
         wildcard_available: false,
         shared_available: false,
     };
@@ -318,7 +319,10 @@ fn subscribe_packet_decides_each_filter_in_order() {
         ],
         Some(5),
     );
-    let mut held = 1;
+    let mut held = Held {
+        subscriptions: 1,
+        bytes: 0,
+    };
     let codes: Vec<ReasonCode> = r
         .subscribe_packet(
             &7,
@@ -344,7 +348,7 @@ fn subscribe_packet_decides_each_filter_in_order() {
             ReasonCode::QuotaExceeded,
         ]
     );
-    assert_eq!(held, 3);
+    assert_eq!(held.subscriptions, 3);
     assert_eq!(r.len(), 2);
     let x = &route(&r, "x", None)[0];
     assert_eq!(x.qos, QoS::AtLeastOnce);
@@ -363,7 +367,7 @@ fn subscribe_packet_replacing_a_held_subscription_is_within_the_quota() {
         max_subscriptions: 1,
         ..SubscribeRules::default()
     };
-    let mut held = 0;
+    let mut held = Held::default();
     let first = subscribe_packet(&[("a", opts(QoS::AtMostOnce))], None);
     r.subscribe_packet(&1, &first, &mut held, |_| false, &rules, |_| true);
     let again = subscribe_packet(&[("a", opts(QoS::ExactlyOnce))], None);
@@ -376,7 +380,7 @@ fn subscribe_packet_replacing_a_held_subscription_is_within_the_quota() {
         |_| true,
     );
     assert_eq!(g[0].code, ReasonCode::GrantedQoS2);
-    assert_eq!(held, 1);
+    assert_eq!(held.subscriptions, 1);
     assert_eq!(route(&r, "a", None)[0].qos, QoS::ExactlyOnce);
 }
 
@@ -392,7 +396,7 @@ fn subscribe_packet_says_when_retained_messages_follow() {
         retain_handling: h,
         ..opts(QoS::AtLeastOnce)
     };
-    let mut held = 0;
+    let mut held = Held::default();
     let request = subscribe_packet(
         &[
             ("r/0", with(RetainHandling::SendAtSubscribe)),
@@ -542,4 +546,43 @@ fn plain_and_shared_subscriptions_are_both_listed() {
         ]
     );
     assert_eq!(r.len(), 3);
+}
+
+/// The per-session byte budget refuses a subscription that would exceed
+/// it (0x97) whatever the count, and a removed subscription gives its
+/// bytes back.
+#[test]
+fn subscribe_packet_keeps_within_the_byte_budget() {
+    let mut r: Router<u32> = Router::new();
+    let rules = SubscribeRules {
+        max_subscription_bytes: 2 * Held::bytes_of("aaaa"),
+        ..SubscribeRules::default()
+    };
+    let mut held = Held::default();
+    let request = subscribe_packet(
+        &[
+            ("aaaa", opts(QoS::AtMostOnce)),
+            ("bbbb", opts(QoS::AtMostOnce)),
+            ("c", opts(QoS::AtMostOnce)),
+        ],
+        None,
+    );
+    let codes: Vec<ReasonCode> = r
+        .subscribe_packet(&1, &request, &mut held, |_| false, &rules, |_| true)
+        .into_iter()
+        .map(|g| g.code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ReasonCode::GRANTED_QOS_0,
+            ReasonCode::GRANTED_QOS_0,
+            ReasonCode::QuotaExceeded
+        ]
+    );
+    assert_eq!(held, Held::of(["aaaa", "bbbb"]));
+    held.remove("bbbb");
+    let again = subscribe_packet(&[("c", opts(QoS::AtMostOnce))], None);
+    let g = r.subscribe_packet(&1, &again, &mut held, |_| false, &rules, |_| true);
+    assert_eq!(g[0].code, ReasonCode::GRANTED_QOS_0);
 }

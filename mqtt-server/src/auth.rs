@@ -289,6 +289,11 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
+    /// The user name the client authenticated with, if any.
+    pub(crate) fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
     /// The client's ACL view, once the client identifier is known; `None`
     /// when no ACL applies.
     pub(crate) fn access(&self, client_id: &str) -> Option<Arc<ClientAccess>> {

@@ -52,6 +52,35 @@ pub enum QueueOverflow {
     DropOldest,
 }
 
+/// A `[[client_limits]]` table: subscription limits for some clients (a
+/// backend application that subscribes one filter per device, say), in
+/// place of the top-level ones. A table matches a client when every
+/// matcher it has matches; at least one is needed.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Matches clients that authenticated with this user name.
+    pub username: Option<String>,
+    /// Matches clients whose client identifier starts with this.
+    pub client_id_prefix: Option<String>,
+    /// Replaces `max_subscriptions_per_client` for them.
+    pub max_subscriptions_per_client: Option<usize>,
+    /// Replaces `max_subscription_bytes_per_client` for them.
+    pub max_subscription_bytes_per_client: Option<usize>,
+}
+
+impl ClientLimits {
+    /// Whether this table is for the client with `client_id` and
+    /// `username`.
+    pub fn matches(&self, client_id: &str, username: Option<&str>) -> bool {
+        self.username.as_deref().is_none_or(|u| username == Some(u))
+            && self
+                .client_id_prefix
+                .as_deref()
+                .is_none_or(|p| client_id.starts_with(p))
+    }
+}
+
 /// The broker configuration. Field names are the TOML keys.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -91,8 +120,16 @@ pub struct Config {
     pub queue_overflow: QueueOverflow,
     /// Highest topic alias in either direction. Default: 64.
     pub topic_alias_maximum: u16,
-    /// Most subscriptions one client may hold. Default: 1000.
+    /// Most subscriptions one client may hold. Default: 100000.
     pub max_subscriptions_per_client: usize,
+    /// Most bytes of subscriptions one client may hold, each counting its
+    /// filter's length plus 430 (what the index takes per subscription,
+    /// measured). Default: 16777216 (16 MiB: about 35,000 filters of 50
+    /// bytes).
+    pub max_subscription_bytes_per_client: usize,
+    /// `[[client_limits]]` tables: other subscription limits for the
+    /// clients they match (the first that matches). Default: none.
+    pub client_limits: Vec<ClientLimits>,
     /// Most levels in a topic name or filter. Default: 64.
     pub max_topic_levels: usize,
     /// Seconds a new connection has to send CONNECT. Default: 10.
@@ -172,7 +209,9 @@ impl Default for Config {
             max_queued_bytes: session.queue.max_bytes,
             queue_overflow: QueueOverflow::DropNewest,
             topic_alias_maximum: session.topic_alias_maximum,
-            max_subscriptions_per_client: 1000,
+            max_subscriptions_per_client: 100_000,
+            max_subscription_bytes_per_client: 16 * 1024 * 1024,
+            client_limits: Vec::new(),
             max_topic_levels: 64,
             connect_timeout: 10,
             max_qos: 2,
@@ -284,6 +323,26 @@ impl Config {
         if self.max_subscriptions_per_client == 0 {
             return invalid("max_subscriptions_per_client", "must be at least 1");
         }
+        if self.max_subscription_bytes_per_client == 0 {
+            return invalid("max_subscription_bytes_per_client", "must be at least 1");
+        }
+        for (i, limits) in self.client_limits.iter().enumerate() {
+            let problem = if limits.username.is_none() && limits.client_id_prefix.is_none() {
+                Some("needs `username` or `client_id_prefix` to match clients by")
+            } else if limits.max_subscriptions_per_client == Some(0)
+                || limits.max_subscription_bytes_per_client == Some(0)
+            {
+                Some("limits must be at least 1")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::Invalid {
+                    key: "client_limits",
+                    problem: format!("table {}: {problem}", i + 1),
+                });
+            }
+        }
         if self.max_topic_levels == 0 {
             return invalid("max_topic_levels", "must be at least 1");
         }
@@ -365,6 +424,7 @@ mod tests {
             "queue_overflow",
             "topic_alias_maximum",
             "max_subscriptions_per_client",
+            "max_subscription_bytes_per_client",
             "max_topic_levels",
             "connect_timeout",
             "max_qos",
@@ -386,7 +446,7 @@ mod tests {
         }
         assert_eq!(
             table.len(),
-            28,
+            29,
             "a key in example.toml is not listed in this test"
         );
         // Keys off by default are shown commented out, with an example value.

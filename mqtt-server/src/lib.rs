@@ -65,7 +65,7 @@ pub use auth::{
     AuthDecision, AuthFuture, AuthRequest, Authenticator, MAX_TRACKED_ADDRESSES,
     PasswordFileAuthenticator, SecurityFileError,
 };
-pub use config::{Config, ConfigError, QueueOverflow};
+pub use config::{ClientLimits, Config, ConfigError, QueueOverflow};
 pub use listener::{DEFAULT_WEBSOCKET_PATH, ListenerConfig, ListenerKind, ListenerSettings};
 pub use mqtt_store::{Store, StoreError};
 pub use passwd::{DEFAULT_ITERATIONS, MAX_ITERATIONS, PasswordFile, PasswordHash, SALT_LEN};

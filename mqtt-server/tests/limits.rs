@@ -161,3 +161,82 @@ async fn shutdown_disconnect_reason_reaches_rumqttc() {
         other => panic!("DISCONNECT 0x8B expected, got {other:?}"),
     }
 }
+
+/// Subscribes to `n` filters `{prefix}/{i}` in SUBSCRIBE packets of 500;
+/// returns how many were granted.
+async fn subscribe_many(raw: &mut RawClient, prefix: &str, n: usize) -> usize {
+    let filters: Vec<String> = (0..n).map(|i| format!("{prefix}/{i}")).collect();
+    let mut granted = 0;
+    for chunk in filters.chunks(500) {
+        let chunk: Vec<(&str, QoS)> = chunk
+            .iter()
+            .map(|f| (f.as_str(), QoS::AtMostOnce))
+            .collect();
+        granted += subscribe(raw, &chunk)
+            .await
+            .iter()
+            .filter(|c| **c == ReasonCode::Success)
+            .count();
+    }
+    granted
+}
+
+/// The defaults accept a backend application that subscribes one filter
+/// per device, 20,000 of them on one connection (the old default refused
+/// 19,000 with 0x97), while the byte budget still bounds what one client
+/// takes: a client whose filters are long runs into it (0x97).
+#[tokio::test]
+async fn defaults_take_20000_device_filters_and_the_byte_budget_bounds_long_ones() {
+    let broker = TestBroker::start(TestBroker::config()).await;
+    let (mut app, _) =
+        RawClient::connect(broker.addr, packets::connect(ProtocolVersion::V5, "app")).await;
+    assert_eq!(
+        subscribe_many(&mut app, "fleet/device", 20_000).await,
+        20_000
+    );
+    let (mut greedy, _) =
+        RawClient::connect(broker.addr, packets::connect(ProtocolVersion::V5, "greedy")).await;
+    // About 16 MiB / (1,000-byte filter + 430): each counted as the
+    // broker counts it, refused once it would go over.
+    let long = "x".repeat(990);
+    let (mut held, mut fit) = (0, 0);
+    for i in 0..12_000 {
+        let bytes = format!("{long}/{i}").len() + 430;
+        if held + bytes <= 16 * 1024 * 1024 {
+            held += bytes;
+            fit += 1;
+        }
+    }
+    assert!(fit < 12_000);
+    assert_eq!(subscribe_many(&mut greedy, &long, 12_000).await, fit);
+}
+
+/// A `[[client_limits]]` table gives the clients it matches (by user name
+/// and client identifier prefix) their own limits; others keep the
+/// top-level ones.
+#[tokio::test]
+async fn client_limits_tables_give_matching_clients_their_own_limits() {
+    let config = mqtt_server::Config::from_toml(
+        r#"
+        listen = ["127.0.0.1:0"]
+        max_subscriptions_per_client = 3
+        [[client_limits]]
+        client_id_prefix = "backend-"
+        max_subscriptions_per_client = 5
+        "#,
+    )
+    .unwrap();
+    let broker = TestBroker::start(config).await;
+    let (mut backend, _) = RawClient::connect(
+        broker.addr,
+        packets::connect(ProtocolVersion::V5, "backend-1"),
+    )
+    .await;
+    assert_eq!(subscribe_many(&mut backend, "b", 10).await, 5);
+    let (mut device, _) = RawClient::connect(
+        broker.addr,
+        packets::connect(ProtocolVersion::V5, "device-1"),
+    )
+    .await;
+    assert_eq!(subscribe_many(&mut device, "d", 10).await, 3);
+}

@@ -69,6 +69,7 @@ impl Broker {
                 maximum_qos: session_config.maximum_qos,
                 max_topic_levels: config.max_topic_levels,
                 max_subscriptions: config.max_subscriptions_per_client,
+                max_subscription_bytes: config.max_subscription_bytes_per_client,
                 wildcard_available: session_config.wildcard_subscription_available,
                 shared_available: session_config.shared_subscription_available,
             },
@@ -91,6 +92,31 @@ impl Broker {
 
     /// The router, to change it: every route a publisher keeps is
     /// forgotten.
+    /// The subscription rules of a client: those of the first
+    /// `[[client_limits]]` table that matches it, if any (`None`: the
+    /// broker's own, [`Broker::subscribe_rules`]).
+    pub(crate) fn rules_for(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+    ) -> Option<Arc<SubscribeRules>> {
+        let limits = self
+            .config
+            .client_limits
+            .iter()
+            .find(|l| l.matches(client_id, username))?;
+        let base = self.subscribe_rules;
+        Some(Arc::new(SubscribeRules {
+            max_subscriptions: limits
+                .max_subscriptions_per_client
+                .unwrap_or(base.max_subscriptions),
+            max_subscription_bytes: limits
+                .max_subscription_bytes_per_client
+                .unwrap_or(base.max_subscription_bytes),
+            ..base
+        }))
+    }
+
     pub(crate) fn router_mut(&self) -> RwLockWriteGuard<'_, Router<SessionRef>> {
         let router = self.router.write().unwrap_or_else(|p| p.into_inner());
         self.router_generation.fetch_add(1, Ordering::Release);

@@ -60,7 +60,7 @@ impl Task<'_> {
                     let mut router = self.broker.router_mut();
                     for f in &u.filters {
                         if router.unsubscribe(me, f) {
-                            self.subscriptions = self.subscriptions.saturating_sub(1);
+                            self.subscriptions.remove(f.as_str());
                         }
                     }
                 }
@@ -201,7 +201,10 @@ impl Task<'_> {
         {
             broker.end_session(&old, s, now);
         }
-        self.subscriptions = state.as_ref().map_or(0, |s| s.subscriptions.len());
+        self.subscriptions = state
+            .as_ref()
+            .map_or_else(Held::default, |s| Held::of(s.subscriptions.keys()));
+        self.rules = broker.rules_for(client_id.as_str(), identity.username());
         handle.connected.store(true, Ordering::Release);
         *lock(&handle.access) = access.clone();
         self.access = access;
@@ -253,7 +256,7 @@ impl Task<'_> {
             &s,
             &mut self.subscriptions,
             |filter| session.is_some_and(|session| session.subscriptions.contains_key(filter)),
-            &broker.subscribe_rules,
+            self.rules.as_deref().unwrap_or(&broker.subscribe_rules),
             |filter| {
                 let allowed = access.is_none_or(|a| a.can_subscribe(filter.as_str()));
                 if !allowed {

@@ -23,6 +23,7 @@ use bytes::BytesMut;
 use mqtt_codec::{
     ConnAckProperties, Connect, MqttString, Packet, PacketId, Publish, QoS, ReasonCode, Subscribe,
 };
+use mqtt_router::{Held, SubscribeRules};
 use mqtt_session::{
     Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ProtocolError,
     ServerConnection, ServerEvent, Transmit,
@@ -95,7 +96,11 @@ struct Task<'a> {
     control_rx: Option<oneshot::Receiver<Control>>,
     /// Where to send the session when another connection takes it over.
     takeover: Option<oneshot::Sender<Option<mqtt_session::SessionState>>>,
-    subscriptions: usize,
+    /// What the session's subscriptions hold, against the limits.
+    subscriptions: Held,
+    /// The client's own subscription limits (a `[[client_limits]]` table
+    /// matched it); `None`: the broker's.
+    rules: Option<Arc<SubscribeRules>>,
     wbuf: WriteQueue,
     /// How this connection's listener authenticates (borrowed, as `peer`).
     auth: &'a ConnAuth,
@@ -225,7 +230,8 @@ where
             id: broker.next_id(),
             control_rx: None,
             takeover: None,
-            subscriptions: 0,
+            subscriptions: Held::default(),
+            rules: None,
             wbuf: WriteQueue::default(),
             auth: &auth,
             access: None,
