@@ -15,7 +15,9 @@
 # Environment: REPS (3), DURATION (10 s of publishing per run), CONNS
 # (10000), FILTERS (100000), BROKERS ("ours mosquitto nats"), OUT (where the
 # raw JSON reports, the broker logs and the table are kept:
-# target/bench-compare), PORT_OURS/PORT_MOSQ/PORT_NATS, MQTT_BIN (use this
+# target/bench-compare), PORT_OURS/PORT_MOSQ/PORT_NATS, GEN_BIN (the `mqtt`
+# binary whose `bench` generates the load; default: the broker's, so that
+# two builds of the broker can be compared with one generator), MQTT_BIN (use this
 # `mqtt` binary instead of building one), OURS_CONFIG_EXTRA (TOML lines
 # appended to our broker's config, for experiments), QUIET_MAX/QUIET_WAIT
 # (before each run, wait up to QUIET_WAIT s (60) for a second in which other
@@ -65,6 +67,7 @@ else
     cargo build --release -q -p mqtt-cli
     MQTT="${CARGO_TARGET_DIR:-target}/release/mqtt"
 fi
+GEN=${GEN_BIN:-$MQTT}
 
 # 10,000 connections need as many descriptors in the load generator and in
 # each broker; all three inherit this shell's limit.
@@ -135,7 +138,7 @@ start() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
             # One MQTT round trip: the NATS server creates its MQTT streams
             # on the first connection; no scenario should pay for that.
-            if "$MQTT" bench conn -h 127.0.0.1 -p "$PORT" -V mqttv311 -c 1 --connect-timeout 30 \
+            if "$GEN" bench conn -h 127.0.0.1 -p "$PORT" -V mqttv311 -c 1 --connect-timeout 30 \
                 --json >/dev/null 2>&1; then
                 return 0
             fi
@@ -189,30 +192,30 @@ run() {
     m0=$(machine_ticks)
     case $scenario in
         fanin_qos0)
-            timeout "$T_PUB" "$MQTT" bench pubsub "${B[@]}" -p "$PORT" -c 4 -S 1 -q 0 \
+            timeout "$T_PUB" "$GEN" bench pubsub "${B[@]}" -p "$PORT" -c 4 -S 1 -q 0 \
                 -t 'bench/%i' -f 'bench/#' -d "$DURATION" --drain 2 >"$raw" 2>/dev/null || true
             metrics "$raw" received_rate losses loss_pct sent_rate ;;
         fanin_qos1)
-            timeout "$T_PUB" "$MQTT" bench pubsub "${B[@]}" -p "$PORT" -c 4 -S 1 -q 1 --inflight 64 \
+            timeout "$T_PUB" "$GEN" bench pubsub "${B[@]}" -p "$PORT" -c 4 -S 1 -q 1 --inflight 64 \
                 -t 'bench/%i' -f 'bench/#' -d "$DURATION" --drain 5 >"$raw" 2>/dev/null || true
             metrics "$raw" received_rate losses duplicates sent_rate ;;
         fanout)
-            timeout "$T_PUB" "$MQTT" bench pubsub "${B[@]}" -p "$PORT" -c 1 -S 32 -q 0 \
+            timeout "$T_PUB" "$GEN" bench pubsub "${B[@]}" -p "$PORT" -c 1 -S 32 -q 0 \
                 -t 'bench/x' -f 'bench/x' -d "$DURATION" --drain 2 >"$raw" 2>/dev/null || true
             metrics "$raw" received_rate losses loss_pct sent_rate ;;
         latency)
-            timeout "$T_PUB" "$MQTT" bench pubsub "${B[@]}" -p "$PORT" -c 1 -S 1 -q 0 -R 10000 \
+            timeout "$T_PUB" "$GEN" bench pubsub "${B[@]}" -p "$PORT" -c 1 -S 1 -q 0 -R 10000 \
                 -t 'bench/lat' -f 'bench/lat' -d "$DURATION" --drain 2 >"$raw" 2>/dev/null || true
             metrics "$raw" latency.p99_us latency.p50_us latency.p999_us received_rate losses ;;
         conns)
             # At most 100 handshakes at once: below every broker's listen
             # backlog (mosquitto's is 100), so the rate is the broker's, not
             # the kernel's SYN retransmission timer.
-            timeout 600 "$MQTT" bench conn "${B[@]}" -p "$PORT" -c "$CONNS" -R 0 --concurrency 100 \
+            timeout 600 "$GEN" bench conn "${B[@]}" -p "$PORT" -c "$CONNS" -R 0 --concurrency 100 \
                 --hold 3 --rss-pid "$PID" >"$raw" 2>/dev/null || true
             metrics "$raw" connect_rate rss_per_conn_bytes connect_failures disconnects ;;
         filters)
-            timeout $((T_PUB + 300)) "$MQTT" bench filters "${B[@]}" -p "$PORT" --filters "$FILTERS" \
+            timeout $((T_PUB + 300)) "$GEN" bench filters "${B[@]}" -p "$PORT" --filters "$FILTERS" \
                 --subscribe-timeout 300 -d "$DURATION" --drain 2 >"$raw" 2>/dev/null || true
             metrics "$raw" subscribe_s publish_rate losses loss_pct filters_granted ;;
     esac
