@@ -527,17 +527,10 @@ fn qos2_duplicate_publish_before_pubrec_is_delivered_once() {
     );
 }
 
-#[test]
-fn qos2_duplicate_publish_after_pubrec_is_answered_with_pubrec_again() {
-    let mut pair = Pair::connected(Setup::v5("c1"));
-    pair.policy.route = false;
-    let p = raw_publish("a", "once", QoS::ExactlyOnce, Some(7));
-    pair.inject(Side::Client, Packet::Publish(p.clone()));
-    pair.read(Side::Server, 1);
-    assert_eq!(
-        pair.intercept(Side::Server),
-        vec![Packet::PubRec(Ack::new(pid(7)))]
-    );
+/// The client resends QoS 2 message `p` (id 7, payload "once", delivered
+/// already) with DUP: it is answered with PUBREC and not delivered again
+/// [MQTT-4.3.3-10]; its PUBREL then ends the flow with PUBCOMP.
+fn resend_is_answered_not_delivered_then_released(pair: &mut Pair, p: mqtt_codec::Publish) {
     let mut dup = p;
     dup.dup = true;
     pair.inject(Side::Client, Packet::Publish(dup));
@@ -553,6 +546,20 @@ fn qos2_duplicate_publish_after_pubrec_is_answered_with_pubrec_again() {
         pair.intercept(Side::Server),
         vec![Packet::PubComp(Ack::new(pid(7)))]
     );
+}
+
+#[test]
+fn qos2_duplicate_publish_after_pubrec_is_answered_with_pubrec_again() {
+    let mut pair = Pair::connected(Setup::v5("c1"));
+    pair.policy.route = false;
+    let p = raw_publish("a", "once", QoS::ExactlyOnce, Some(7));
+    pair.inject(Side::Client, Packet::Publish(p.clone()));
+    pair.read(Side::Server, 1);
+    assert_eq!(
+        pair.intercept(Side::Server),
+        vec![Packet::PubRec(Ack::new(pid(7)))]
+    );
+    resend_is_answered_not_delivered_then_released(&mut pair, p);
     // Released: the identifier starts a new message now.
     pair.inject(
         Side::Client,
@@ -996,21 +1003,7 @@ fn qos2_message_delivered_before_its_pubrec_left_is_not_delivered_again_after_re
     pair.reconnect(false);
     pair.drive();
     assert!(pair.connack().session_present);
-    let mut dup = p;
-    dup.dup = true;
-    pair.inject(Side::Client, Packet::Publish(dup));
-    pair.read(Side::Server, 1);
-    assert_eq!(
-        pair.intercept(Side::Server),
-        vec![Packet::PubRec(Ack::new(pid(7)))]
-    );
-    assert_eq!(pair.server_payloads(), vec!["once"]);
-    pair.inject(Side::Client, Packet::PubRel(Ack::new(pid(7))));
-    pair.read(Side::Server, 1);
-    assert_eq!(
-        pair.intercept(Side::Server),
-        vec![Packet::PubComp(Ack::new(pid(7)))]
-    );
+    resend_is_answered_not_delivered_then_released(&mut pair, p);
 }
 
 /// A resumed session's QoS 2 flows do not count against the new
