@@ -11,7 +11,7 @@ use mqtt_codec::{Connect, MqttString, QoS, Subscription, SubscriptionOptions};
 use mqtt_session::{ClientConfig, ClientEvent, Message};
 use tokio::sync::watch;
 
-use super::stats::{Counters, Errors, new_histogram, unix_nanos};
+use super::stats::{Counters, Errors, STAMP_LEN, Stamp, Tracker, new_histogram, unix_nanos};
 use crate::client::{self, Client, ClientError};
 use crate::transport::Endpoint;
 
@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) timeout: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) errors: Errors,
+    /// This process's run id, in every payload's [`Stamp`].
+    pub(crate) run: u32,
 }
 
 impl Shared {
@@ -92,22 +94,36 @@ pub(crate) struct PubPlan {
 }
 
 /// What one publisher did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct PubResult {
+    /// Messages handed to the connection: sequence numbers `0..sent`.
     pub(crate) sent: u64,
+    /// QoS 1/2 messages acknowledged with success.
     pub(crate) acked: u64,
+    /// QoS 1/2 messages whose flow completed (PUBACK or PUBCOMP), with
+    /// success or not. Acknowledgements come in the order of the PUBLISH
+    /// packets (the ordering rules of MQTT §4.6, [MQTT-4.6.0-2], which
+    /// brokers follow), so these are sequence numbers `0..completed`; the
+    /// others were never acknowledged. A broker acknowledging out of order
+    /// would turn some unacknowledged messages into losses: a failure
+    /// either way.
+    pub(crate) completed: u64,
+    /// The sequence numbers acknowledged with an error reason code: not
+    /// to be delivered.
+    pub(crate) refused: Vec<u64>,
     /// Whether it connected at all.
     pub(crate) connected: bool,
 }
 
 /// Publishes on `topics` following `plan`, until its count, its deadline or
 /// `stop`. With one topic every message goes to it; with several, each
-/// message goes to one picked at random (`seed` starts the generator).
+/// message goes to one picked at random. `index` is the publisher's number
+/// in the run, written in each payload's [`Stamp`] (and seeds the picks).
 pub(crate) async fn publisher(
     shared: Arc<Shared>,
     id: String,
     topics: Arc<[MqttString]>,
-    seed: u64,
+    index: usize,
     plan: Arc<PubPlan>,
     mut stop: watch::Receiver<bool>,
 ) -> PubResult {
@@ -118,6 +134,9 @@ pub(crate) async fn publisher(
     result.connected = true;
     let counters = &shared.counters;
     let start = Instant::now();
+    // The same moment on the clock subscribers read: the origin of the
+    // schedule written in the payloads in rate mode.
+    let start_unix = unix_nanos();
     let window = if plan.qos == QoS::AtMostOnce {
         usize::MAX
     } else {
@@ -125,7 +144,11 @@ pub(crate) async fn publisher(
     };
     let limit = plan.count.unwrap_or(u64::MAX);
     let mut arena = BytesMut::new();
-    let mut rng = XorShift::new(seed);
+    // QoS 0 to one topic: the message the session was last lent, reused
+    // (its stamp rewritten in place) while no one else holds it.
+    let mut reused: Option<Arc<Message>> = None;
+    let mut rng = XorShift::new(index as u64 + 1);
+    let publisher_id = u32::try_from(index).unwrap_or(u32::MAX);
     let mut stopped = *stop.borrow();
     if topics.is_empty() {
         shared.errors.push("no topic to publish to".into());
@@ -146,32 +169,79 @@ pub(crate) async fn publisher(
             u64::MAX
         };
         let before = result.sent;
-        // One timestamp for the messages made in one go: they leave in
-        // the same write (and the clock is not read once per message).
-        let stamp = unix_nanos();
-        // The messages of one go carry the same payload (the timestamp is
-        // its only varying part): made once, and with one topic, the whole
-        // message is made once and lent.
-        let payload = payload(&mut arena, plan.size, stamp);
-        let single = (topics.len() == 1).then(|| {
-            Arc::new(Message::new(
-                topics[0].clone(),
-                payload.clone(),
-                plan.qos,
-                false,
-            ))
-        });
+        // Open loop: one time for the messages made in one go (they leave
+        // in the same write, and the clock is not read once per message).
+        // Rate mode: each message carries the time it was due, start +
+        // seq / rate, so that a publisher held back (by the window, the
+        // socket, the broker) sends its late messages with the time they
+        // should have left, and their latency shows the stall instead of
+        // hiding it (coordinated omission).
+        let go_time = if plan.rate > 0.0 { 0 } else { unix_nanos() };
+        // Every payload differs (its sequence number): no payload, nor
+        // message, is shared by the messages of a go any more. QoS 0 to one
+        // topic, the common open-loop case, keeps a fast path: the session
+        // encodes a message sent at once straight from it and keeps no
+        // reference, so one message is reused, its stamp rewritten in place
+        // (no allocation, no reference count). Otherwise each message is
+        // made on its own: its payload written into the arena, a `Message`
+        // (a reference count on the topic and one on the arena), and at
+        // QoS 1/2 an `Arc` the session keeps until the acknowledgement.
+        // Measured (release build, one publisher, open loop), generator
+        // CPU per message: QoS 0 to one topic about 125 ns with one shared
+        // message per go, 150 ns reused and restamped, 190 ns made each on
+        // its own; with the subscriber's tracking, QoS 0 pubsub 220 -> 250
+        // ns, QoS 1 pubsub 560 -> 620 ns.
         while result.sent < due.min(limit)
             && client.unacknowledged() < window
             && client.buffered() < WRITE_HIGH_WATER
         {
-            let published = match &single {
-                Some(message) => client.publish_shared_at(message, now),
-                None => {
-                    let topic = topics[rng.below(topics.len())].clone();
-                    let message = Message::new(topic, payload.clone(), plan.qos, false);
-                    client.publish_at(message, now)
-                }
+            let seq = result.sent;
+            let at = if plan.rate > 0.0 {
+                start_unix + (seq as f64 * 1e9 / plan.rate) as u64
+            } else {
+                go_time
+            };
+            let stamp = Stamp {
+                at,
+                run: shared.run,
+                publisher: publisher_id,
+                seq,
+            };
+            let published = if plan.qos == QoS::AtMostOnce && topics.len() == 1 {
+                let fresh = || {
+                    let payload = own_payload(plan.size, &stamp);
+                    Arc::new(Message::new(topics[0].clone(), payload, plan.qos, false))
+                };
+                let message = match reused.take() {
+                    Some(mut m) => {
+                        if restamp(&mut m, &stamp) {
+                            m
+                        } else {
+                            fresh()
+                        }
+                    }
+                    None => fresh(),
+                };
+                let published = client.publish_shared_at(&message, now);
+                reused = Some(message);
+                published
+            } else if plan.qos == QoS::AtMostOnce {
+                // Encoded straight from the message when nothing waits
+                // before it.
+                let topic = topics[rng.below(topics.len())].clone();
+                let payload = payload(&mut arena, plan.size, &stamp);
+                client.publish_at(Message::new(topic, payload, plan.qos, false), now)
+            } else {
+                let topic = if topics.len() == 1 {
+                    topics[0].clone()
+                } else {
+                    topics[rng.below(topics.len())].clone()
+                };
+                let payload = payload(&mut arena, plan.size, &stamp);
+                let message = Message::new(topic, payload, plan.qos, false);
+                // In flight at once, holding this `Arc`, when the window
+                // allows: not through the session's queue.
+                client.publish_shared_at(&Arc::new(message), now)
             };
             if published.is_err() {
                 // The session's own queue is full: wait for the socket.
@@ -229,7 +299,7 @@ pub(crate) async fn publisher(
     if left > 0 {
         shared.errors.push(format!(
             "{left} message(s) unacknowledged after {} s",
-            plan.drain.as_secs()
+            plan.drain.as_secs_f64()
         ));
     }
     shared.close(client).await;
@@ -244,10 +314,18 @@ fn take_acks(shared: &Shared, client: &mut Client, result: &mut PubResult) -> bo
     let mut open = true;
     while let Some(ev) = client.poll_event() {
         match ev {
-            ClientEvent::Published { reason_code, .. } if reason_code.is_error() => {
-                counters.publish_failed.fetch_add(1, Relaxed);
+            ClientEvent::Published { reason_code, .. } => {
+                // Completions come in the order of sending: this one is
+                // sequence number `completed`.
+                let seq = result.completed;
+                result.completed += 1;
+                if reason_code.is_error() {
+                    counters.publish_failed.fetch_add(1, Relaxed);
+                    result.refused.push(seq);
+                } else {
+                    acked += 1;
+                }
             }
-            ClientEvent::Published { .. } => acked += 1,
             ClientEvent::Closed { reason, .. } => {
                 shared.lost(&client.close_error(reason));
                 open = false;
@@ -287,18 +365,55 @@ impl XorShift {
     }
 }
 
-/// A payload of `size` bytes whose first 8 are `now`, in nanoseconds
-/// since the UNIX epoch (big-endian). Payloads are cut from one buffer to
+/// Writes the start of a payload: `stamp` (see [`Stamp`]), or as much of
+/// its time as fits if `head` is shorter than [`STAMP_LEN`].
+fn write_stamp(head: &mut [u8], stamp: &Stamp) {
+    if head.len() >= STAMP_LEN {
+        stamp.write(&mut &mut head[..STAMP_LEN]);
+    } else {
+        let n = head.len().min(8);
+        head[..n].copy_from_slice(&stamp.at.to_be_bytes()[..n]);
+    }
+}
+
+/// A payload of `size` bytes that starts with `stamp` (see
+/// [`write_stamp`]), then filler. Payloads are cut from one buffer to
 /// spare an allocation per message.
-fn payload(arena: &mut BytesMut, size: usize, now: u64) -> bytes::Bytes {
+fn payload(arena: &mut BytesMut, size: usize, stamp: &Stamp) -> bytes::Bytes {
     if arena.capacity() < size {
         arena.reserve(size.max(WRITE_HIGH_WATER));
     }
-    let ts = now.to_be_bytes();
-    let head = size.min(8);
-    arena.put_slice(&ts[..head]);
-    arena.put_bytes(b'x', size - head);
+    arena.put_bytes(b'x', size);
+    write_stamp(arena, stamp);
     arena.split().freeze()
+}
+
+/// A payload of `size` bytes in a buffer of its own, that [`restamp`] can
+/// take back while no one else holds it.
+fn own_payload(size: usize, stamp: &Stamp) -> bytes::Bytes {
+    let mut b = vec![b'x'; size];
+    write_stamp(&mut b, stamp);
+    bytes::Bytes::from(b)
+}
+
+/// Rewrites the stamp of `message` in place, if no one else holds the
+/// message nor its payload (the session sent it at once, and queued no
+/// reference); false otherwise, and then it is left as it was.
+fn restamp(message: &mut Arc<Message>, stamp: &Stamp) -> bool {
+    let Some(m) = Arc::get_mut(message) else {
+        return false;
+    };
+    match std::mem::take(&mut m.payload).try_into_mut() {
+        Ok(mut b) => {
+            write_stamp(&mut b, stamp);
+            m.payload = b.freeze();
+            true
+        }
+        Err(shared) => {
+            m.payload = shared;
+            false
+        }
+    }
 }
 
 /// What one subscriber did.
@@ -310,11 +425,15 @@ pub(crate) struct SubResult {
     pub(crate) granted: Option<String>,
     /// When it received its last message.
     pub(crate) last: Option<Instant>,
+    /// What it received, message by message.
+    pub(crate) tracker: Tracker,
 }
 
 /// The messages one turn of a subscriber's loop received.
 struct Turn {
     received: u64,
+    /// Those neither duplicates nor foreign.
+    fresh: u64,
     /// When the turn began, in nanoseconds since the UNIX epoch: the
     /// arrival time of what it receives.
     now: u64,
@@ -324,18 +443,32 @@ impl Turn {
     fn start() -> Self {
         Self {
             received: 0,
+            fresh: 0,
             now: unix_nanos(),
         }
     }
 }
 
 impl SubResult {
+    fn new(tracker: Tracker) -> Self {
+        Self {
+            received: 0,
+            latency: new_histogram(),
+            granted: None,
+            last: None,
+            tracker,
+        }
+    }
+
     /// The client's next event; the messages before it are lent, not
-    /// copied into events, counted in `turn` and their latency recorded.
+    /// copied into events, counted in `turn` and tracked, and their latency
+    /// recorded.
     fn next_event(&mut self, client: &mut Client, turn: &mut Turn) -> Option<ClientEvent> {
-        let (latency, received, now) = (&mut self.latency, &mut turn.received, turn.now);
+        let (latency, tracker, now) = (&mut self.latency, &mut self.tracker, turn.now);
+        let (received, fresh) = (&mut turn.received, &mut turn.fresh);
         client.poll_event_with(|m| {
             *received += 1;
+            *fresh += u64::from(tracker.arrive(&m.payload));
             record_latency(latency, &m.payload, now);
         })
     }
@@ -344,28 +477,25 @@ impl SubResult {
     fn end_turn(&mut self, turn: Turn, counters: &Counters) {
         if turn.received > 0 {
             counters.received.fetch_add(turn.received, Relaxed);
+            counters.fresh.fetch_add(turn.fresh, Relaxed);
             self.received += turn.received;
             self.last = Some(Instant::now());
         }
     }
 }
 
-/// Subscribes to `filter` and counts what arrives until `stop`. `ready`
-/// is sent once the SUBACK is in (or the attempt failed).
+/// Subscribes to `filter` and counts what arrives, in `tracker`, until
+/// `stop`. `ready` is sent once the SUBACK is in (or the attempt failed).
 pub(crate) async fn subscriber(
     shared: Arc<Shared>,
     id: String,
     filter: String,
     qos: QoS,
+    tracker: Tracker,
     ready: tokio::sync::mpsc::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) -> SubResult {
-    let mut result = SubResult {
-        received: 0,
-        latency: new_histogram(),
-        granted: None,
-        last: None,
-    };
+    let mut result = SubResult::new(tracker);
     let Some(mut client) = shared.open(id).await else {
         let _ = ready.send(()).await;
         return result;
@@ -512,20 +642,16 @@ pub(crate) struct Subscribed {
 
 /// Subscribes to `plan.filters` filters, in SUBSCRIBE packets of
 /// `plan.batch` with at most `plan.window` unacknowledged, reports how it
-/// went on `ready`, then counts what arrives until `stop`.
+/// went on `ready`, then counts what arrives, in `tracker`, until `stop`.
 pub(crate) async fn filter_subscriber(
     shared: Arc<Shared>,
     id: String,
     plan: FilterPlan,
+    tracker: Tracker,
     ready: tokio::sync::oneshot::Sender<Subscribed>,
     mut stop: watch::Receiver<bool>,
 ) -> SubResult {
-    let mut result = SubResult {
-        received: 0,
-        latency: new_histogram(),
-        granted: None,
-        last: None,
-    };
+    let mut result = SubResult::new(tracker);
     let mut sub = Subscribed {
         granted: vec![false; plan.filters],
         ..Subscribed::default()
@@ -663,5 +789,57 @@ fn record_latency(hist: &mut Histogram<u64>, payload: &[u8], now: u64) {
         ts.copy_from_slice(&payload[..8]);
         let sent = u64::from_be_bytes(ts);
         let _ = hist.record(now.saturating_sub(sent).max(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(seq: u64) -> Stamp {
+        Stamp {
+            at: 5,
+            run: 6,
+            publisher: 7,
+            seq,
+        }
+    }
+
+    #[test]
+    fn payloads_start_with_their_stamp() {
+        let mut arena = BytesMut::new();
+        let a = payload(&mut arena, 64, &stamp(1));
+        let b = payload(&mut arena, 64, &stamp(2));
+        assert_eq!((a.len(), b.len()), (64, 64));
+        assert_eq!(Stamp::parse(&a), Some(stamp(1)));
+        assert_eq!(Stamp::parse(&b), Some(stamp(2)));
+        assert!(a[STAMP_LEN..].iter().all(|&c| c == b'x'));
+        // Too short for a stamp: as much of the time as fits.
+        let c = payload(&mut arena, 12, &stamp(3));
+        assert_eq!(&c[..8], &5u64.to_be_bytes());
+        assert_eq!(Stamp::parse(&c), None);
+        assert_eq!(payload(&mut arena, 3, &stamp(3)).as_ref(), &[0, 0, 0]);
+    }
+
+    #[test]
+    fn a_message_is_restamped_only_while_no_one_else_holds_it() {
+        let topic = MqttString::try_from("t".to_owned()).expect("a topic");
+        let payload = own_payload(32, &stamp(0));
+        let mut m = Arc::new(Message::new(topic, payload, QoS::AtMostOnce, false));
+        assert!(restamp(&mut m, &stamp(1)));
+        assert_eq!(Stamp::parse(&m.payload), Some(stamp(1)));
+        // Queued by the session: left alone.
+        let queued = m.clone();
+        assert!(!restamp(&mut m, &stamp(2)));
+        drop(queued);
+        // Its payload held elsewhere: left alone too.
+        let held = m.payload.clone();
+        assert!(!restamp(&mut m, &stamp(2)));
+        assert_eq!(Stamp::parse(&m.payload), Some(stamp(1)));
+        assert_eq!(Stamp::parse(&held), Some(stamp(1)));
+        drop(held);
+        assert!(restamp(&mut m, &stamp(3)));
+        assert_eq!(Stamp::parse(&m.payload), Some(stamp(3)));
+        assert_eq!(m.payload.len(), 32);
     }
 }

@@ -1,15 +1,18 @@
 //! `mqtt bench`: load generation in the spirit of emqtt-bench.
 //!
 //! Every client is a tokio task with its own connection, driven by the same
-//! `ClientConnection` as `mqtt pub` and `mqtt sub`. Publishers write the
-//! time (nanoseconds since the UNIX epoch, big-endian) into the first 8
-//! bytes of each payload; subscribers on the same machine turn it into an
-//! end-to-end latency.
+//! `ClientConnection` as `mqtt pub` and `mqtt sub`. Publishers start each
+//! payload with a [`Stamp`](stats::Stamp): the send time (nanoseconds since
+//! the UNIX epoch, big-endian; in rate mode the time the message was due),
+//! the run id, the publisher's index and the message's sequence number.
+//! Subscribers on the same machine turn the time into an end-to-end latency
+//! and track, per publisher, which sequence numbers arrived: losses,
+//! duplicates and reordering are counted message by message.
 
 mod clients;
 mod stats;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use self::clients::{FilterPlan, PubPlan, PubResult, Shared, SubResult};
-use self::stats::{Counters, Errors, Latency, Report, new_histogram};
+use self::stats::{Counters, Errors, Latency, Report, STAMP_LEN, Tally, Tracker, new_histogram};
 use crate::options::{Version, mqtt_string, parse_qos};
 use crate::transport::{Endpoint, TlsOptions, TlsSettings};
 
@@ -170,7 +173,9 @@ struct FiltersArgs {
     publishers: usize,
 
     /// Messages per second per publisher; 0 publishes as fast as the
-    /// connection takes them (open loop).
+    /// connection takes them (open loop). With a rate, latency counts from
+    /// the time each message was due, so a stalled publisher's late
+    /// messages show the stall.
     #[arg(short = 'R', long, default_value_t = 0.0)]
     rate: f64,
 
@@ -178,7 +183,9 @@ struct FiltersArgs {
     #[arg(short = 'q', long, default_value = "0", value_parser = parse_qos)]
     qos: QoS,
 
-    /// Payload size in bytes (at least 8 to carry a timestamp).
+    /// Payload size in bytes: at least 24 to carry the stamp (time,
+    /// publisher, sequence number) that counts each message's loss,
+    /// duplication or reordering; at least 8 for the latency alone.
     #[arg(short = 's', long = "size", default_value_t = 64)]
     size: usize,
 
@@ -190,7 +197,9 @@ struct FiltersArgs {
     #[arg(long, default_value_t = 64)]
     inflight: usize,
 
-    /// Seconds to wait, after publishing ends, for the last deliveries.
+    /// Seconds to wait, after publishing ends, for the last
+    /// acknowledgements and deliveries. QoS 1/2 messages still
+    /// unacknowledged then are reported, and fail the run.
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     drain: f64,
 }
@@ -208,7 +217,9 @@ struct PublishOptions {
     publishers: usize,
 
     /// Messages per second per publisher; 0 publishes as fast as the
-    /// connection takes them (open loop).
+    /// connection takes them (open loop). With a rate, latency counts from
+    /// the time each message was due, so a stalled publisher's late
+    /// messages show the stall.
     #[arg(short = 'R', long, default_value_t = 0.0)]
     rate: f64,
 
@@ -216,8 +227,9 @@ struct PublishOptions {
     #[arg(short = 'q', long, default_value = "0", value_parser = parse_qos)]
     qos: QoS,
 
-    /// Payload size in bytes; at least 8 to carry the timestamp that gives
-    /// the latency.
+    /// Payload size in bytes: at least 24 to carry the stamp (time,
+    /// publisher, sequence number) that counts each message's loss,
+    /// duplication or reordering; at least 8 for the latency alone.
     #[arg(short = 's', long = "size", default_value_t = 64)]
     size: usize,
 
@@ -243,7 +255,8 @@ struct PublishOptions {
     conn_rate: f64,
 
     /// Seconds to wait, after publishing ends, for the last
-    /// acknowledgements and deliveries.
+    /// acknowledgements and deliveries. QoS 1/2 messages still
+    /// unacknowledged then are reported, and fail the run.
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     drain: f64,
 }
@@ -332,6 +345,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                 qos: a.publish.qos,
                 total: None,
                 deadline: None,
+                publishers: Some(a.publish.publishers),
             };
             pubsub(&a.common, &a.publish, Some(subs)).await?
         }
@@ -370,6 +384,7 @@ fn shared(c: &Common) -> Result<Arc<Shared>, String> {
         timeout: Duration::from_secs(c.connect_timeout.max(1)),
         counters: Arc::new(Counters::default()),
         errors: Errors::default(),
+        run: stats::new_run_id(),
     }))
 }
 
@@ -386,11 +401,7 @@ fn finish(mut report: Report, json: bool) -> Result<ExitCode, String> {
     } else {
         report.print_text();
     }
-    let failed = report.connect_failures > 0
-        || report.publish_failures > 0
-        || report.disconnects > 0
-        || (report.qos > 0 && report.losses.is_some_and(|l| l > 0));
-    Ok(if failed {
+    Ok(if report.failed() {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -555,10 +566,14 @@ async fn filters(a: FiltersArgs) -> Result<ExitCode, String> {
         qos: a.qos,
         timeout: Duration::from_secs(a.subscribe_timeout.max(1)),
     };
+    if a.size < STAMP_LEN {
+        warn_small_payloads(a.size);
+    }
     let subscriber = tokio::spawn(clients::filter_subscriber(
         shared.clone(),
         client_id(&a.common, "sub", 0),
         plan,
+        Tracker::new(Some(shared.run), a.publishers),
         ready_tx,
         sub_stop_rx,
     ));
@@ -595,34 +610,29 @@ async fn filters(a: FiltersArgs) -> Result<ExitCode, String> {
             .into();
         let mut pub_set = JoinSet::new();
         for i in 0..a.publishers {
-            pub_set.spawn(clients::publisher(
+            let publisher = clients::publisher(
                 shared.clone(),
                 client_id(&a.common, "pub", i),
                 topics.clone(),
-                i as u64 + 1,
+                i,
                 plan.clone(),
                 stop_rx.clone(),
-            ));
+            );
+            pub_set.spawn(async move { (i, publisher.await) });
         }
+        results = vec![PubResult::default(); a.publishers];
         while let Some(r) = pub_set.join_next().await {
-            if let Ok(r) = r {
-                results.push(r);
+            if let Ok((i, r)) = r {
+                results[i] = r;
             }
         }
     }
     let pub_elapsed = start.elapsed();
     let _ = stop_tx.send(true);
-    let expected: u64 = results
-        .iter()
-        .map(|r: &PubResult| {
-            if a.qos == QoS::AtMostOnce {
-                r.sent
-            } else {
-                r.acked
-            }
-        })
-        .sum();
-    wait_for_deliveries(&counters, expected, a.drain).await;
+    // Each message matches exactly one filter of the one subscriber.
+    let expected: u64 = results.iter().map(|r| due(r, a.qos)).sum();
+    let per_message = a.size >= STAMP_LEN;
+    wait_for_deliveries(&counters, expected, a.drain, per_message).await;
     let _ = sub_stop_tx.send(true);
     let sub_result = subscriber.await.ok();
     let _ = progress_tx.send(true);
@@ -652,13 +662,20 @@ async fn filters(a: FiltersArgs) -> Result<ExitCode, String> {
         ..Report::default()
     };
     if let Some(r) = &sub_result {
-        fill_receipts(&mut report, std::slice::from_ref(r), start);
+        fill_receipts(&mut report, [r], start);
     }
+    report.unacknowledged = unacknowledged(&results, a.qos);
     if subscribed.took.is_some() {
         report.publish_rate = Some(report.received_rate);
-        report.expected = Some(expected);
-        report.losses = Some(expected.saturating_sub(report.received));
-        report.duplicates = Some(report.received.saturating_sub(expected));
+        if per_message {
+            let unit = Unit {
+                filter: None,
+                members: sub_result.iter().map(|r| &r.tracker).collect(),
+            };
+            account(&mut report, &[unit], &results, &[], a.qos);
+        } else {
+            account_totals(&mut report, expected);
+        }
     }
     report.disconnects = counters.disconnects.load(Relaxed);
     report.errors = shared.errors.take();
@@ -668,13 +685,22 @@ async fn filters(a: FiltersArgs) -> Result<ExitCode, String> {
 }
 
 /// Waits for the deliveries still on their way: until `expected` have
-/// arrived, or none arrived for `drain` seconds.
-async fn wait_for_deliveries(counters: &Counters, expected: u64, drain: f64) {
+/// arrived, or none arrived for `drain` seconds. With `per_message`,
+/// duplicates and foreign messages do not count: a duplicate must not end
+/// the wait before the last message arrived.
+async fn wait_for_deliveries(counters: &Counters, expected: u64, drain: f64, per_message: bool) {
     let drain = Duration::from_secs_f64(drain.max(0.0));
-    let mut last_count = counters.received.load(Relaxed);
+    let count = || {
+        if per_message {
+            counters.fresh.load(Relaxed)
+        } else {
+            counters.received.load(Relaxed)
+        }
+    };
+    let mut last_count = count();
     let mut last_change = Instant::now();
     loop {
-        let now_count = counters.received.load(Relaxed);
+        let now_count = count();
         if now_count >= expected {
             break;
         }
@@ -697,6 +723,10 @@ struct SubPlan {
     total: Option<u64>,
     /// Stop at this time (`bench sub`).
     deadline: Option<Instant>,
+    /// This run's publishers, whose messages are tracked from the first
+    /// (`bench pubsub`); `None`: track any run's, each from the first
+    /// message seen (`bench sub`).
+    publishers: Option<usize>,
 }
 
 async fn sub(a: SubArgs) -> Result<ExitCode, String> {
@@ -709,6 +739,7 @@ async fn sub(a: SubArgs) -> Result<ExitCode, String> {
         deadline: a
             .duration
             .map(|d| Instant::now() + Duration::from_secs_f64(d)),
+        publishers: None,
     };
     let (stop_tx, stop_rx) = stop_on_ctrl_c();
     let (progress_tx, progress_rx) = watch::channel(false);
@@ -733,7 +764,7 @@ async fn sub(a: SubArgs) -> Result<ExitCode, String> {
         }
     }
     let _ = stop_tx.send(true);
-    let results = collect_subscribers(&mut subs).await;
+    let results = collect_subscribers(&mut subs, plan.count).await;
     let _ = progress_tx.send(true);
     let _ = progress.await;
     let mut report = Report {
@@ -743,7 +774,24 @@ async fn sub(a: SubArgs) -> Result<ExitCode, String> {
         connections: plan.count as u64,
         ..Report::default()
     };
-    fill_receipts(&mut report, &results, start);
+    fill_receipts(&mut report, results.iter().flatten(), start);
+    // The publishers are elsewhere: what they sent is unknown, only what
+    // is missing between the messages received.
+    let mut seen = Tally::default();
+    let mut foreign = 0;
+    for r in results.iter().flatten() {
+        seen += r.tracker.seen();
+        foreign += r.tracker.foreign;
+    }
+    if seen.received > 0 {
+        report.per_message = Some(true);
+        report.losses = Some(seen.losses);
+        report.duplicates = Some(seen.duplicates);
+        report.reordered = Some(seen.reordered);
+        report.foreign = Some(foreign);
+    } else if report.received > 0 {
+        report.per_message = Some(false);
+    }
     report.elapsed_s = start.elapsed().as_secs_f64();
     report.connect_failures = counters.connect_failed.load(Relaxed);
     report.disconnects = counters.disconnects.load(Relaxed);
@@ -752,24 +800,31 @@ async fn sub(a: SubArgs) -> Result<ExitCode, String> {
 }
 
 /// Starts the subscribers and waits until each has its SUBACK (or failed).
+/// Each task gives its index with its result.
 async fn start_subscribers(
     shared: &Arc<Shared>,
     common: &Common,
     plan: &SubPlan,
     stop: &watch::Receiver<bool>,
-) -> JoinSet<SubResult> {
+) -> JoinSet<(usize, SubResult)> {
     let mut set = JoinSet::new();
     let (ready_tx, mut ready_rx) = mpsc::channel(plan.count.max(1));
     for i in 0..plan.count {
         let filter = plan.filter.replace("%i", &i.to_string());
-        set.spawn(clients::subscriber(
+        let tracker = match plan.publishers {
+            Some(n) => Tracker::new(Some(shared.run), n),
+            None => Tracker::new(None, 0),
+        };
+        let subscriber = clients::subscriber(
             shared.clone(),
             client_id(common, "sub", i),
             filter,
             plan.qos,
+            tracker,
             ready_tx.clone(),
             stop.clone(),
-        ));
+        );
+        set.spawn(async move { (i, subscriber.await) });
     }
     drop(ready_tx);
     let mut ready = 0;
@@ -779,17 +834,25 @@ async fn start_subscribers(
     set
 }
 
-async fn collect_subscribers(set: &mut JoinSet<SubResult>) -> Vec<SubResult> {
-    let mut out = Vec::new();
+/// The subscribers' results, by index (`None` for a task that failed).
+async fn collect_subscribers(
+    set: &mut JoinSet<(usize, SubResult)>,
+    count: usize,
+) -> Vec<Option<SubResult>> {
+    let mut out: Vec<Option<SubResult>> = (0..count).map(|_| None).collect();
     while let Some(r) = set.join_next().await {
-        if let Ok(r) = r {
-            out.push(r);
+        if let Ok((i, r)) = r {
+            out[i] = Some(r);
         }
     }
     out
 }
 
-fn fill_receipts(report: &mut Report, results: &[SubResult], start: Instant) {
+fn fill_receipts<'a>(
+    report: &mut Report,
+    results: impl IntoIterator<Item = &'a SubResult>,
+    start: Instant,
+) {
     let mut hist = new_histogram();
     let mut last = None::<Instant>;
     for r in results {
@@ -806,13 +869,18 @@ fn fill_receipts(report: &mut Report, results: &[SubResult], start: Instant) {
     report.latency = Latency::from_histogram(&hist);
 }
 
+/// The group and filter of a shared subscription's `$share/GROUP/FILTER`.
+fn shared_subscription(filter: &str) -> Option<(&str, &str)> {
+    filter.strip_prefix("$share/")?.split_once('/')
+}
+
 /// Deliveries each message to `topic` makes: one per matching plain
 /// subscription, one per shared-subscription group with a matching filter.
 fn fan_out(topic: &str, filters: &[String]) -> u64 {
     let mut plain = 0;
     let mut groups = BTreeSet::new();
     for f in filters {
-        match f.strip_prefix("$share/").and_then(|r| r.split_once('/')) {
+        match shared_subscription(f) {
             Some((group, filter)) => {
                 if mqtt_topic::matches(filter, topic) {
                     groups.insert((group, filter));
@@ -822,6 +890,119 @@ fn fan_out(topic: &str, filters: &[String]) -> u64 {
         }
     }
     plain + groups.len() as u64
+}
+
+/// One subscription that should receive each matching message once: a
+/// subscriber, or the members of a shared-subscription group (each gets
+/// some of the messages).
+struct Unit<'a> {
+    /// Its filter; `None`: every publisher's messages (`bench filters`).
+    filter: Option<&'a str>,
+    /// What each member received.
+    members: Vec<&'a Tracker>,
+}
+
+/// The subscriptions of `filters` (by subscriber index), with what each
+/// subscriber received (`None` if its task is gone).
+fn units<'a>(filters: &'a [String], results: &'a [Option<SubResult>]) -> Vec<Unit<'a>> {
+    let mut units = Vec::new();
+    let mut groups: BTreeMap<(&str, &str), Vec<&Tracker>> = BTreeMap::new();
+    for (f, r) in filters.iter().zip(results) {
+        let tracker = r.as_ref().map(|r| &r.tracker);
+        match shared_subscription(f) {
+            Some(key) => groups.entry(key).or_default().extend(tracker),
+            None => units.push(Unit {
+                filter: Some(f),
+                members: tracker.into_iter().collect(),
+            }),
+        }
+    }
+    units.extend(groups.into_iter().map(|((_, filter), members)| Unit {
+        filter: Some(filter),
+        members,
+    }));
+    units
+}
+
+/// Messages of a publisher to be delivered: sent (QoS 0), or acknowledged
+/// with success (QoS 1/2; the others are unacknowledged or refused).
+fn due(r: &PubResult, qos: QoS) -> u64 {
+    if qos == QoS::AtMostOnce {
+        r.sent
+    } else {
+        r.acked
+    }
+}
+
+/// QoS 1/2 messages sent and never acknowledged (`None` at QoS 0).
+fn unacknowledged(results: &[PubResult], qos: QoS) -> Option<u64> {
+    (qos != QoS::AtMostOnce).then(|| {
+        results
+            .iter()
+            .map(|r| r.sent.saturating_sub(r.completed))
+            .sum()
+    })
+}
+
+/// Fills the report's per-message accounting: for each subscription and
+/// each publisher whose topic (`topics`, by publisher index) its filter
+/// matches, the messages due (`0..sent` at QoS 0; `0..completed` but the
+/// refused at QoS 1/2: the never acknowledged are not losses, they are
+/// counted as unacknowledged) against those received. What a subscription
+/// received from a publisher it does not match is foreign.
+fn account(
+    report: &mut Report,
+    units: &[Unit<'_>],
+    results: &[PubResult],
+    topics: &[String],
+    qos: QoS,
+) {
+    let mut sum = Tally::default();
+    let mut foreign = 0;
+    for unit in units {
+        foreign += unit.members.iter().map(|t| t.foreign).sum::<u64>();
+        for (p, r) in results.iter().enumerate() {
+            let tracks: Vec<_> = unit.members.iter().filter_map(|t| t.track(p)).collect();
+            let matches = match (unit.filter, topics.get(p)) {
+                (Some(f), Some(topic)) => mqtt_topic::matches(f, topic),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+            if !matches {
+                foreign += Tally::of(&tracks, 0, &[]).received;
+                continue;
+            }
+            sum += if qos == QoS::AtMostOnce {
+                Tally::of(&tracks, r.sent, &[])
+            } else {
+                Tally::of(&tracks, r.completed, &r.refused)
+            };
+        }
+    }
+    report.per_message = Some(true);
+    report.expected = Some(sum.expected);
+    report.losses = Some(sum.losses);
+    report.duplicates = Some(sum.duplicates);
+    report.reordered = Some(sum.reordered);
+    report.foreign = Some(foreign);
+}
+
+/// Losses and duplicates as differences of totals, for payloads too short
+/// to carry a sequence number: a duplicate hides a loss.
+fn account_totals(report: &mut Report, expected: u64) {
+    report.per_message = Some(false);
+    report.expected = Some(expected);
+    report.losses = Some(expected.saturating_sub(report.received));
+    report.duplicates = Some(report.received.saturating_sub(expected));
+}
+
+fn warn_small_payloads(size: usize) {
+    if size < 8 {
+        eprintln!("mqtt: payloads under 8 bytes carry no timestamp: no latency measured");
+    }
+    eprintln!(
+        "mqtt: payloads under {STAMP_LEN} bytes carry no sequence number: losses and duplicates are differences of totals"
+    );
 }
 
 /// `bench pub`, and `bench pubsub` when `subs` is given.
@@ -835,8 +1016,9 @@ async fn pubsub(
     let (progress_tx, progress_rx) = watch::channel(false);
     let progress = tokio::spawn(stats::progress(shared.counters.clone(), progress_rx));
     let counters = shared.counters.clone();
-    if options.size < 8 && subs.is_some() {
-        eprintln!("mqtt: payloads under 8 bytes carry no timestamp: no latency measured");
+    let per_message = options.size >= STAMP_LEN;
+    if !per_message && subs.is_some() {
+        warn_small_payloads(options.size);
     }
 
     // Subscribers first, each with its SUBACK, so no message is missed.
@@ -873,7 +1055,7 @@ async fn pubsub(
             shared.clone(),
             client_id(common, "pub", i),
             Arc::from([name]),
-            i as u64 + 1,
+            i,
             plan.clone(),
             stop_rx.clone(),
         );
@@ -897,18 +1079,12 @@ async fn pubsub(
             let expected: u64 = results
                 .iter()
                 .zip(&topics)
-                .map(|(r, t)| {
-                    let n = if options.qos == QoS::AtMostOnce {
-                        r.sent
-                    } else {
-                        r.acked
-                    };
-                    n * fan_out(t, &filters)
-                })
+                .map(|(r, t)| due(r, options.qos) * fan_out(t, &filters))
                 .sum();
-            wait_for_deliveries(&counters, expected, options.drain).await;
+            wait_for_deliveries(&counters, expected, options.drain, per_message).await;
             let _ = sub_stop_tx.send(true);
-            Some((collect_subscribers(&mut sub_set).await, expected))
+            let received = collect_subscribers(&mut sub_set, plan.count).await;
+            Some((received, filters, expected))
         }
         None => None,
     };
@@ -930,13 +1106,17 @@ async fn pubsub(
         sent_rate: sent as f64 / pub_elapsed.as_secs_f64().max(1e-9),
         acked: results.iter().map(|r| r.acked).sum(),
         publish_failures: counters.publish_failed.load(Relaxed),
+        unacknowledged: unacknowledged(&results, options.qos),
         ..Report::default()
     };
-    if let Some((sub_results, expected)) = &receipts {
-        fill_receipts(&mut report, sub_results, start);
-        report.expected = Some(*expected);
-        report.losses = Some(expected.saturating_sub(report.received));
-        report.duplicates = Some(report.received.saturating_sub(*expected));
+    if let Some((sub_results, filters, expected)) = &receipts {
+        fill_receipts(&mut report, sub_results.iter().flatten(), start);
+        if per_message {
+            let units = units(filters, sub_results);
+            account(&mut report, &units, &results, &topics, options.qos);
+        } else {
+            account_totals(&mut report, *expected);
+        }
     }
     report.disconnects = counters.disconnects.load(Relaxed);
     report.errors = shared.errors.take();
@@ -973,6 +1153,70 @@ mod tests {
             assert_eq!(fan_out(&topic, &filters), 1, "{topic}");
             assert!(mqtt_topic::matches(&filters[i], &topic));
         }
+    }
+
+    #[test]
+    fn each_subscription_expects_the_publishers_it_matches() {
+        let run = 42;
+        let payload = |publisher: u32, seq: u64| {
+            let mut b = Vec::new();
+            stats::Stamp {
+                at: 0,
+                run,
+                publisher,
+                seq,
+            }
+            .write(&mut b);
+            b
+        };
+        let topics = ["bench/0".to_owned(), "bench/1".to_owned()];
+        let pubs = [
+            PubResult {
+                sent: 4,
+                acked: 4,
+                completed: 4,
+                ..PubResult::default()
+            },
+            PubResult {
+                sent: 3,
+                acked: 2,
+                completed: 2,
+                ..PubResult::default()
+            },
+        ];
+        // Subscriber 0, on bench/0, also got a message of publisher 1.
+        let mut only_0 = Tracker::new(Some(run), 2);
+        for seq in [0, 1, 3] {
+            only_0.arrive(&payload(0, seq));
+        }
+        only_0.arrive(&payload(1, 0));
+        // Subscriber 1, on bench/#, got everything but publisher 0's 1.
+        let mut all = Tracker::new(Some(run), 2);
+        for (p, seq) in [(0, 0), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)] {
+            all.arrive(&payload(p, seq));
+        }
+        let units = [
+            Unit {
+                filter: Some("bench/0"),
+                members: vec![&only_0],
+            },
+            Unit {
+                filter: Some("bench/#"),
+                members: vec![&all],
+            },
+        ];
+        let mut report = Report {
+            qos: 1,
+            ..Report::default()
+        };
+        account(&mut report, &units, &pubs, &topics, QoS::AtLeastOnce);
+        // 4 + (4 + 2) due; publisher 1's message 2 was never acknowledged.
+        assert_eq!(report.expected, Some(10));
+        assert_eq!(report.losses, Some(2));
+        assert_eq!(report.foreign, Some(1));
+        assert_eq!(report.duplicates, Some(0));
+        assert_eq!(unacknowledged(&pubs, QoS::AtLeastOnce), Some(1));
+        assert!(report.failed());
     }
 
     #[test]
