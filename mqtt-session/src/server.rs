@@ -995,12 +995,14 @@ impl ServerConnection {
                 self.transmit
                     .push(Packet::Disconnect(Disconnect::new(code)));
             }
-            State::Connecting | State::AwaitingConnect { .. }
+            State::AwaitingConnect { .. }
                 if matches!(error, ProtocolError::Decode(_))
                     && code == ReasonCode::UnsupportedProtocolVersion =>
             {
                 // [MQTT-3.1.2-2]: answer with CONNACK 0x84 (return code 1
-                // under 3.1.1, which the encoder maps) before closing.
+                // under 3.1.1, which the encoder maps) before closing. Only
+                // for the first CONNECT: once one was read, the connection
+                // has its version (and may have packets of it queued).
                 self.version = ProtocolVersion::V3_1_1;
                 self.transmit
                     .push(Packet::ConnAck(ConnAck::new(code, false)));

@@ -2409,3 +2409,48 @@ fn delivery_to_a_closed_connection_is_refused_as_no_session() {
         Err(DropReason::NoSession)
     );
 }
+
+/// An unsupported protocol level in a CONNECT that follows a 5.0 CONNECT
+/// still waiting for the application (here, in an AUTH exchange) does not
+/// turn the connection into a 3.1.1 one: the AUTH already queued still
+/// encodes, and the CONNACK refusing it is a 5.0 one with 0x84. (Found by
+/// the `server_session` fuzz target: the version was switched whenever a
+/// CONNECT phase met an unsupported level.)
+#[test]
+fn an_unsupported_level_after_a_connect_keeps_the_connections_version() {
+    let now = std::time::Instant::now();
+    let mut server =
+        mqtt_session::ServerConnection::new(mqtt_session::ServerConfig::default(), now);
+    let mut connect = Connect::new(ProtocolVersion::V5, mqtt("c1"));
+    connect.properties.authentication_method = Some(mqtt("SCRAM"));
+    server
+        .handle_packet(now, Packet::Connect(Box::new(connect)))
+        .unwrap();
+    server.send_auth(Auth {
+        reason_code: ReasonCode::ContinueAuthentication,
+        properties: AuthProperties {
+            authentication_method: Some(mqtt("SCRAM")),
+            ..Default::default()
+        },
+    });
+    server.handle_decode_error(
+        now,
+        mqtt_codec::DecodeError::UnsupportedProtocolVersion { level: 9 },
+    );
+    assert!(server.is_closed());
+    assert_eq!(server.version(), ProtocolVersion::V5);
+    let mut sent = Vec::new();
+    while let Some(p) = server.poll_transmit(now) {
+        let mut buf = BytesMut::new();
+        p.encode(ProtocolVersion::V5, &mut buf)
+            .unwrap_or_else(|e| panic!("{p:?} does not encode under 5.0: {e}"));
+        sent.push(p);
+    }
+    assert!(
+        matches!(
+            sent.last(),
+            Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::UnsupportedProtocolVersion
+        ),
+        "{sent:?}"
+    );
+}
