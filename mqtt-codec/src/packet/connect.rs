@@ -285,10 +285,14 @@ impl Connect {
         len
     }
 
-    /// Encodes the whole packet, in one pass with the property lengths
-    /// computed once.
+    /// Encodes the whole packet (what [`Packet::encode`] writes for it) by
+    /// the protocol version the CONNECT announces, in one pass with the
+    /// property lengths computed once. Nothing is written if an error is
+    /// returned.
+    ///
+    /// [`Packet::encode`]: crate::Packet::encode
     #[inline]
-    pub(crate) fn encode(&self, buf: &mut impl BufMut) -> Result<(), EncodeError> {
+    pub fn encode(&self, buf: &mut impl BufMut) -> Result<(), EncodeError> {
         self.check()?;
         let (props, will_props) = self.properties_len();
         let password = self.sent_password();

@@ -119,6 +119,32 @@ impl FixedHeader {
 }
 
 impl Packet {
+    /// Decodes one packet from the front of `bytes` (captured traffic, a
+    /// file, a test vector) as [`Packet::decode`] does from a read buffer:
+    /// returns the packet and how many bytes it took, `Ok(None)` if `bytes`
+    /// holds only part of one. The packet's fields point into a copy of
+    /// its own bytes (one copy of the frame, none per field).
+    ///
+    /// ```
+    /// use mqtt_codec::{DecodeLimits, Packet, ProtocolVersion};
+    ///
+    /// let capture = [0xc0, 0x00, 0xd0, 0x00]; // PINGREQ, PINGRESP
+    /// let limits = DecodeLimits::default();
+    /// let (first, used) = Packet::decode_slice(&capture, ProtocolVersion::V3_1_1, &limits)
+    ///     .unwrap()
+    ///     .unwrap();
+    /// assert_eq!((first, used), (Packet::PingReq, 2));
+    /// ```
+    pub fn decode_slice(
+        bytes: &[u8],
+        version: ProtocolVersion,
+        limits: &DecodeLimits,
+    ) -> Result<Option<(Packet, usize)>, DecodeError> {
+        let mut buf = BytesMut::from(bytes);
+        let before = buf.len();
+        Ok(Self::decode(&mut buf, version, limits)?.map(|p| (p, before - buf.len())))
+    }
+
     /// Decodes one packet from the front of `buf`.
     ///
     /// - `Ok(Some(packet))`: the packet's bytes were split off `buf`; the

@@ -163,6 +163,29 @@ impl Publish {
     pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
         self.as_borrowed().encoded_len(version)
     }
+
+    /// Encodes the whole packet (what [`Packet::encode`] writes for it),
+    /// without wrapping it in a [`Packet`]. Nothing is written if an error
+    /// is returned.
+    ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use mqtt_codec::{MqttString, Packet, ProtocolVersion, Publish};
+    ///
+    /// let msg = Publish::new(MqttString::from_static("a/b"), Bytes::from_static(b"hi"));
+    /// let (mut direct, mut wrapped) = (BytesMut::new(), BytesMut::new());
+    /// msg.encode(ProtocolVersion::V5, &mut direct).unwrap();
+    /// Packet::Publish(msg).encode(ProtocolVersion::V5, &mut wrapped).unwrap();
+    /// assert_eq!(direct, wrapped);
+    /// ```
+    #[inline]
+    pub fn encode(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut impl BufMut,
+    ) -> Result<(), EncodeError> {
+        self.as_borrowed().encode(version, buf)
+    }
 }
 
 /// A PUBLISH whose topic, properties and payload are borrowed: it encodes
