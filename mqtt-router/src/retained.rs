@@ -11,6 +11,14 @@ use mqtt_topic::{RetainedIndex, TopicFilter, TopicName};
 pub struct RetainedStore {
     index: RetainedIndex<Arc<Message>>,
     bytes: usize,
+    /// Topics of the server's own (`$SYS/...`), which the limit of
+    /// [`RetainedStore::retain`] does not count.
+    system: usize,
+}
+
+/// Whether `topic` is one of the server's own (`$SYS/...`).
+fn is_system(topic: &TopicName) -> bool {
+    topic.as_str().starts_with("$SYS/")
 }
 
 impl RetainedStore {
@@ -38,14 +46,23 @@ impl RetainedStore {
     /// empty payload removes it instead [MQTT-3.3.1-6] [MQTT-3.3.1-7].
     /// Returns the message that was replaced or removed.
     pub fn set(&mut self, topic: TopicName, message: Arc<Message>) -> Option<Arc<Message>> {
-        let old = if message.payload.is_empty() {
-            self.index.remove(&topic)
-        } else {
+        let system = is_system(&topic);
+        let added = !message.payload.is_empty();
+        let old = if added {
             self.bytes += message.size();
             self.index.insert(topic, message)
+        } else {
+            self.index.remove(&topic)
         };
         if let Some(old) = &old {
             self.bytes -= old.size();
+        }
+        if system {
+            match (old.is_some(), added) {
+                (false, true) => self.system += 1,
+                (true, false) => self.system -= 1,
+                _ => {}
+            }
         }
         old
     }
@@ -53,10 +70,14 @@ impl RetainedStore {
     /// Keeps a PUBLISH with RETAIN set as its topic's retained message
     /// [MQTT-3.3.1-5], or removes the topic's one if the payload is empty
     /// [MQTT-3.3.1-6], within a limit of `max` topics: a message for a new
-    /// topic beyond it is not kept (it is still delivered). Returns whether
+    /// topic beyond it is not kept (it is still delivered). The server's
+    /// own `$SYS/` topics neither count nor are refused. Returns whether
     /// the store changed.
     pub fn retain(&mut self, topic: &TopicName, message: &Arc<Message>, max: usize) -> bool {
-        let fits = message.payload.is_empty() || self.len() < max || self.get(topic).is_some();
+        let fits = message.payload.is_empty()
+            || is_system(topic)
+            || self.len() - self.system < max
+            || self.get(topic).is_some();
         if fits {
             self.set(topic.clone(), message.clone());
         }
@@ -94,6 +115,7 @@ impl RetainedStore {
         for t in &expired {
             if let Some(old) = self.index.remove(t) {
                 self.bytes -= old.size();
+                self.system -= usize::from(is_system(t));
             }
         }
         expired.len()

@@ -586,3 +586,31 @@ fn subscribe_packet_keeps_within_the_byte_budget() {
     let g = r.subscribe_packet(&1, &again, &mut held, |_| false, &rules, |_| true);
     assert_eq!(g[0].code, ReasonCode::GRANTED_QOS_0);
 }
+
+/// The server's own `$SYS/` topics take no room from the limit, and are
+/// never refused by it.
+#[test]
+fn retained_store_limit_does_not_count_sys_topics() {
+    let mut store = RetainedStore::new();
+    assert!(store.retain(
+        &t("$SYS/broker/uptime"),
+        &msg("$SYS/broker/uptime", b"1", None),
+        1
+    ));
+    assert!(store.retain(&t("l/1"), &msg("l/1", b"a", None), 1));
+    assert!(store.retain(
+        &t("$SYS/broker/version"),
+        &msg("$SYS/broker/version", b"v", None),
+        1
+    ));
+    assert!(!store.retain(&t("l/2"), &msg("l/2", b"b", None), 1));
+    // Cleared $SYS topics are no longer counted either way.
+    assert!(store.retain(
+        &t("$SYS/broker/uptime"),
+        &msg("$SYS/broker/uptime", b"", None),
+        1
+    ));
+    assert!(store.retain(&t("l/1"), &msg("l/1", b"", None), 1));
+    assert!(store.retain(&t("l/2"), &msg("l/2", b"b", None), 1));
+    assert_eq!(store.len(), 2);
+}

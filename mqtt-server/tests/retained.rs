@@ -50,7 +50,7 @@ async fn publish_retained(raw: &mut RawClient, qos: QoS) {
 
 async fn every_retained_message_reaches_a_wildcard_subscriber(qos: QoS) {
     let mut config = TestBroker::config();
-    // Room for the devices' 100,000 and the broker's own `$SYS` topics.
+    // Room for the devices' 100,000 and the marker published after them.
     config.max_retained_messages = 200_000;
     let broker = TestBroker::start(config).await;
     let (mut publisher, _) = RawClient::connect(
