@@ -32,6 +32,8 @@ pub(crate) struct Broker {
     pub(crate) session_config: Arc<ServerConfig>,
     /// What SUBSCRIBE may ask (from `config` and `session_config`).
     pub(crate) subscribe_rules: SubscribeRules,
+    /// The rules of each `[[client_limits]]` table, in the same order.
+    client_rules: Vec<Arc<SubscribeRules>>,
     pub(crate) queue_limits: QueueLimits,
     /// Read-mostly: publishers route under the read lock concurrently;
     /// SUBSCRIBE and UNSUBSCRIBE take the write lock for one insertion.
@@ -64,15 +66,33 @@ impl Broker {
     pub(crate) fn new(config: Config) -> Self {
         let security = Security::new(&config);
         let session_config = config.session_config();
+        let subscribe_rules = SubscribeRules {
+            maximum_qos: session_config.maximum_qos,
+            max_topic_levels: config.max_topic_levels,
+            max_subscriptions: config.max_subscriptions_per_client,
+            max_subscription_bytes: config.max_subscription_bytes_per_client,
+            wildcard_available: session_config.wildcard_subscription_available,
+            shared_available: session_config.shared_subscription_available,
+        };
+        // Made once, shared by the connections each table matches.
+        let client_rules = config
+            .client_limits
+            .iter()
+            .map(|l| {
+                Arc::new(SubscribeRules {
+                    max_subscriptions: l
+                        .max_subscriptions_per_client
+                        .unwrap_or(subscribe_rules.max_subscriptions),
+                    max_subscription_bytes: l
+                        .max_subscription_bytes_per_client
+                        .unwrap_or(subscribe_rules.max_subscription_bytes),
+                    ..subscribe_rules
+                })
+            })
+            .collect();
         Self {
-            subscribe_rules: SubscribeRules {
-                maximum_qos: session_config.maximum_qos,
-                max_topic_levels: config.max_topic_levels,
-                max_subscriptions: config.max_subscriptions_per_client,
-                max_subscription_bytes: config.max_subscription_bytes_per_client,
-                wildcard_available: session_config.wildcard_subscription_available,
-                shared_available: session_config.shared_subscription_available,
-            },
+            subscribe_rules,
+            client_rules,
             session_config: Arc::new(session_config),
             queue_limits: config.queue_limits(),
             config,
@@ -100,21 +120,12 @@ impl Broker {
         client_id: &str,
         username: Option<&str>,
     ) -> Option<Arc<SubscribeRules>> {
-        let limits = self
-            .config
+        self.config
             .client_limits
             .iter()
-            .find(|l| l.matches(client_id, username))?;
-        let base = self.subscribe_rules;
-        Some(Arc::new(SubscribeRules {
-            max_subscriptions: limits
-                .max_subscriptions_per_client
-                .unwrap_or(base.max_subscriptions),
-            max_subscription_bytes: limits
-                .max_subscription_bytes_per_client
-                .unwrap_or(base.max_subscription_bytes),
-            ..base
-        }))
+            .zip(&self.client_rules)
+            .find(|(l, _)| l.matches(client_id, username))
+            .map(|(_, rules)| rules.clone())
     }
 
     pub(crate) fn router_mut(&self) -> RwLockWriteGuard<'_, Router<SessionRef>> {
