@@ -7,8 +7,7 @@
 //! The first three bytes choose the server's configuration: small windows
 //! (`receive_maximum`, `max_inflight`), queue and early-packet limits,
 //! maximum QoS, retain support, topic alias maximum, incoming maximum
-//! packet size, and which entry point PUBLISH packets go to
-//! (`handle_packet`, `handle_publish` or `take_publish`). Then each byte
+//! packet size. Then each byte
 //! starts an operation, which reads its arguments from the bytes after it
 //! (zeros once the input is exhausted); at most `MAX_OPS` of them run.
 //!
@@ -25,10 +24,10 @@
 //! - The application: polls events; accepts (with a fresh session) or
 //!   rejects the CONNECT; acknowledges a publication it was handed (with a
 //!   success or an error code); answers a SUBSCRIBE; completes a release;
-//!   sends AUTH; delivers a message (`deliver` or `deliver_with`); closes
+//!   sends AUTH; delivers a message (`deliver`); closes
 //!   the connection or loses the transport.
-//! - The transport: takes some written packets with `poll_transmit`, or
-//!   all with `transmit_with`.
+//! - The transport: takes what `poll_transmit` gives and writes some of
+//!   it, or all.
 //!
 //! # Checks
 //!
@@ -59,7 +58,7 @@
 
 #![no_main]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -146,14 +145,6 @@ fn topic(n: u8) -> MqttString {
     MqttString::from_static(TOPICS[usize::from(n) % TOPICS.len()])
 }
 
-/// Which entry point a received PUBLISH goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
-    Packet,
-    Publish,
-    Take,
-}
-
 /// Where an outgoing QoS 1/2 flow is, as seen on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
@@ -177,12 +168,13 @@ struct ClientLimits {
 struct Fuzz {
     server: ServerConnection,
     config: ServerConfig,
-    entry: Entry,
     /// Stop reading while the receive window is full, as a server does.
     respect_window: bool,
     now: Instant,
     /// Bytes the client wrote that the server has not read.
     wire: BytesMut,
+    /// Packets the server gave out and the transport has not written yet.
+    unwritten: VecDeque<(Packet, BytesMut)>,
     /// The CONNECT awaiting the application's decision, and whether it
     /// needs a client identifier.
     connect: Option<(Box<Connect>, bool)>,
@@ -240,11 +232,6 @@ impl Fuzz {
             max_early_packets: 1 + usize::from((c >> 4) & 3),
             ..ServerConfig::default()
         };
-        let entry = match c >> 6 {
-            1 => Entry::Publish,
-            2 => Entry::Take,
-            _ => Entry::Packet,
-        };
         let now = Instant::now();
         let mut server = ServerConnection::new(config.clone(), now);
         server.set_confirm_releases(a & 0x40 != 0);
@@ -252,10 +239,10 @@ impl Fuzz {
         Self {
             server,
             config,
-            entry,
             respect_window: a & 0x20 != 0,
             now,
             wire: BytesMut::new(),
+            unwritten: VecDeque::new(),
             connect: None,
             client: None,
             outgoing: BTreeMap::new(),
@@ -474,19 +461,7 @@ impl Fuzz {
         if self.connected() {
             self.client_acknowledged(&packet);
         }
-        match (packet, self.entry) {
-            (Packet::Publish(mut p), Entry::Publish) => {
-                let _ = self.server.handle_publish(self.now, &mut p);
-            }
-            (Packet::Publish(mut p), Entry::Take) => {
-                if let Ok(Some((message, packet_id))) = self.server.take_publish(self.now, &mut p) {
-                    self.handed(&message, packet_id);
-                }
-            }
-            (packet, _) => {
-                let _ = self.server.handle_packet(self.now, packet);
-            }
-        }
+        let _ = self.server.handle_packet(self.now, packet);
     }
 
     /// The outgoing flows, as the client's acknowledgement leaves them.
@@ -663,18 +638,7 @@ impl Fuzz {
         if c & 0x20 != 0 {
             delivery.subscription_ids.extend(SubscriptionId::new(3));
         }
-        if c & 0x10 == 0 {
-            let _ = self.server.deliver(delivery);
-        } else {
-            let version = self.server.version();
-            let mut written = Vec::new();
-            let _ = self
-                .server
-                .deliver_with(self.now, delivery, |t| written.push(lent(&t, version)));
-            for (packet, wire) in written {
-                self.wrote(packet, Some(wire));
-            }
-        }
+        let _ = self.server.deliver(delivery);
     }
 
     fn command(&mut self, input: &mut Input<'_>) {
@@ -721,22 +685,28 @@ impl Fuzz {
             self.write_all();
             return;
         }
+        self.take_transmit();
         for _ in 0..=(b & 0x0F) {
-            match self.server.poll_transmit(self.now) {
-                Some(packet) => self.wrote(packet, None),
+            match self.unwritten.pop_front() {
+                Some((packet, wire)) => self.wrote(packet, Some(wire)),
                 None => break,
             }
         }
     }
 
     fn write_all(&mut self) {
-        let version = self.server.version();
-        let mut written = Vec::new();
-        self.server
-            .transmit_with(self.now, |t| written.push(lent(&t, version)));
-        for (packet, wire) in written {
+        self.take_transmit();
+        while let Some((packet, wire)) = self.unwritten.pop_front() {
             self.wrote(packet, Some(wire));
         }
+    }
+
+    /// Takes what the server gives to write, behind what it gave before.
+    fn take_transmit(&mut self) {
+        let version = self.server.version();
+        let unwritten = &mut self.unwritten;
+        self.server
+            .poll_transmit(self.now, |t| unwritten.push_back(lent(&t, version)));
     }
 
     /// A packet the server wrote, with its encoding as lent if it was.

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use mqtt_codec::{
-    ConnAck, Connect, DecodeLimits, Disconnect, Packet, PacketType, ProtocolVersion, Publish,
-    ReasonCode,
+    ConnAck, Connect, DecodeLimits, Disconnect, Packet, PacketType, ProtocolVersion, ReasonCode,
 };
 use mqtt_session::{
     ClientCloseReason, ClientConfig, ClientConnection, ClientEvent, DropReason, Message,
@@ -145,29 +144,29 @@ impl Client {
         }
     }
 
-    /// The next event, if one is ready.
-    pub(crate) fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.next_event(None::<fn(&Publish)>)
-    }
-
-    /// [`Client::poll_event`], but messages are lent to `on_message` (see
-    /// [`ClientConnection::handle_publish_with`]) rather than returned as
-    /// [`ClientEvent::Message`]: for a caller that only looks at them.
+    /// [`Client::poll_event`], but messages are lent to `on_message`
+    /// rather than returned: for a caller that only looks at them.
     pub(crate) fn poll_event_with(
         &mut self,
-        on_message: impl FnMut(&Publish),
+        mut on_message: impl FnMut(&Message),
     ) -> Option<ClientEvent> {
-        self.next_event(Some(on_message))
+        loop {
+            match self.poll_event()? {
+                ClientEvent::Message(m) => on_message(&m),
+                other => return Some(other),
+            }
+        }
     }
 
-    fn next_event(&mut self, mut on_message: Option<impl FnMut(&Publish)>) -> Option<ClientEvent> {
+    /// The next event, if one is ready.
+    pub(crate) fn poll_event(&mut self) -> Option<ClientEvent> {
         // Packets are decoded as events are asked for: what one read
         // brought is never turned into a queue of events first.
         let ev = loop {
             if let Some(ev) = self.conn.poll_event() {
                 break ev;
             }
-            if !self.decode_one(on_message.as_mut()) {
+            if !self.decode_one() {
                 return None;
             }
         };
@@ -190,29 +189,25 @@ impl Client {
     }
 
     /// [`Client::publish`] at `now`, for a caller that publishes many
-    /// messages in one go and reads the clock once for them.
-    /// A QoS 0 message with nothing before it is encoded straight from
-    /// `message`.
-    pub(crate) fn publish_at(&mut self, message: Message, now: Instant) -> Result<(), DropReason> {
-        let (version, buf) = (self.version, &mut self.write_buf);
-        self.conn
-            .publish_with(now, message, |t| encode(&t, version, buf))?;
+    /// messages in one go and reads the clock once for them. A message the
+    /// caller sends many times is given as one shared `Arc`.
+    pub(crate) fn publish_at(
+        &mut self,
+        message: impl Into<Arc<Message>>,
+        now: Instant,
+    ) -> Result<(), DropReason> {
+        self.conn.publish(message)?;
         self.encode_pending_at(now);
         Ok(())
     }
 
-    /// [`Client::publish_at`] of a message the caller sends many times
-    /// (see [`ClientConnection::publish_shared_with`]).
+    /// [`Client::publish_at`] of a message the caller sends many times.
     pub(crate) fn publish_shared_at(
         &mut self,
         message: &Arc<Message>,
         now: Instant,
     ) -> Result<(), DropReason> {
-        let (version, buf) = (self.version, &mut self.write_buf);
-        self.conn
-            .publish_shared_with(now, message, |t| encode(&t, version, buf))?;
-        self.encode_pending_at(now);
-        Ok(())
+        self.publish_at(message.clone(), now)
     }
 
     /// QoS 1/2 messages not yet completed: in flight or waiting for the
@@ -249,7 +244,7 @@ impl Client {
 
     fn encode_pending_at(&mut self, now: Instant) {
         let (version, buf) = (self.version, &mut self.write_buf);
-        self.conn.transmit_with(now, |t| encode(&t, version, buf));
+        self.conn.poll_transmit(now, |t| encode(&t, version, buf));
     }
 
     /// Waits for one thing to happen — bytes read, bytes written, or the
@@ -301,21 +296,14 @@ impl Client {
 
     /// Decodes what the reads brought and the caller has not asked for.
     fn decode_all(&mut self) {
-        while self.decode_one(None::<&mut fn(&Publish)>) {}
+        while self.decode_one() {}
     }
 
-    /// Hands the next complete packet read to the session (a message to
-    /// `on_message`, if given); false if there is none.
-    fn decode_one(&mut self, on_message: Option<&mut impl FnMut(&Publish)>) -> bool {
+    /// Hands the next complete packet read to the session; false if there
+    /// is none.
+    fn decode_one(&mut self) -> bool {
         match Packet::decode(&mut self.read_buf, self.version, &self.limits) {
             // An error is acted on by the session (Closed event).
-            // Handled where the decoder put it: not moved.
-            Ok(Some(Packet::Publish(ref mut p))) if on_message.is_some() => {
-                if let Some(f) = on_message {
-                    let _ = self.conn.handle_publish_with(self.read_at, p, f);
-                }
-                true
-            }
             Ok(Some(packet)) => {
                 let _ = self.conn.handle_packet(self.read_at, packet);
                 true

@@ -26,9 +26,11 @@
 //!  Packet::decode                      topic and payload are slices of the       [mqtt-codec]
 //!     │                                read buffer: nothing copied
 //!     ▼
-//!  ServerConnection::take_publish      packet identifier, QoS 2 duplicate        [mqtt-session]
+//!  ServerConnection::handle_packet     packet identifier, QoS 2 duplicate        [mqtt-session]
 //!     │                                [MQTT-4.3.3-10], topic alias, message
 //!     │                                expiry → one Arc<Message>
+//!     │ ServerConnection::poll_event   ServerEvent::Publish, handled at once
+//!     │                                unless a stall or an event waits before it
 //!     ▼
 //!  Task::on_publish                    ACL, publish quota                        [this crate]
 //!     ▼
@@ -47,8 +49,10 @@
 //!     │                                max_publish_wait_ms), then drops, counted
 //!     ▼
 //!  subscriber's connection::serve: pull_mailbox
-//!     │ ServerConnection::deliver_with packet identifier, the client's Receive   [mqtt-session]
-//!     │   / transmit_with              Maximum and Maximum Packet Size, alias
+//!     │ ServerConnection::deliver      the session's queue                       [mqtt-session]
+//!     │ ServerConnection::poll_transmit packet identifier, the client's Receive  [mqtt-session]
+//!     │                                Maximum and Maximum Packet Size, alias;
+//!     │                                each PUBLISH lent, not copied
 //!     ▼
 //!  WriteQueue (writer.rs)              every ready packet in one buffer, one     [this crate]
 //!     │                                (vectored) write

@@ -5,11 +5,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use mqtt_codec::{
     Auth, ConnAck, Connect, DecodeLimits, Disconnect, MqttString, Packet, PacketId,
-    ProtocolVersion, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties,
-    Subscription, UnsubAck, Unsubscribe, UnsubscribeProperties,
+    ProtocolVersion, QoS, ReasonCode, SubAck, Subscribe, SubscribeProperties, Subscription,
+    UnsubAck, Unsubscribe, UnsubscribeProperties,
 };
 
 use crate::error::ProtocolError;
@@ -121,7 +120,6 @@ pub struct ClientConnection {
     last_sent: Instant,
     ping_sent: Option<Instant>,
     transmit: Vec<Packet>,
-    transmit_at: usize,
     events: VecDeque<ClientEvent>,
 }
 
@@ -170,7 +168,6 @@ impl ClientConnection {
             last_sent: now,
             ping_sent: None,
             transmit: vec![Packet::Connect(Box::new(connect))],
-            transmit_at: 0,
             events: VecDeque::new(),
             config,
         }
@@ -214,42 +211,21 @@ impl ClientConnection {
         self.events.pop_front()
     }
 
-    /// The next packet to write.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Packet> {
-        if self.transmit_at == self.transmit.len() {
-            self.transmit.clear();
-            self.transmit_at = 0;
-            if self.is_connected()
-                && let Some(session) = self.session.as_mut()
-            {
-                let transmit = &mut self.transmit;
-                self.outbound
-                    .send_queued(session, self.version, now, usize::MAX, |p| {
-                        transmit.push(Packet::Publish(p.to_owned()));
-                    });
-            }
-        }
-        let p = self.transmit.get_mut(self.transmit_at)?;
-        self.transmit_at += 1;
-        self.last_sent = now;
-        Some(std::mem::replace(p, Packet::PingReq))
-    }
-
-    /// Hands every packet there is to write to `f`, in order: the same
-    /// packets as [`ClientConnection::poll_transmit`] until it returns
-    /// `None`, but the PUBLISH of a queued message is lent
-    /// ([`Transmit::Publish`]) rather than built: encoding it from the
-    /// session's copy clones nothing.
-    pub fn transmit_with(&mut self, now: Instant, mut f: impl FnMut(Transmit<'_>)) {
+    /// Hands every packet there is to write to `f`, in order: the packets
+    /// the connection made (CONNECT, acknowledgements, SUBSCRIBE, PINGREQ,
+    /// resent PUBLISH packets...), then the PUBLISH of each queued message
+    /// the server's Receive Maximum lets out, lent from the session's copy
+    /// ([`Transmit::Publish`]): encoding it clones nothing. A caller that
+    /// must keep a packet takes it with [`Transmit::to_packet`].
+    ///
+    /// The one way out for packets: call it after every input and command.
+    pub fn poll_transmit(&mut self, now: Instant, mut f: impl FnMut(Transmit<'_>)) {
         let mut sent = false;
-        while self.transmit_at < self.transmit.len() {
-            let p = &self.transmit[self.transmit_at];
-            self.transmit_at += 1;
+        for p in &self.transmit {
             sent = true;
             f(Transmit::Packet(p));
         }
         self.transmit.clear();
-        self.transmit_at = 0;
         if self.is_connected()
             && let Some(session) = self.session.as_mut()
         {
@@ -294,108 +270,18 @@ impl ClientConnection {
         }
     }
 
-    /// Queues a message to publish. QoS 1/2 messages get their packet
-    /// identifier when sent, within the server's Receive Maximum; the
-    /// outcome comes as [`ClientEvent::Published`].
-    pub fn publish(&mut self, message: Message) -> Result<(), DropReason> {
+    /// Queues a message to publish; [`ClientConnection::poll_transmit`]
+    /// sends it. QoS 1/2 messages get their packet identifier when sent,
+    /// within the server's Receive Maximum; the outcome comes as
+    /// [`ClientEvent::Published`]. A message sent many times is given as
+    /// one `Arc`, shared rather than copied.
+    pub fn publish(&mut self, message: impl Into<Arc<Message>>) -> Result<(), DropReason> {
+        let message = message.into();
         let qos = message.qos;
-        self.enqueue(Delivery::new(Arc::new(message), qos))
-    }
-
-    /// Puts a message in the session's queue.
-    fn enqueue(&mut self, delivery: Delivery) -> Result<(), DropReason> {
         match self.session.as_mut() {
-            Some(s) => s.enqueue(delivery, &self.config.queue),
+            Some(s) => s.enqueue(Delivery::new(message, qos), &self.config.queue),
             None => Err(DropReason::NoSession),
         }
-    }
-
-    /// Whether a message may be sent at once: connected, and nothing
-    /// queued or waiting to be written before it.
-    fn nothing_before(&self) -> bool {
-        self.is_connected()
-            && self.transmit_at >= self.transmit.len()
-            && self.session.as_ref().is_some_and(|s| s.queued.is_empty())
-    }
-
-    /// Publishes a message as [`ClientConnection::publish`] does, but a
-    /// QoS 0 message with nothing queued or waiting to be written before it
-    /// is sent at once: its PUBLISH, lent from `message`, goes to `f`, and
-    /// the message is neither queued nor shared. For a client that sends
-    /// many small messages and writes what `f` gets at once.
-    pub fn publish_with(
-        &mut self,
-        now: Instant,
-        message: Message,
-        f: impl FnMut(Transmit<'_>),
-    ) -> Result<(), DropReason> {
-        match self.send_at_once(now, &message, f) {
-            Some(sent) => sent,
-            None => self.publish(message),
-        }
-    }
-
-    /// [`ClientConnection::publish_with`] of a message shared with the
-    /// caller, for a client that sends the same message many times: a QoS 0
-    /// message is lent, not copied; a QoS 1/2 message with nothing queued
-    /// before it and room in the server's Receive Maximum goes in flight at
-    /// once (its PUBLISH to `f`) holding the caller's `Arc`, without
-    /// passing through the session's queue; otherwise it is queued.
-    pub fn publish_shared_with(
-        &mut self,
-        now: Instant,
-        message: &Arc<Message>,
-        mut f: impl FnMut(Transmit<'_>),
-    ) -> Result<(), DropReason> {
-        if let Some(sent) = self.send_at_once(now, message, &mut f) {
-            return sent;
-        }
-        let delivery = Delivery::new(message.clone(), message.qos);
-        if message.qos == QoS::AtMostOnce || !self.nothing_before() {
-            return self.enqueue(delivery);
-        }
-        let Some(session) = self.session.as_mut() else {
-            return Err(DropReason::NoSession);
-        };
-        let sent = self.outbound.send_or_queue(
-            session,
-            delivery,
-            self.version,
-            now,
-            &self.config.queue,
-            &mut |p| f(Transmit::Publish(p)),
-        )?;
-        if sent {
-            self.last_sent = now;
-        }
-        Ok(())
-    }
-
-    /// Sends a QoS 0 `message` at once if nothing is queued or waiting to
-    /// be written before it; `None` if it has to be queued.
-    fn send_at_once(
-        &mut self,
-        now: Instant,
-        message: &Message,
-        mut f: impl FnMut(Transmit<'_>),
-    ) -> Option<Result<(), DropReason>> {
-        if message.qos != QoS::AtMostOnce || !self.nothing_before() {
-            return None;
-        }
-        let session = self.session.as_mut()?;
-        if message.is_expired(now) {
-            session.drops.count(DropReason::Expired, QoS::AtMostOnce);
-            return Some(Ok(()));
-        }
-        let sent = self
-            .outbound
-            .send_qos0(session, message, self.version, now, &mut |p| {
-                f(Transmit::Publish(p));
-            });
-        if sent {
-            self.last_sent = now;
-        }
-        Some(Ok(()))
     }
 
     /// Sends SUBSCRIBE; returns its packet identifier, or `None` if the
@@ -468,39 +354,6 @@ impl ClientConnection {
             self.fail(e.clone());
         }
         result
-    }
-
-    /// [`ClientConnection::handle_packet`] of a PUBLISH that lends the
-    /// message to `f` (its topic alias resolved, its acknowledgement
-    /// queued) instead of queuing a [`ClientEvent::Message`] with a copy of
-    /// it, when no event waits before it (otherwise it is queued as
-    /// usual). `publish` is taken apart where it lies rather than moved:
-    /// for a client that receives many messages.
-    pub fn handle_publish_with(
-        &mut self,
-        now: Instant,
-        publish: &mut Publish,
-        f: impl FnOnce(&Publish),
-    ) -> Result<(), ProtocolError> {
-        if self.closed || !self.connected || !self.events.is_empty() {
-            let p = std::mem::replace(publish, Publish::new(MqttString::new(), Bytes::new()));
-            return self.handle_packet(now, Packet::Publish(p));
-        }
-        match self.inbound.on_publish(publish, &mut self.transmit) {
-            Ok(true) => {
-                if let Some(id) = publish.packet_id {
-                    self.inbound
-                        .acknowledge(id, ReasonCode::Success, &mut self.transmit);
-                }
-                f(publish);
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(e) => {
-                self.fail(e.clone());
-                Err(e)
-            }
-        }
     }
 
     fn on_packet(&mut self, now: Instant, packet: Packet) -> Result<(), ProtocolError> {

@@ -2,18 +2,15 @@
 //! the client role, without I/O.
 //!
 //! No sockets, no tasks, no clock: time comes in as an argument, packets
-//! come in decoded (by `mqtt-codec`) and go out as [`Packet`](mqtt_codec::Packet)
-//! values the caller encodes and writes — or, on the hot path, lent: a
-//! PUBLISH of a queued message is handed out as a borrowed
-//! [`PublishRef`](mqtt_codec::PublishRef) inside a [`Transmit`] (see
-//! `transmit_with`, `ServerConnection::deliver_with` and
-//! `ClientConnection::publish_with`), encoded from the session's own copy
-//! without cloning anything. Incoming PUBLISH packets can likewise be
-//! taken apart where they were decoded, the message returned for routing
-//! (`ServerConnection::take_publish`) or lent to a callback
-//! (`ClientConnection::handle_publish_with`) instead of queued as an
-//! event, and a client can send one shared message many times
-//! (`ClientConnection::publish_shared_with`). Everything the protocol decides —
+//! come in decoded (by `mqtt-codec`) and go out as packets the caller
+//! encodes and writes. Each role has one way in per kind of input and one
+//! way out per kind of output, as quinn-proto sorts its API: `handle_packet`,
+//! `handle_timeout` and the commands (`deliver`, `publish`, `accept`...)
+//! take input; `poll_event`, `poll_transmit` and `poll_timeout` give
+//! output. `poll_transmit` lends each PUBLISH of a queued message as a
+//! borrowed [`PublishRef`](mqtt_codec::PublishRef) inside a [`Transmit`],
+//! encoded from the session's own copy without cloning anything.
+//! Everything the protocol decides —
 //! CONNECT validation, CONNACK with the server's limits, keep-alive, QoS 1
 //! and 2 flows both ways, packet identifiers, Receive Maximum both ways,
 //! Maximum Packet Size, topic aliases both ways, will and session expiry,
@@ -41,7 +38,9 @@
 //! let mut pump = |client: &mut ClientConnection, server: &mut ServerConnection| {
 //!     loop {
 //!         let mut moved = false;
-//!         while let Some(p) = client.poll_transmit(now) { server.handle_packet(now, p).unwrap(); moved = true; }
+//!         let mut packets = Vec::new();
+//!         client.poll_transmit(now, |t| packets.push(t.to_packet()));
+//!         for p in packets.drain(..) { server.handle_packet(now, p).unwrap(); moved = true; }
 //!         while let Some(ev) = server.poll_event() {
 //!             match ev {
 //!                 ServerEvent::Connect { .. } => server.accept(now, Accept::default()),
@@ -49,7 +48,8 @@
 //!                 _ => {}
 //!             }
 //!         }
-//!         while let Some(p) = server.poll_transmit(now) { client.handle_packet(now, p).unwrap(); moved = true; }
+//!         server.poll_transmit(now, |t| packets.push(t.to_packet()));
+//!         for p in packets.drain(..) { client.handle_packet(now, p).unwrap(); moved = true; }
 //!         if !moved { break; }
 //!     }
 //! };
@@ -73,8 +73,7 @@ pub use client::{ClientCloseReason, ClientConfig, ClientConnection, ClientEvent}
 pub use error::ProtocolError;
 pub use outbound::Transmit;
 pub use server::{
-    Accept, CloseReason, Closed, Publication, ScheduledWill, ServerConfig, ServerConnection,
-    ServerEvent,
+    Accept, CloseReason, Closed, ScheduledWill, ServerConfig, ServerConnection, ServerEvent,
 };
 pub use state::{
     Delivery, DropCounts, DropReason, Inflight, InflightStage, Message, MessageProperties,

@@ -18,9 +18,7 @@ use mqtt_codec::{
     QoS, ReasonCode,
 };
 
-use crate::state::{
-    Delivery, DropReason, Inflight, InflightStage, Message, QueueLimits, SessionState,
-};
+use crate::state::{Delivery, DropReason, Inflight, InflightStage, Message, SessionState};
 
 /// A packet to write, as `transmit_with` of either role lends it.
 #[derive(Debug, Clone, Copy)]
@@ -339,36 +337,11 @@ impl Outbound {
         }
     }
 
-    /// Sends `d` at once, its PUBLISH lent to `out` (the caller knows that
-    /// nothing is queued or waiting to be written before it): an expired
-    /// message is dropped and counted, and one the window has no room for
-    /// is queued. Returns whether a PUBLISH went out.
-    pub(crate) fn send_or_queue(
-        &mut self,
-        session: &mut SessionState,
-        d: Delivery,
-        version: ProtocolVersion,
-        now: Instant,
-        limits: &QueueLimits,
-        out: &mut impl FnMut(PublishRef<'_>),
-    ) -> Result<bool, DropReason> {
-        if d.message.is_expired(now) {
-            session.drops.count(DropReason::Expired, d.qos);
-            return Ok(false);
-        }
-        let mut custom = PublishProperties::default();
-        match self.send(session, d, version, now, &mut custom, out) {
-            Ok(sent) => Ok(sent),
-            // The window is full: it waits in the queue.
-            Err(d) => session.enqueue(d, limits).map(|()| false),
-        }
-    }
-
     /// Sends one message that is due (not expired, nothing queued before
     /// it): its PUBLISH goes to `out`. Returns whether it was sent (false:
     /// dropped as too large for the peer, and counted), or gives it back if
     /// the window has no room for it.
-    pub(crate) fn send(
+    fn send(
         &mut self,
         session: &mut SessionState,
         d: Delivery,
@@ -409,32 +382,6 @@ impl Outbound {
             out(lend(&Sending::of(d), packet_id, version, &how, custom));
         }
         Ok(true)
-    }
-
-    /// Sends a QoS 0 message at once, lent from `m` (the caller knows that
-    /// nothing is queued before it). Returns whether it was sent (false:
-    /// too large for the peer, dropped and counted).
-    pub(crate) fn send_qos0(
-        &mut self,
-        session: &mut SessionState,
-        m: &Message,
-        version: ProtocolVersion,
-        now: Instant,
-        out: &mut impl FnMut(PublishRef<'_>),
-    ) -> bool {
-        let s = Sending {
-            message: m,
-            qos: QoS::AtMostOnce,
-            retain: m.retain,
-            subscription_ids: &[],
-        };
-        let mut custom = PublishProperties::default();
-        let how = self.shape(&s, version, now, &mut custom);
-        if !self.fits(session, &s, None, version, &how, &custom) {
-            return false;
-        }
-        out(lend(&s, None, version, &how, &custom));
-        true
     }
 
     /// Whether the PUBLISH fits the peer's Maximum Packet Size. If not, it

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mqtt_codec::{
-    ConnAckProperties, Connect, MqttString, Packet, PacketId, Publish, QoS, ReasonCode, Subscribe,
+    ConnAckProperties, Connect, MqttString, Packet, PacketId, QoS, ReasonCode, Subscribe,
 };
 use mqtt_router::{Held, SubscribeRules};
 use mqtt_session::{
-    Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ProtocolError,
-    ServerConnection, ServerEvent, Transmit,
+    Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ServerConnection,
+    ServerEvent, Transmit,
 };
 use mqtt_store::{Batch, StoreError};
 use mqtt_topic::TopicName;
@@ -538,7 +538,6 @@ impl Task<'_> {
             .min(limits.max_messages);
         let now = self.now;
         let mut expired = Vec::new();
-        let lends = self.lends();
         let mut pulled = PULLED.with(|cell| cell.take());
         // Retained messages of new subscriptions first, paced like the
         // rest; the mailbox waits until they are all in.
@@ -548,8 +547,8 @@ impl Task<'_> {
                 self.retained = None;
             }
         }
-        // Taken out under the lock, and only then encoded: publishers
-        // pushing into the mailbox wait for the moves, not for the encoding.
+        // Taken out under the lock, and only then handed to the session:
+        // publishers pushing into the mailbox wait for the moves alone.
         let mut mailbox = lock(&handle.mailbox);
         while pulled.len() < room && self.retained.is_none() {
             let Some(d) = mailbox.pop_with(now, |d| expired.push(d.tag)) else {
@@ -569,22 +568,9 @@ impl Task<'_> {
         if !pulled.is_empty() {
             handle.space.notify_waiters();
         }
-        let (wbuf, counts, version, peer) = (
-            &mut self.wbuf,
-            &mut self.counts,
-            self.conn.version(),
-            *self.peer,
-        );
         for d in pulled.drain(..) {
-            let _ = if lends {
-                // Straight to the write queue while nothing waits before
-                // it: the session's queue is for what the window holds back.
-                self.conn.deliver_with(now, d, |t| {
-                    write_transmit(wbuf, counts, &t, version, peer);
-                })
-            } else {
-                self.conn.deliver(d)
-            };
+            // Sent by `encode_transmit`, as the client's window allows.
+            let _ = self.conn.deliver(d);
         }
         PULLED.with(|cell| cell.replace(pulled));
         if self.persistent {
@@ -613,12 +599,16 @@ impl Task<'_> {
                 self.conn.version(),
                 *self.peer,
             );
-            self.conn.transmit_with(now, |t| {
+            self.conn.poll_transmit(now, |t| {
                 write_transmit(wbuf, counts, &t, version, peer);
             });
             return;
         }
-        while let Some(packet) = self.conn.poll_transmit(now) {
+        // Stored or held back until a commit: the packets are kept.
+        let mut packets = Vec::new();
+        self.conn
+            .poll_transmit(now, |t| packets.push(t.to_packet()));
+        for packet in packets {
             if let Packet::Publish(p) = &packet {
                 self.counts
                     .sent_publish(p.qos, p.topic.len() + p.payload.len());

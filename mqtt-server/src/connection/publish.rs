@@ -54,23 +54,6 @@ impl Task<'_> {
         self.broker.persist.is_none() && !self.broker.config.max_publish_wait().is_zero()
     }
 
-    /// A PUBLISH, taken apart where it lies (not moved): routed at once
-    /// when no event or stall waits before it, else queued behind them as
-    /// an event.
-    pub(super) fn on_publish_packet(
-        &mut self,
-        now: Instant,
-        p: &mut Publish,
-    ) -> Result<(), ProtocolError> {
-        if self.stalled.is_none() && self.conn.peek_event().is_none() {
-            if let Some((message, packet_id)) = self.conn.take_publish(now, p)? {
-                self.on_publish(message, packet_id);
-            }
-            return Ok(());
-        }
-        self.conn.handle_publish(now, p)
-    }
-
     /// Puts the outbox's deliveries in their mailbox; those that do not
     /// fit stall the connection, as a publication's would. The outbox
     /// itself is kept for the next publications.
@@ -178,19 +161,20 @@ impl Task<'_> {
                 self.window_waits = true;
                 return;
             }
-            // A PUBLISH is handled where the decoder put it (bound by
-            // reference): not moved, which is over 200 bytes.
             let handled = match Packet::decode(rbuf, self.conn.version(), &limits) {
-                Ok(Some(Packet::Publish(ref mut p))) => {
-                    let size = p.topic.len() + p.payload.len();
-                    let q = p.qos as usize;
-                    self.counts.received[q] += 1;
-                    self.counts.received_bytes[q] =
-                        self.counts.received_bytes[q].saturating_add(size as u32);
-                    self.quota.on_publish(size, now);
-                    self.on_publish_packet(now, p)
+                Ok(Some(packet)) => {
+                    if let Packet::Publish(p) = &packet {
+                        let size = p.topic.len() + p.payload.len();
+                        let q = p.qos as usize;
+                        self.counts.received[q] += 1;
+                        self.counts.received_bytes[q] =
+                            self.counts.received_bytes[q].saturating_add(size as u32);
+                        self.quota.on_publish(size, now);
+                    }
+                    // Its message comes back as an event, routed below
+                    // unless an event or a stall waits before it.
+                    self.conn.handle_packet(now, packet)
                 }
-                Ok(Some(packet)) => self.conn.handle_packet(now, packet),
                 Ok(None) => return,
                 Err(e) => {
                     Stats::add(&self.broker.stats.protocol_errors, 1);

@@ -15,7 +15,7 @@
 //! subscriptions at the QoS asked for, and routes what the client publishes
 //! back to the client when one of its subscriptions matches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,9 @@ pub struct Pair {
     c2s: BytesMut,
     /// Bytes written by the server and not yet read by the client.
     s2c: BytesMut,
+    /// Packets each side gave out (`poll_transmit`) and the harness has
+    /// not written yet: [`Pair::write`] may write fewer than there are.
+    unwritten: [VecDeque<Packet>; 2],
     /// Every packet written, by whom, in order (across connections).
     pub sent: Vec<(Side, Packet)>,
     /// Writes, reads and breaks, interleaved as they happened.
@@ -177,6 +180,7 @@ impl Pair {
             policy: Policy::default(),
             c2s: BytesMut::new(),
             s2c: BytesMut::new(),
+            unwritten: Default::default(),
             sent: Vec::new(),
             trace: Vec::new(),
             server_events: Vec::new(),
@@ -201,28 +205,24 @@ impl Pair {
 
     // ---- moving packets -------------------------------------------------
 
-    /// Writes up to `max` packets of `side` onto the wire. Writing all
-    /// (`usize::MAX`, as [`Pair::drive`] does) goes through `transmit_with`,
-    /// which lends queued messages; fewer, through `poll_transmit`: so the
-    /// flows exercise both, and each must write what the other would.
+    /// Writes up to `max` packets of `side` onto the wire: what its
+    /// `poll_transmit` gives, in order, the rest kept for the next write.
     pub fn write(&mut self, side: Side, max: usize) -> usize {
-        if max == usize::MAX {
-            return self.sent_at_once(side, |pair, out| {
-                let now = pair.now;
-                match side {
-                    Side::Client => pair.client.transmit_with(now, |t| out.push(t.to_packet())),
-                    Side::Server => pair.server.transmit_with(now, |t| out.push(t.to_packet())),
-                }
-                out.len()
-            });
+        let now = self.now;
+        let unwritten = &mut self.unwritten[side as usize];
+        match side {
+            Side::Client => self
+                .client
+                .poll_transmit(now, |t| unwritten.push_back(t.to_packet())),
+            Side::Server => self
+                .server
+                .poll_transmit(now, |t| unwritten.push_back(t.to_packet())),
         }
         let mut n = 0;
         while n < max {
-            let packet = match side {
-                Side::Client => self.client.poll_transmit(self.now),
-                Side::Server => self.server.poll_transmit(self.now),
+            let Some(packet) = self.unwritten[side as usize].pop_front() else {
+                break;
             };
-            let Some(packet) = packet else { break };
             self.put_on_wire(side, packet);
             n += 1;
         }
@@ -357,6 +357,7 @@ impl Pair {
         self.trace.push(Trace::Broken);
         self.c2s.clear();
         self.s2c.clear();
+        self.unwritten = Default::default();
         self.process_events();
         self.client.connection_lost();
         self.server.connection_lost(self.now);
@@ -371,6 +372,7 @@ impl Pair {
         }
         self.c2s.clear();
         self.s2c.clear();
+        self.unwritten = Default::default();
         let mut connect = self.setup.connect.clone();
         connect.clean_start = clean_start;
         connect.client_id = self.client_id.clone();
@@ -505,31 +507,6 @@ impl Pair {
         }
     }
 
-    /// [`Pair::deliver`] through `deliver_with`: a delivery sent at once
-    /// goes on the wire now.
-    pub fn deliver_now(&mut self, delivery: Delivery) -> Result<(), DropReason> {
-        self.sent_at_once(Side::Server, |pair, out| {
-            let now = pair.now;
-            pair.server
-                .deliver_with(now, delivery, |t| out.push(t.to_packet()))
-        })
-    }
-
-    /// Runs `f`, which lends `side`'s packets to the vector it is given,
-    /// and puts what it lent on the wire.
-    fn sent_at_once<R>(
-        &mut self,
-        side: Side,
-        f: impl FnOnce(&mut Self, &mut Vec<Packet>) -> R,
-    ) -> R {
-        let mut packets = Vec::new();
-        let result = f(self, &mut packets);
-        for packet in packets {
-            self.put_on_wire(side, packet);
-        }
-        result
-    }
-
     /// Delivers a new message from the server side on `topic`.
     pub fn server_publish(
         &mut self,
@@ -538,26 +515,6 @@ impl Pair {
         qos: QoS,
     ) -> Result<(), DropReason> {
         self.deliver(Delivery::new(Arc::new(message(topic, payload, qos)), qos))
-    }
-
-    /// The client publishes a message through `publish_with`: a message
-    /// sent at once goes on the wire now.
-    pub fn client_publish_now(&mut self, message: Message) -> Result<(), DropReason> {
-        self.sent_at_once(Side::Client, |pair, out| {
-            let now = pair.now;
-            pair.client
-                .publish_with(now, message, |t| out.push(t.to_packet()))
-        })
-    }
-
-    /// The client publishes a shared message through
-    /// `publish_shared_with`, as [`Pair::client_publish_now`] does.
-    pub fn client_publish_shared_now(&mut self, message: &Arc<Message>) -> Result<(), DropReason> {
-        self.sent_at_once(Side::Client, |pair, out| {
-            let now = pair.now;
-            pair.client
-                .publish_shared_with(now, message, |t| out.push(t.to_packet()))
-        })
     }
 
     /// The client publishes a message.
