@@ -3,7 +3,8 @@
 //! locks. Time is passed in; a server wraps each structure in the
 //! synchronisation it wants (the `mqtt-server` crate: a read-write lock
 //! around the [`Router`], so that publishers route concurrently, and
-//! mutexes around the [`Registry`] and the [`Timers`]).
+//! mutexes around the [`Registry`] and the [`Timers`]; the [`Blocked`]
+//! deliveries of a waiting publisher are its connection's own).
 //!
 //! What a broker does, and where:
 //!
@@ -42,6 +43,22 @@
 //!   [MQTT-3.3.1-10] [MQTT-3.3.1-11] and never for a shared subscription
 //!   ([`Granted::retained`], [`RetainedStore::deliveries_for`]); message
 //!   expiry.
+//! - **Into the subscribers' queues.** [`DeliveryPolicy`]: a delivery that
+//!   does not fit a connected subscriber's queue makes its publisher wait
+//!   for room ([`DeliveryPolicy::placement`]) rather than losing it, so
+//!   that the message reaches every matching session [MQTT-4.5.0-1]; the
+//!   deliveries that wait, in a [`Blocked`], enter in the order they were
+//!   made, a later one to a session waiting behind an earlier one
+//!   [MQTT-4.6.0-6]. A wait ends ([`DeliveryPolicy::after_wait`]) in a drop,
+//!   counted, that marks the subscriber congested when the publisher has
+//!   waited `max_publish_wait` or the subscriber is congested already;
+//!   by the queue's overflow policy when the publisher or the subscriber
+//!   has gone. A congested subscriber holds up no publisher until it has
+//!   read its queue down to half ([`DeliveryPolicy::relieved`]). The time
+//!   limit and the congested mark are this broker's policy: nothing is
+//!   thrown away silently, and no subscriber stalls publishers for long.
+//!   [`Blocked::retry`] applies it to the server's queues, which it reaches
+//!   through [`Mailboxes`].
 //! - **Later.** [`Timers`]: delayed wills (published at the earlier of the
 //!   Will Delay Interval and the session's end, not at all if the client
 //!   returns within the delay [MQTT-3.1.3-9]) and the expiry of offline
@@ -50,7 +67,8 @@
 //! One connection's protocol (packet identifiers, QoS flows, Receive
 //! Maximum, topic aliases, keep alive) is `mqtt-session`'s; the queue each
 //! session's deliveries wait in, with its limits and overflow policy, is
-//! `mqtt_session::MessageQueue`.
+//! `mqtt_session::MessageQueue`; whether a publisher waits for room in
+//! it is the [`DeliveryPolicy`]'s.
 //!
 //! ```
 //! use mqtt_codec::{MqttString, QoS, SubscriptionOptions};
@@ -70,12 +88,14 @@
 //! assert_eq!((*targets[1].session, targets[1].qos), (2, QoS::AtMostOnce));
 //! ```
 
+mod delivery;
 mod registry;
 mod retained;
 mod router;
 mod subscribe;
 mod timers;
 
+pub use delivery::{Blocked, DeliveryPolicy, Mailboxes, Placement, Subscriber, Verdict};
 pub use registry::{Claim, Registry};
 pub use retained::RetainedStore;
 pub use router::{Router, SubscribeError, SubscribeOutcome, Target};

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use mqtt_codec::MqttString;
+use mqtt_router::Subscriber;
 use mqtt_session::{MessageQueue, SessionState};
 use tokio::sync::{Notify, oneshot};
 
@@ -101,6 +102,15 @@ impl SessionHandle {
 
     pub(crate) fn is_congested(&self) -> bool {
         self.congested.load(Ordering::Relaxed)
+    }
+
+    /// The session as `mqtt_router::DeliveryPolicy` sees its subscriber.
+    #[inline]
+    pub(crate) fn subscriber(&self) -> Subscriber {
+        Subscriber {
+            connected: self.is_connected(),
+            congested: self.is_congested(),
+        }
     }
 
     /// A sequence number for the session's stored queue.

@@ -8,7 +8,7 @@
 //! | `mqtt-codec` | every packet of MQTT 3.1.1 and 5.0, decoded and encoded strictly: the wire's rules | yes |
 //! | `mqtt-topic` | topic names, filters, `$share/`, the subscription trie | yes |
 //! | `mqtt-session` | one connection's protocol: CONNECT/CONNACK, QoS 1/2 flows both ways, packet identifiers, Receive Maximum, topic aliases, keep alive | yes |
-//! | `mqtt-router` | the broker's rules: the session registry and takeover, SUBSCRIBE decisions, routing and deliveries, shared groups, retained messages, wills and session expiry | yes |
+//! | `mqtt-router` | the broker's rules: the session registry and takeover, SUBSCRIBE decisions, routing and deliveries, shared groups, retained messages, wills and session expiry, the delivery policy (publishers waiting for room, congested subscribers) | yes |
 //! | `mqtt-store` | persistence of sessions, queues, in-flight state and retained messages | (a writer thread) |
 //! | `mqtt-server` (this crate) | sockets and transports, the task per connection, authentication and ACLs, configuration, metrics, `$SYS`, the wiring of the store | no |
 //!
@@ -44,8 +44,9 @@
 //!     │                                PUBACK/PUBREC wait for the group commit
 //!     ▼
 //!  each subscriber's mailbox           bounded queue (count, bytes, QoS 0        [mqtt-session]
-//!     │ (handle.rs)                    dropped first); full for a connected
-//!     │                                subscriber → the publisher waits (at most
+//!     │ (handle.rs)                    dropped first)
+//!     │ DeliveryPolicy, Blocked        full for a connected subscriber → the     [mqtt-router]
+//!     │                                publisher waits, in order (at most
 //!     │                                max_publish_wait_ms), then drops, counted
 //!     ▼
 //!  subscriber's connection::serve: pull_mailbox

@@ -1,7 +1,8 @@
 //! A publication's way to its subscribers' mailboxes: routed (or along a
 //! publisher's route cache), stored first when a persistent session needs
-//! it, and placed by the delivery policy, waiting for room (a stall) or
-//! dropped and counted.
+//! it, and placed as `mqtt_router::DeliveryPolicy` decides, waiting for
+//! room (a stall) or dropped and counted. The rules are the router's; here
+//! are the mailboxes' locks, wake-ups, counters and store batches.
 
 use super::*;
 
@@ -39,11 +40,13 @@ pub(crate) struct Publishing<'a> {
     /// stored with the message, so that a resend after a crash is known
     /// as a duplicate.
     pub(crate) incoming_qos2: Option<PacketId>,
-    /// A delivery that does not fit a connected session's mailbox is handed
-    /// back in [`Routed::blocked`] instead of dropped, so the publisher can
-    /// wait for room (QoS 0 included: a fast publisher is slowed to its
-    /// subscribers' pace rather than losing most of what it sends).
-    pub(crate) may_block: bool,
+    /// The publisher is a client's connection, which can stop reading:
+    /// a delivery that does not fit a connected session's mailbox may be
+    /// handed back in [`Routed::blocked`] instead of dropped, so the
+    /// publisher waits for room (QoS 0 included: a fast publisher is slowed
+    /// to its subscribers' pace rather than losing most of what it sends).
+    /// Whether it does is the [`DeliveryPolicy`]'s ([`Placement`]).
+    pub(crate) publisher_may_wait: bool,
     /// Called when the message's batch is durable; not called (and
     /// [`Routed::committing`] false) when there was nothing to store.
     pub(crate) done: Option<CommitDone>,
@@ -55,8 +58,8 @@ pub(crate) struct Publishing<'a> {
     pub(crate) route_cache: Option<&'a mut RouteCache>,
     /// Where the delivery of a message that goes to one session only
     /// waits, with those of the publisher's next messages to that session,
-    /// to enter the mailbox together (see [`Outbox`]). Only with
-    /// `may_block` and without a store.
+    /// to enter the mailbox together (see [`Outbox`]). Only when publishers
+    /// may wait ([`DeliveryPolicy::publishers_wait`]) and without a store.
     pub(crate) outbox: Option<&'a mut Outbox>,
 }
 
@@ -119,7 +122,7 @@ const OUTBOX_MAX: usize = 256;
 /// QoS 1/2 publications here until their deliveries are in their mailbox.
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    session: Option<Arc<SessionHandle>>,
+    session: Option<SessionRef>,
     deliveries: Vec<Delivery>,
     /// The acknowledgements (QoS 1 and 2) of the publications whose
     /// deliveries went through the outbox, held by the connection until
@@ -133,65 +136,14 @@ impl Outbox {
     }
 }
 
-/// Deliveries waiting for room in connected sessions' mailboxes, in the
-/// order they were made, as runs of consecutive deliveries to one session:
-/// a run holds its session once (not a reference count per delivery) and
-/// enters the mailbox under one lock.
-#[derive(Debug, Default)]
-pub(crate) struct Blocked {
-    runs: Vec<(Arc<SessionHandle>, VecDeque<Delivery>)>,
-}
-
-impl Blocked {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.runs.is_empty()
-    }
-
-    /// Whether a delivery to `handle` waits.
-    pub(crate) fn holds(&self, handle: &Arc<SessionHandle>) -> bool {
-        self.runs.iter().any(|(h, _)| Arc::ptr_eq(h, handle))
-    }
-
-    /// Adds a delivery to `handle`, after the others.
-    pub(crate) fn push(&mut self, handle: &Arc<SessionHandle>, delivery: Delivery) {
-        match self.runs.last_mut() {
-            Some((h, run)) if Arc::ptr_eq(h, handle) => run.push_back(delivery),
-            _ => self.runs.push((handle.clone(), VecDeque::from([delivery]))),
-        }
-    }
-
-    /// Adds `run`, deliveries to `handle`, after the others.
-    fn push_run(&mut self, handle: Arc<SessionHandle>, mut run: VecDeque<Delivery>) {
-        if run.is_empty() {
-            return;
-        }
-        match self.runs.last_mut() {
-            Some((h, last)) if Arc::ptr_eq(h, &handle) => last.append(&mut run),
-            _ => self.runs.push((handle, run)),
-        }
-    }
-
-    /// Adds `other`'s deliveries after these.
-    pub(crate) fn append(&mut self, other: Blocked) {
-        for (h, run) in other.runs {
-            self.push_run(h, run);
-        }
-    }
-
-    /// The first delivery waiting, and its session.
-    pub(crate) fn first(&self) -> Option<(&Arc<SessionHandle>, &Delivery)> {
-        let (h, run) = self.runs.first()?;
-        Some((h, run.front()?))
-    }
-}
-
 /// What publishing a message did.
 #[derive(Debug, Default)]
 pub(crate) struct Routed {
     /// Sessions it matched.
     pub(crate) matched: usize,
-    /// Deliveries waiting for room in a connected session's mailbox.
-    pub(crate) blocked: Blocked,
+    /// Deliveries waiting for room in connected sessions' mailboxes, in
+    /// the order they were made.
+    pub(crate) blocked: Blocked<SessionRef>,
     /// Whether a batch was submitted and `done` will be called.
     pub(crate) committing: bool,
     /// Deliveries queued in mailboxes.
@@ -300,8 +252,7 @@ impl Broker {
                     let deliveries = targets
                         .drain(..)
                         .enumerate()
-                        .map_while(|(i, t)| t.into_delivery(&mut message, i + 1 == n))
-                        .map(|(session, d)| (&session.0, d));
+                        .map_while(|(i, t)| t.into_delivery(&mut message, i + 1 == n));
                     self.place_all(n, deliveries, &mut how, &mut routed, &mut forget, now);
                 }
                 Some(mut b) => {
@@ -332,7 +283,7 @@ impl Broker {
                     }
                     how.outbox = None;
                     for (session, d) in deliveries.drain(..) {
-                        self.place(&session.0, d, &mut how, &mut routed, &mut forget, now);
+                        self.place(session, d, &mut how, &mut routed, &mut forget, now);
                     }
                     DELIVERIES.with(|cell| cell.replace(recycle(deliveries)));
                 }
@@ -364,7 +315,7 @@ impl Broker {
             .targets
             .iter()
             .enumerate()
-            .map_while(|(i, t)| Some((&t.session.0, t.delivery(&mut message, i + 1 == n)?)));
+            .map_while(|(i, t)| Some((&t.session, t.delivery(&mut message, i + 1 == n)?)));
         self.place_all(n, deliveries, &mut how, &mut routed, &mut forget, now);
         self.settle(&routed, how.count_later, forget);
         routed
@@ -376,7 +327,7 @@ impl Broker {
     fn place_all<'s>(
         &self,
         n: usize,
-        deliveries: impl Iterator<Item = (&'s Arc<SessionHandle>, Delivery)>,
+        deliveries: impl Iterator<Item = (&'s SessionRef, Delivery)>,
         how: &mut Publishing<'_>,
         routed: &mut Routed,
         forget: &mut Option<Batch>,
@@ -402,31 +353,36 @@ impl Broker {
         self.forget(forget);
     }
 
-    /// Puts one routed delivery in its session's mailbox: handed back in
-    /// [`Routed::blocked`] if the publisher may wait for room, else within
-    /// the mailbox's limits and policy.
+    /// Puts one routed delivery in its session's mailbox as the
+    /// [`DeliveryPolicy`] places it: if it fits, or handed back in
+    /// [`Routed::blocked`] for the publisher to wait for room (through the
+    /// outbox, if the publisher has one); else within the mailbox's limits
+    /// and policy.
     fn place(
         &self,
-        handle: &Arc<SessionHandle>,
+        session: &SessionRef,
         delivery: Delivery,
         how: &mut Publishing<'_>,
         routed: &mut Routed,
         forget: &mut Option<Batch>,
         now: Instant,
     ) {
-        let may_wait = how.may_block && handle.is_connected() && !handle.is_congested();
+        let handle = &session.0;
+        let placement = self
+            .delivery
+            .placement(how.publisher_may_wait, handle.subscriber());
         if let Some(outbox) = how.outbox.as_deref_mut() {
-            if !may_wait {
+            if placement == Placement::ByQueuePolicy {
                 // Placed now: after those waiting.
                 self.flush_outbox(outbox, routed);
             } else {
                 if !outbox
                     .session
                     .as_ref()
-                    .is_some_and(|s| Arc::ptr_eq(s, handle))
+                    .is_some_and(|s| Arc::ptr_eq(&s.0, handle))
                 {
                     self.flush_outbox(outbox, routed);
-                    outbox.session = Some(handle.clone());
+                    outbox.session = Some(session.clone());
                 }
                 outbox.deliveries.push(delivery);
                 if outbox.deliveries.len() >= OUTBOX_MAX {
@@ -435,17 +391,13 @@ impl Broker {
                 return;
             }
         }
-        if may_wait {
-            if routed.blocked.holds(handle) {
-                // Behind deliveries that did not fit: in order.
-                routed.blocked.push(handle, delivery);
-                return;
-            }
-            match self.try_push(handle, delivery) {
-                Ok(()) => routed.queued += 1,
-                Err(d) => routed.blocked.push(handle, d),
-            }
-        } else if self.push(handle, delivery, forget, now) {
+        let queued = match placement {
+            Placement::WaitForRoom => routed
+                .blocked
+                .place(session, delivery, |d| self.try_push(handle, d)),
+            Placement::ByQueuePolicy => self.push(handle, delivery, forget, now),
+        };
+        if queued {
             routed.queued += 1;
         }
     }
@@ -454,9 +406,10 @@ impl Broker {
     /// from the first that does not fit, they are handed back in
     /// [`Routed::blocked`], in order.
     pub(crate) fn flush_outbox(&self, outbox: &mut Outbox, routed: &mut Routed) {
-        let Some(handle) = outbox.session.take() else {
+        let Some(session) = outbox.session.take() else {
             return;
         };
+        let handle = &session.0;
         let mut deliveries = outbox.deliveries.drain(..);
         let mut mailbox = lock(&handle.mailbox);
         let was_empty = mailbox.is_empty();
@@ -474,7 +427,7 @@ impl Broker {
             let mut run = VecDeque::with_capacity(deliveries.len() + 1);
             run.push_back(d);
             run.extend(deliveries);
-            routed.blocked.push_run(handle.clone(), run);
+            routed.blocked.push_run(session.clone(), run);
         }
         if queued > 0 && was_empty {
             // As in `try_push`: only a mailbox that was empty wakes its task.
@@ -483,62 +436,25 @@ impl Broker {
         routed.queued += queued;
     }
 
-    /// Tries again to put what `blocked` holds in its sessions' mailboxes,
-    /// each run under one lock, in order: a delivery that still does not
-    /// fit holds back the later ones to its session. Those that wait no
-    /// more are dropped (`timed_out`: the publisher waited as long as it
-    /// may, or the session is congested) or placed by the queue's policy
-    /// (`publisher_gone`, or the subscriber is).
-    /// Returns what still waits, and how many were queued (the caller
-    /// counts them as routed).
+    /// Tries again to put what `blocked` holds (waiting since `since`) in
+    /// its sessions' mailboxes, each run under one lock, in order, as
+    /// [`Blocked::retry`] says; what still waits stays in `blocked`.
+    /// `publisher_gone`: the publisher's connection is closed.
+    /// Returns how many were queued (the caller counts them as routed).
     pub(crate) fn retry_blocked(
         &self,
-        blocked: Blocked,
-        timed_out: bool,
+        blocked: &mut Blocked<SessionRef>,
+        since: Instant,
         publisher_gone: bool,
         now: Instant,
-    ) -> (Blocked, u64) {
-        let mut waiting = Blocked::default();
-        let mut queued = 0;
-        for (h, mut run) in blocked.runs {
-            // A later run to a session an earlier one still waits for
-            // waits too, even if room came meanwhile (its subscriber reads
-            // concurrently): they arrive in order.
-            if !waiting.holds(&h) {
-                let mut mailbox = lock(&h.mailbox);
-                let was_empty = mailbox.is_empty();
-                let mut n = 0;
-                while let Some(d) = run.pop_front() {
-                    if let Err(d) = mailbox.try_push(d, &self.queue_limits) {
-                        run.push_front(d);
-                        break;
-                    }
-                    n += 1;
-                }
-                drop(mailbox);
-                if n > 0 && was_empty {
-                    h.notify.notify_one();
-                }
-                queued += n;
-                if run.is_empty() {
-                    continue;
-                }
-            }
-            if timed_out || h.is_congested() {
-                for d in run {
-                    self.drop_blocked(&h, d, now);
-                }
-            } else if publisher_gone || !h.is_connected() {
-                // Nobody to hold back, or the subscriber is gone: its
-                // queue's policy applies.
-                for d in run {
-                    self.push_by_policy(&h, d, now);
-                }
-            } else {
-                waiting.push_run(h, run);
-            }
-        }
-        (waiting, queued)
+    ) -> u64 {
+        let mut mailboxes = Retrying {
+            broker: self,
+            now,
+            queued: 0,
+        };
+        blocked.retry(&self.delivery, since, now, publisher_gone, &mut mailboxes);
+        mailboxes.queued
     }
 
     /// Puts a delivery in a session's mailbox if it fits without dropping
@@ -584,7 +500,7 @@ impl Broker {
 
     /// Pushes within the mailbox's limits and policy (stored deliveries it
     /// drops are removed from the store).
-    pub(crate) fn push_by_policy(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
+    fn push_by_policy(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
         let mut forget = None;
         self.push_counted(session, delivery, &mut forget, now);
         self.forget(forget);
@@ -610,10 +526,11 @@ impl Broker {
         }
     }
 
-    /// A publisher waited for room in `session`'s mailbox for as long as
-    /// it may: the delivery is dropped and counted, and the session is
-    /// marked congested so that publishers stop waiting for it.
-    pub(crate) fn drop_blocked(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
+    /// A publisher's wait for room in `session`'s mailbox ended in
+    /// [`Verdict::DropAndCongest`](mqtt_router::Verdict::DropAndCongest):
+    /// the delivery is dropped and counted, and the session is marked
+    /// congested so that publishers stop waiting for it.
+    fn drop_blocked(&self, session: &SessionHandle, delivery: Delivery, now: Instant) {
         Stats::add(&self.stats.dropped_publish_wait, 1);
         lock(&session.mailbox).drops.queue_full += 1;
         session
@@ -681,5 +598,47 @@ impl Broker {
         }
         self.forget(forget);
         kept
+    }
+}
+
+/// The broker's mailboxes as [`Blocked::retry`] fills them: each run under
+/// the mailbox's lock, its task woken if the mailbox was empty, the
+/// deliveries queued counted.
+struct Retrying<'a> {
+    broker: &'a Broker,
+    now: Instant,
+    queued: u64,
+}
+
+impl Mailboxes<SessionRef, Delivery> for Retrying<'_> {
+    fn subscriber(&self, session: &SessionRef) -> Subscriber {
+        session.0.subscriber()
+    }
+
+    fn fill(&mut self, session: &SessionRef, run: &mut VecDeque<Delivery>) {
+        let h = &session.0;
+        let mut mailbox = lock(&h.mailbox);
+        let was_empty = mailbox.is_empty();
+        let mut n = 0;
+        while let Some(d) = run.pop_front() {
+            if let Err(d) = mailbox.try_push(d, &self.broker.queue_limits) {
+                run.push_front(d);
+                break;
+            }
+            n += 1;
+        }
+        drop(mailbox);
+        if n > 0 && was_empty {
+            h.notify.notify_one();
+        }
+        self.queued += n;
+    }
+
+    fn drop_and_congest(&mut self, session: &SessionRef, delivery: Delivery) {
+        self.broker.drop_blocked(&session.0, delivery, self.now);
+    }
+
+    fn push_by_policy(&mut self, session: &SessionRef, delivery: Delivery) {
+        self.broker.push_by_policy(&session.0, delivery, self.now);
     }
 }

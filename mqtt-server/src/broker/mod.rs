@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use mqtt_codec::{MqttString, PacketId, QoS, ReasonCode, Will};
-use mqtt_router::{Registry, RetainedStore, Router, SubscribeRules, Target};
+use mqtt_router::{
+    Blocked, DeliveryPolicy, Mailboxes, Placement, Registry, RetainedStore, Router, SubscribeRules,
+    Subscriber, Target,
+};
 use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig, SessionState};
 use mqtt_store::{Batch, Recovered, StoreError};
 use mqtt_topic::TopicName;
@@ -24,7 +27,7 @@ use crate::stats::Stats;
 mod delivery;
 mod jobs;
 
-pub(crate) use delivery::{Blocked, Outbox, Publishing, RouteCache, Routed};
+pub(crate) use delivery::{Outbox, Publishing, RouteCache, Routed};
 use jobs::BrokerTimers;
 
 pub(crate) struct Broker {
@@ -35,6 +38,9 @@ pub(crate) struct Broker {
     /// The rules of each `[[client_limits]]` table, in the same order.
     client_rules: Vec<Arc<SubscribeRules>>,
     pub(crate) queue_limits: QueueLimits,
+    /// Whether and how long a publisher waits for room in a connected
+    /// subscriber's mailbox (from `max_publish_wait_ms`).
+    pub(crate) delivery: DeliveryPolicy,
     /// Read-mostly: publishers route under the read lock concurrently;
     /// SUBSCRIBE and UNSUBSCRIBE take the write lock for one insertion.
     /// Never held across an await.
@@ -95,6 +101,7 @@ impl Broker {
             client_rules,
             session_config: Arc::new(session_config),
             queue_limits: config.queue_limits(),
+            delivery: DeliveryPolicy::new(config.max_publish_wait()),
             config,
             router: RwLock::new(Router::new()),
             retained: RwLock::new(RetainedStore::new()),

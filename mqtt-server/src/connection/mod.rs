@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use mqtt_codec::{
     ConnAckProperties, Connect, MqttString, Packet, PacketId, QoS, ReasonCode, Subscribe,
 };
-use mqtt_router::{Held, SubscribeRules};
+use mqtt_router::{Blocked, Held, SubscribeRules};
 use mqtt_session::{
     Accept, CloseReason, Closed, Delivery, Inflight, InflightStage, Message, ServerConnection,
     ServerEvent, Transmit,
@@ -34,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
-use crate::broker::{Blocked, Broker, Outbox, Publishing, RouteCache, Routed};
+use crate::broker::{Broker, Outbox, Publishing, RouteCache, Routed};
 use crate::handle::{Control, Parked, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::quota::PublishQuota;
@@ -289,7 +289,9 @@ where
             let next = [
                 task.conn.poll_timeout(),
                 task.throttled,
-                task.stalled.as_ref().map(|s| s.until),
+                task.stalled
+                    .as_ref()
+                    .map(|s| broker.delivery.deadline(s.since)),
             ]
             .into_iter()
             .flatten()
@@ -391,7 +393,7 @@ where
                 // the timer's); boxed, as only a stalled connection needs it.
                 _ = async {
                     match &stall {
-                        Some((h, size)) => Box::pin(wait_room(h, *size, &limits)).await,
+                        Some((h, size)) => Box::pin(wait_room(&h.0, *size, &limits)).await,
                         None => std::future::pending().await,
                     }
                 }, if stalled => {}
@@ -560,7 +562,7 @@ impl Task<'_> {
             // Not all taken: make sure the select loop comes back for more.
             handle.notify.notify_one();
         }
-        if handle.is_congested() && mailbox.len() <= limits.max_messages / 2 {
+        if handle.is_congested() && self.broker.delivery.relieved(mailbox.len(), limits) {
             // Reading again: publishers may wait for it again.
             handle.congested.store(false, Ordering::Relaxed);
         }

@@ -8,19 +8,22 @@ use super::*;
 pub(super) struct Stall {
     /// The acknowledgement waiting (see [`Commits::acks`]).
     pub(super) serial: Option<u64>,
-    pub(super) deliveries: Blocked,
-    pub(super) until: Instant,
+    pub(super) deliveries: Blocked<SessionRef>,
+    /// When the wait began; it ends at
+    /// [`DeliveryPolicy::deadline`](mqtt_router::DeliveryPolicy::deadline).
+    pub(super) since: Instant,
 }
 
-/// Waits until `h`'s mailbox has room for `size` bytes, or it no longer
-/// needs waiting for (congested, disconnected).
+/// Waits until `h`'s mailbox has room for `size` bytes, or it is no longer
+/// worth waiting for (congested, disconnected: see
+/// [`Subscriber::worth_waiting_for`](mqtt_router::Subscriber::worth_waiting_for)).
 pub(super) async fn wait_room(h: &SessionHandle, size: usize, limits: &mqtt_session::QueueLimits) {
     let notified = h.space.notified();
     tokio::pin!(notified);
     // Registered before the check: a notification between the two is
     // not lost.
     notified.as_mut().enable();
-    if lock(&h.mailbox).has_room(size, limits) || h.is_congested() || !h.is_connected() {
+    if lock(&h.mailbox).has_room(size, limits) || !h.subscriber().worth_waiting_for() {
         return;
     }
     notified.await;
@@ -51,7 +54,7 @@ impl Task<'_> {
     /// write before a delivery is queued), and publishers that may wait
     /// for room.
     pub(super) fn outbox_in_use(&self) -> bool {
-        self.broker.persist.is_none() && !self.broker.config.max_publish_wait().is_zero()
+        self.broker.persist.is_none() && self.broker.delivery.publishers_wait()
     }
 
     /// Puts the outbox's deliveries in their mailbox; those that do not
@@ -103,7 +106,7 @@ impl Task<'_> {
     /// acknowledgement it holds back. A stall already there (only outbox
     /// deliveries, which hold no acknowledgement, can join one) takes them
     /// after its own.
-    pub(super) fn stall_on(&mut self, blocked: Blocked, serial: Option<u64>) {
+    pub(super) fn stall_on(&mut self, blocked: Blocked<SessionRef>, serial: Option<u64>) {
         if blocked.is_empty() {
             return;
         }
@@ -117,7 +120,7 @@ impl Task<'_> {
                 self.stalled = Some(Box::new(Stall {
                     serial,
                     deliveries: blocked,
-                    until: self.now + self.broker.config.max_publish_wait(),
+                    since: self.now,
                 }));
             }
         }
@@ -198,23 +201,20 @@ impl Task<'_> {
         let Some(stall) = self.stalled.as_mut() else {
             return;
         };
-        let timed_out = self.now >= stall.until;
-        let (waiting, queued) = self.broker.retry_blocked(
-            std::mem::take(&mut stall.deliveries),
-            timed_out,
+        let queued = self.broker.retry_blocked(
+            &mut stall.deliveries,
+            stall.since,
             self.conn.is_closed(),
             self.now,
         );
         self.counts.routed = self.counts.routed.saturating_add(queued as u32);
-        if waiting.is_empty() {
+        if stall.deliveries.is_empty() {
             let serial = stall.serial;
             self.stalled = None;
             if let Some(serial) = serial {
                 self.ack_ready(serial, None);
             }
             self.release_deferred_acks();
-        } else {
-            stall.deliveries = waiting;
         }
     }
 
@@ -256,7 +256,6 @@ impl Task<'_> {
         let ticket = (persistence && serial.is_some()).then(|| self.commits.ticket());
         let incoming_qos2 =
             packet_id.filter(|_| self.persistent && message.qos == QoS::ExactlyOnce);
-        let may_block = !broker.config.max_publish_wait().is_zero();
         let done = ticket.map(|t| self.commits.done(t));
         let outbox = self
             .outbox_in_use()
@@ -264,7 +263,8 @@ impl Task<'_> {
         let how = Publishing {
             publisher: self.handle.as_ref(),
             incoming_qos2,
-            may_block,
+            // A client's connection: it can stop reading.
+            publisher_may_wait: true,
             done,
             count_later: true,
             route_cache: self.route_cache.as_deref_mut(),
