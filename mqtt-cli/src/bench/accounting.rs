@@ -2,13 +2,13 @@
 //! received of each publisher against what it did, and the totals when the
 //! payloads are too short to be counted one by one.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use mqtt_codec::QoS;
 
 use super::latency::{Latency, new_histogram};
 use super::publisher::PubResult;
+use super::recipients::Recipient;
 use super::report::Report;
 use super::stamp::STAMP_LEN;
 use super::subscriber::SubResult;
@@ -36,32 +36,8 @@ pub(super) fn fill_receipts<'a>(
     report.latency = Latency::from_histogram(&hist);
 }
 
-/// The group and filter of a shared subscription's `$share/GROUP/FILTER`.
-pub(super) fn shared_subscription(filter: &str) -> Option<(&str, &str)> {
-    filter.strip_prefix("$share/")?.split_once('/')
-}
-
-/// Deliveries each message to `topic` makes: one per matching plain
-/// subscription, one per shared-subscription group with a matching filter.
-pub(super) fn fan_out(topic: &str, filters: &[String]) -> u64 {
-    let mut plain = 0;
-    let mut groups = BTreeSet::new();
-    for f in filters {
-        match shared_subscription(f) {
-            Some((group, filter)) => {
-                if mqtt_topic::matches(filter, topic) {
-                    groups.insert((group, filter));
-                }
-            }
-            None => plain += u64::from(mqtt_topic::matches(f, topic)),
-        }
-    }
-    plain + groups.len() as u64
-}
-
-/// One subscription that should receive each matching message once: a
-/// subscriber, or the members of a shared-subscription group (each gets
-/// some of the messages).
+/// One subscription that should receive each matching message once (a
+/// [`Recipient`]), with what its members received.
 pub(super) struct Unit<'a> {
     /// Its filter; `None`: every publisher's messages (`bench filters`).
     pub(super) filter: Option<&'a str>,
@@ -69,26 +45,24 @@ pub(super) struct Unit<'a> {
     pub(super) members: Vec<&'a Tracker>,
 }
 
-/// The subscriptions of `filters` (by subscriber index), with what each
-/// subscriber received (`None` if its task is gone).
-pub(super) fn units<'a>(filters: &'a [String], results: &'a [Option<SubResult>]) -> Vec<Unit<'a>> {
-    let mut units = Vec::new();
-    let mut groups: BTreeMap<(&str, &str), Vec<&Tracker>> = BTreeMap::new();
-    for (f, r) in filters.iter().zip(results) {
-        let tracker = r.as_ref().map(|r| &r.tracker);
-        match shared_subscription(f) {
-            Some(key) => groups.entry(key).or_default().extend(tracker),
-            None => units.push(Unit {
-                filter: Some(f),
-                members: tracker.into_iter().collect(),
-            }),
-        }
-    }
-    units.extend(groups.into_iter().map(|((_, filter), members)| Unit {
-        filter: Some(filter),
-        members,
-    }));
-    units
+/// The per-message accounting's view of `recipients`: what each member
+/// received (`results`, by subscriber index; a member whose task is gone
+/// has nothing to show).
+pub(super) fn units<'a>(
+    recipients: &[Recipient<'a>],
+    results: &'a [Option<SubResult>],
+) -> Vec<Unit<'a>> {
+    recipients
+        .iter()
+        .map(|r| Unit {
+            filter: Some(r.filter),
+            members: r
+                .members
+                .iter()
+                .filter_map(|&i| results.get(i)?.as_ref().map(|r| &r.tracker))
+                .collect(),
+        })
+        .collect()
 }
 
 /// Messages of a publisher to be delivered: sent (QoS 0), or acknowledged
@@ -175,21 +149,21 @@ pub(super) fn warn_small_payloads(size: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::filter_subscriber::{filter_for, topic_for};
+    use crate::bench::recipients::recipients;
     use crate::bench::stamp::Stamp;
 
     #[test]
-    fn filters_are_distinct_and_each_matched_by_its_own_topic_only() {
-        let n = 30;
-        let filters: Vec<String> = (0..n).map(filter_for).collect();
-        let distinct: BTreeSet<&String> = filters.iter().collect();
-        assert_eq!(distinct.len(), n);
-        for i in 0..n {
-            let topic = topic_for(i);
-            assert!(mqtt_topic::TopicName::new(&topic).is_ok());
-            assert_eq!(fan_out(&topic, &filters), 1, "{topic}");
-            assert!(mqtt_topic::matches(&filters[i], &topic));
-        }
+    fn a_unit_holds_the_trackers_of_the_members_still_there() {
+        let filters = ["$share/g/t", "t", "$share/g/t", "u"].map(String::from);
+        let result = || Some(SubResult::new(Tracker::new(None, 0)));
+        let results = [result(), None, None, result()];
+        let recipients = recipients(&filters);
+        let units = units(&recipients, &results);
+        let shape: Vec<_> = units.iter().map(|u| (u.filter, u.members.len())).collect();
+        // The plain subscription whose task is gone still expects its due.
+        assert_eq!(shape, [(Some("t"), 0), (Some("u"), 1), (Some("t"), 1)]);
+        let first = results[0].as_ref().map(|r| &r.tracker);
+        assert!(first.is_some_and(|t| std::ptr::eq(units[2].members[0], t)));
     }
 
     #[test]

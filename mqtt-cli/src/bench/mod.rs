@@ -17,8 +17,8 @@
 //!   and the one in [`conn`], with what they share in [`shared`](mod@shared), the
 //!   payloads in [`payload`] and [`stamp`], the picks in [`rng`];
 //! - the counting: [`counters`] (live, with the progress line), per
-//!   message in [`track`], [`tracker`], [`tally`] and [`accounting`], and
-//!   [`latency`];
+//!   message in [`track`], [`tracker`], [`tally`] and [`accounting`] (by
+//!   [`recipients`]), and [`latency`];
 //! - the output: [`report`], [`errors`], and [`procfs`] for the CPU and
 //!   memory figures.
 
@@ -34,6 +34,7 @@ mod payload;
 mod procfs;
 mod publisher;
 mod pubsub;
+mod recipients;
 mod report;
 mod rng;
 mod shared;

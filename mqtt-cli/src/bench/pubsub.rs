@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::accounting::{
-    account, account_totals, due, fan_out, fill_receipts, unacknowledged, units,
-    warn_small_payloads,
+    account, account_totals, due, fill_receipts, unacknowledged, units, warn_small_payloads,
 };
 use super::args::{Common, PublishOptions};
 use super::publisher::{self, PubPlan, PubResult};
+use super::recipients::{fan_out, recipients};
 use super::report::Report;
 use super::stamp::STAMP_LEN;
 use super::sub::{SubPlan, collect_subscribers, start_subscribers};
@@ -87,21 +87,24 @@ pub(super) async fn pubsub(
     let pub_elapsed = start.elapsed();
     let _ = stop_tx.send(true);
 
+    let filters: Vec<String> = subs.as_ref().map_or_else(Vec::new, |plan| {
+        (0..plan.count)
+            .map(|i| plan.filter.replace("%i", &i.to_string()))
+            .collect()
+    });
+    let recipients = recipients(&filters);
     let receipts = match &subs {
         Some(plan) => {
-            let filters: Vec<String> = (0..plan.count)
-                .map(|i| plan.filter.replace("%i", &i.to_string()))
-                .collect();
             // Deliveries expected from what was sent (QoS 0) or acknowledged.
             let expected: u64 = results
                 .iter()
                 .zip(&topics)
-                .map(|(r, t)| due(r, options.qos) * fan_out(t, &filters))
+                .map(|(r, t)| due(r, options.qos) * fan_out(t, &recipients))
                 .sum();
             wait_for_deliveries(&counters, expected, options.drain, per_message).await;
             let _ = sub_stop_tx.send(true);
             let received = collect_subscribers(&mut sub_set, plan.count).await;
-            Some((received, filters, expected))
+            Some((received, expected))
         }
         None => None,
     };
@@ -126,10 +129,10 @@ pub(super) async fn pubsub(
         unacknowledged: unacknowledged(&results, options.qos),
         ..Report::default()
     };
-    if let Some((sub_results, filters, expected)) = &receipts {
+    if let Some((sub_results, expected)) = &receipts {
         fill_receipts(&mut report, sub_results.iter().flatten(), start);
         if per_message {
-            let units = units(filters, sub_results);
+            let units = units(&recipients, sub_results);
             account(&mut report, &units, &results, &topics, options.qos);
         } else {
             account_totals(&mut report, *expected);
