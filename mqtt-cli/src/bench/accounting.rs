@@ -126,6 +126,7 @@ pub(super) fn account(
     report.duplicates = Some(sum.duplicates);
     report.reordered = Some(sum.reordered);
     report.foreign = Some(foreign);
+    report.note_gap_limit(&sum);
 }
 
 /// Losses and duplicates as differences of totals, for payloads too short

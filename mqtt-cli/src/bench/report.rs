@@ -5,6 +5,8 @@ use serde::Serialize;
 
 use super::latency::Latency;
 use super::stamp::STAMP_LEN;
+use super::tally::Tally;
+use super::track::MAX_GAPS;
 
 /// The final report of a benchmark run; `--json` prints it as is.
 #[derive(Debug, Default, Serialize)]
@@ -75,6 +77,20 @@ pub(crate) struct Report {
     /// match the topic. Not in `expected`, `losses` nor `duplicates`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) foreign: Option<u64>,
+    /// Gaps (runs of missing messages) the subscribers stopped tracking
+    /// one by one at the gap limit ([`MAX_GAPS`] per publisher and
+    /// subscriber): the messages in them count for good as missing to that
+    /// subscriber (lost, unless another member of its shared-subscription
+    /// group received them). Absent if none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gaps_forgotten: Option<u64>,
+    /// With `gaps_forgotten`: deliveries that came below what was still
+    /// tracked one by one, each a late message for a forgotten gap or a
+    /// duplicate, which cannot be told apart. Neither takes a loss back
+    /// nor counts as a duplicate: `losses` may be over by up to this many,
+    /// never under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) unplaced: Option<u64>,
     /// QoS 1/2 messages sent and never acknowledged, even after the drain
     /// time (pub, pubsub, filters): a failure, not counted in `losses`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +139,16 @@ pub(crate) struct Report {
 }
 
 impl Report {
+    /// Gives the gaps forgotten at the gap limit and the deliveries
+    /// unplaced since, if any gap was forgotten: the report of a run that
+    /// stayed under the limit does not change.
+    pub(crate) fn note_gap_limit(&mut self, tally: &Tally) {
+        if tally.gaps_forgotten > 0 {
+            self.gaps_forgotten = Some(tally.gaps_forgotten);
+            self.unplaced = Some(tally.unplaced);
+        }
+    }
+
     /// Whether the run failed: a connection failed or dropped, a
     /// publication was refused or never acknowledged, or a QoS 1/2 message
     /// the broker acknowledged never reached a subscription. QoS 0 losses
@@ -236,6 +262,12 @@ impl Report {
                     self.foreign.unwrap_or(0),
                 )),
                 (None, _) => {}
+            }
+            if let Some(g) = self.gaps_forgotten {
+                line(format!(
+                    "  gap limit      {g} gaps forgotten (over {MAX_GAPS} per publisher and subscriber; missing for good)  unplaced {} (losses may be over by as many)",
+                    self.unplaced.unwrap_or(0)
+                ));
             }
             if let Some(l) = &self.latency {
                 line(format!(

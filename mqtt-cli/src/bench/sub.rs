@@ -95,6 +95,7 @@ pub(super) async fn sub(a: SubArgs) -> Result<ExitCode, String> {
         report.duplicates = Some(seen.duplicates);
         report.reordered = Some(seen.reordered);
         report.foreign = Some(foreign);
+        report.note_gap_limit(&seen);
     } else if report.received > 0 {
         report.per_message = Some(false);
     }

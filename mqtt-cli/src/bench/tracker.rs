@@ -68,7 +68,8 @@ impl Tracker {
 
     /// What came from every run's publishers (`bench sub`): duplicates,
     /// reordered, and the messages missing between the first and the last
-    /// received of each.
+    /// received of each (those of the gaps forgotten at the gap limit
+    /// included, and the unplaced deliveries counted apart).
     pub(crate) fn seen(&self) -> Tally {
         let mut t = Tally::default();
         for track in self.others.values().chain(&self.mine) {
@@ -76,6 +77,8 @@ impl Tracker {
             t.duplicates += track.duplicates;
             t.reordered += track.reordered;
             t.losses += track.missing();
+            t.unplaced += track.unplaced;
+            t.gaps_forgotten += track.forgotten_gaps;
         }
         t
     }
