@@ -96,7 +96,7 @@ fn publish_v5(payload: &Bytes) -> v5::Publish {
         topic_alias: None,
         response_topic: None,
         correlation_data: None,
-        user_properties: vec![(USER_KEY.into(), USER_VALUE.into())],
+        user_properties: vec![(USER_KEY.into(), USER_VALUE.into())].into(),
         subscription_identifiers: vec![SUBSCRIPTION_ID as usize],
         content_type: Some(CONTENT_TYPE.into()),
     });
@@ -160,7 +160,7 @@ fn connect_v5() -> v5::Connect {
         topic_alias_max: None,
         request_response_info: None,
         request_problem_info: None,
-        user_properties: Vec::new(),
+        user_properties: Default::default(),
         authentication_method: None,
         authentication_data: None,
     });
@@ -172,7 +172,7 @@ fn connect_v5() -> v5::Connect {
         content_type: None,
         response_topic: None,
         correlation_data: None,
-        user_properties: Vec::new(),
+        user_properties: Default::default(),
     });
     c.last_will = Some(will);
     c

@@ -81,7 +81,7 @@ async fn v5_publisher_reaches_v311_subscriber_without_properties() {
     sub.subscribe("mixed", rumqttc::QoS::AtLeastOnce).await;
     let (mut publisher, _) = Peer::connect(options(broker.addr, "pub5")).await;
     let props = PublishProperties {
-        user_properties: vec![("k".into(), "v".into())],
+        user_properties: vec![("k".into(), "v".into())].into(),
         content_type: Some("text/plain".into()),
         ..Default::default()
     };
@@ -193,7 +193,7 @@ fn will_options(broker: &TestBroker, id: &str, delay: u32, clean_start: bool) ->
         content_type: None,
         response_topic: None,
         correlation_data: None,
-        user_properties: Vec::new(),
+        user_properties: Default::default(),
     };
     o.set_last_will(LastWill::new(
         "will/w",
@@ -884,7 +884,8 @@ async fn user_and_request_response_properties_pass_through_untouched() {
             ("b".into(), "2".into()),
             ("a".into(), "1".into()),
             ("b".into(), "3".into()),
-        ],
+        ]
+        .into(),
         ..Default::default()
     };
     publisher
@@ -920,7 +921,8 @@ async fn will_properties_pass_through_untouched() {
         user_properties: vec![mqtt_codec::UserProperty::new(
             packets::string("k"),
             packets::string("v"),
-        )],
+        )]
+        .into(),
         ..Default::default()
     };
     connect.will = Some(mqtt_codec::Will {
