@@ -96,7 +96,7 @@ fn publish_v5(payload: &Bytes) -> v5::Publish {
         topic_alias: None,
         response_topic: None,
         correlation_data: None,
-        user_properties: vec![(USER_KEY.into(), USER_VALUE.into())].into(),
+        user_properties: vec![(USER_KEY.into(), USER_VALUE.into())],
         subscription_identifiers: vec![SUBSCRIPTION_ID as usize],
         content_type: Some(CONTENT_TYPE.into()),
     });
