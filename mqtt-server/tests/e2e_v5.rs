@@ -81,7 +81,7 @@ async fn v5_publisher_reaches_v311_subscriber_without_properties() {
     sub.subscribe("mixed", rumqttc::QoS::AtLeastOnce).await;
     let (mut publisher, _) = Peer::connect(options(broker.addr, "pub5")).await;
     let props = PublishProperties {
-        user_properties: vec![("k".into(), "v".into())].into(),
+        user_properties: vec![("k".into(), "v".into())],
         content_type: Some("text/plain".into()),
         ..Default::default()
     };
@@ -884,8 +884,7 @@ async fn user_and_request_response_properties_pass_through_untouched() {
             ("b".into(), "2".into()),
             ("a".into(), "1".into()),
             ("b".into(), "3".into()),
-        ]
-        .into(),
+        ],
         ..Default::default()
     };
     publisher
