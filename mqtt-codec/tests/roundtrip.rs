@@ -895,7 +895,7 @@ proptest! {
 
     /// `decode(encode(p)) == p`, the whole frame is consumed, and
     /// `encoded_len` is what `encode` writes; a PUBLISH lent as a
-    /// `PublishRef` encodes to the same bytes.
+    /// `OutgoingPublish` encodes to the same bytes.
     #[test]
     fn every_packet_round_trips((version, packet) in versioned_packet()) {
         let wire = encode(&packet, version);

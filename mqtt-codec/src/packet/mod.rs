@@ -13,7 +13,7 @@ pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
-pub use publish::{Publish, PublishRef};
+pub use publish::{OutgoingPublish, Publish};
 pub use subscribe::{Subscribe, Subscription, Unsubscribe};
 
 use bytes::{BufMut, Bytes, BytesMut};

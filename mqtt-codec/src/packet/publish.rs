@@ -111,8 +111,8 @@ impl Publish {
 
     /// The same packet, borrowed: what the encoding functions work on.
     #[inline(always)]
-    pub fn as_borrowed(&self) -> PublishRef<'_> {
-        PublishRef {
+    pub fn as_borrowed(&self) -> OutgoingPublish<'_> {
+        OutgoingPublish {
             dup: self.dup,
             qos: self.qos,
             retain: self.retain,
@@ -188,8 +188,9 @@ impl Publish {
     }
 }
 
-/// A PUBLISH whose topic, properties and payload are borrowed: it encodes
-/// to exactly the bytes of the [`Publish`] with the same fields.
+/// A PUBLISH to send, made of borrowed parts: encoding only (a decoded
+/// PUBLISH is a [`Publish`], whose fields already share the read buffer).
+/// It encodes to exactly the bytes of the [`Publish`] with the same fields.
 ///
 /// A sender that keeps messages of its own (a broker's queue, a client's
 /// session) can encode each one from where it lies, without building a
@@ -198,12 +199,12 @@ impl Publish {
 ///
 /// ```
 /// use bytes::{Bytes, BytesMut};
-/// use mqtt_codec::{MqttString, Packet, ProtocolVersion, Publish, PublishProperties, PublishRef, QoS};
+/// use mqtt_codec::{MqttString, Packet, ProtocolVersion, Publish, PublishProperties, OutgoingPublish, QoS};
 ///
 /// let topic = MqttString::from_static("a/b");
 /// let payload = Bytes::from_static(b"hello");
 /// let properties = PublishProperties::default();
-/// let borrowed = PublishRef {
+/// let borrowed = OutgoingPublish {
 ///     dup: false,
 ///     qos: QoS::AtMostOnce,
 ///     retain: false,
@@ -219,7 +220,7 @@ impl Publish {
 /// assert_eq!(a, b);
 /// ```
 #[derive(Debug, Clone, Copy)]
-pub struct PublishRef<'a> {
+pub struct OutgoingPublish<'a> {
     /// DUP: this may be a re-delivery. Always false at QoS 0 [MQTT-3.3.1-2].
     pub dup: bool,
     /// Quality of service.
@@ -236,7 +237,7 @@ pub struct PublishRef<'a> {
     pub payload: &'a Bytes,
 }
 
-impl PublishRef<'_> {
+impl OutgoingPublish<'_> {
     /// An owned [`Publish`] with the same fields (the topic, properties
     /// and payload are cloned: reference counts, no byte copied).
     pub fn to_owned(&self) -> Publish {
