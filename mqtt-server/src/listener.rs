@@ -343,16 +343,11 @@ impl Listener {
         let rules = (config.max_subscriptions_per_client.is_some()
             || config.max_subscription_bytes_per_client.is_some())
         .then(|| {
-            let top = &broker.subscribe_rules;
-            Arc::new(SubscribeRules {
-                max_subscriptions: config
-                    .max_subscriptions_per_client
-                    .unwrap_or(top.max_subscriptions),
-                max_subscription_bytes: config
-                    .max_subscription_bytes_per_client
-                    .unwrap_or(top.max_subscription_bytes),
-                ..*top
-            })
+            crate::broker::limited_rules(
+                &broker.subscribe_rules,
+                config.max_subscriptions_per_client,
+                config.max_subscription_bytes_per_client,
+            )
         });
         let tcp = TcpListener::bind(config.address).await.map_err(|e| {
             io::Error::new(
