@@ -245,6 +245,20 @@ impl Broker {
     }
 }
 
+/// `top` with the subscription limits a `[[client_limits]]` or a
+/// `[[listener]]` table sets (`None`: the top-level value).
+pub(crate) fn limited_rules(
+    top: &SubscribeRules,
+    max_subscriptions: Option<usize>,
+    max_subscription_bytes: Option<usize>,
+) -> Arc<SubscribeRules> {
+    Arc::new(SubscribeRules {
+        max_subscriptions: max_subscriptions.unwrap_or(top.max_subscriptions),
+        max_subscription_bytes: max_subscription_bytes.unwrap_or(top.max_subscription_bytes),
+        ..*top
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -320,18 +334,4 @@ mod tests {
         assert!(back.is_empty());
         assert_eq!(back.as_ptr() as usize, ptr);
     }
-}
-
-/// `top` with the subscription limits a `[[client_limits]]` or a
-/// `[[listener]]` table sets (`None`: the top-level value).
-pub(crate) fn limited_rules(
-    top: &SubscribeRules,
-    max_subscriptions: Option<usize>,
-    max_subscription_bytes: Option<usize>,
-) -> Arc<SubscribeRules> {
-    Arc::new(SubscribeRules {
-        max_subscriptions: max_subscriptions.unwrap_or(top.max_subscriptions),
-        max_subscription_bytes: max_subscription_bytes.unwrap_or(top.max_subscription_bytes),
-        ..*top
-    })
 }
