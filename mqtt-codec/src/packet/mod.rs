@@ -302,7 +302,7 @@ impl Packet {
         match self {
             Packet::Connect(c) => c.check()?,
             Packet::ConnAck(c) => c.check()?,
-            Packet::Publish(p) => p.check()?,
+            Packet::Publish(p) => p.check(version)?,
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
                 a.properties.check()?;
             }

@@ -124,8 +124,8 @@ impl Publish {
     }
 
     #[inline(always)]
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        self.as_borrowed().check()
+    pub(crate) fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
+        self.as_borrowed().check(version)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
@@ -257,15 +257,20 @@ impl OutgoingPublish<'_> {
         (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
     }
 
+    /// What encoding checks: the packet identifier against the QoS, and
+    /// the properties, which only MQTT 5.0 writes.
     #[inline(always)]
-    fn check(&self) -> Result<(), EncodeError> {
+    fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
         if (self.qos == QoS::AtMostOnce) == self.packet_id.is_some() {
             return Err(EncodeError::PacketIdMismatch {
                 qos: self.qos,
                 has_id: self.packet_id.is_some(),
             });
         }
-        self.properties.check()
+        if version.is_v5() {
+            self.properties.check()?;
+        }
+        Ok(())
     }
 
     fn header_body_len(&self, version: ProtocolVersion, props: usize) -> usize {
@@ -295,7 +300,7 @@ impl OutgoingPublish<'_> {
         version: ProtocolVersion,
         buf: &mut impl BufMut,
     ) -> Result<usize, EncodeError> {
-        self.check()?;
+        self.check(version)?;
         let props = if version.is_v5() {
             self.properties.len()
         } else {
