@@ -311,6 +311,12 @@ pub(crate) fn render(broker: &Broker) -> String {
         get(&s.publish_waits),
     );
     out.single(
+        "mqtt_takeover_timeouts_total",
+        "counter",
+        "CONNECTs refused as busy because the connection owning the session did not hand it over within 5 s.",
+        get(&s.takeover_timeouts),
+    );
+    out.single(
         "mqtt_publish_throttled_total",
         "counter",
         "Times a connection stopped reading because its client exceeded max_publish_rate or max_publish_bytes_rate.",
