@@ -3,21 +3,59 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-use mqtt_codec::MqttString;
+use mqtt_codec::{MqttString, ProtocolVersion};
 use mqtt_router::Subscriber;
 use mqtt_session::{MessageQueue, SessionState};
 use tokio::sync::{Notify, oneshot};
 
-/// A request to the task that owns a session's connection.
+/// A request to the task that owns a session's connection, through the
+/// channel the session registry keeps for it.
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Another connection with the same client identifier arrived: close
     /// with 0x8E and hand the session over.
     TakeOver(oneshot::Sender<Option<SessionState>>),
+    /// An operator asked (the admin API): close with 0x98 (Administrative
+    /// action; MQTT 3.1.1 clients see the connection end), the session
+    /// parked or ended as when the client goes.
+    Disconnect,
+    /// An operator asks what only the connection knows (the admin API).
+    Inspect(oneshot::Sender<Live>),
+}
+
+/// How many requests may wait in a connection's control channel; a
+/// takeover waits for room, an operator's request is refused.
+pub(crate) const CONTROL_CAPACITY: usize = 4;
+
+/// What a connection reports of itself ([`Control::Inspect`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Live {
+    /// QoS 1/2 deliveries sent and not yet acknowledged.
+    pub(crate) inflight: usize,
+    /// Deliveries in the session's own queue (beyond the mailbox).
+    pub(crate) queued: usize,
+}
+
+/// How a client connected, kept with its session from its CONNECT on (an
+/// offline session keeps its last): what the admin API lists.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientInfo {
+    /// The client's address (from the PROXY header, behind a proxy).
+    pub(crate) address: SocketAddr,
+    /// The listener it came through, e.g. `mqtt 127.0.0.1:1883`.
+    pub(crate) listener: Arc<str>,
+    pub(crate) username: Option<String>,
+    pub(crate) protocol: ProtocolVersion,
+    /// The keep alive in force, in seconds.
+    pub(crate) keep_alive: u16,
+    /// The clean start flag of its CONNECT.
+    pub(crate) clean_start: bool,
+    pub(crate) connected_at: SystemTime,
 }
 
 /// A session parked while no connection owns it.
@@ -73,6 +111,9 @@ pub(crate) struct SessionHandle {
     /// The ACL view of the client that last connected with this session,
     /// checked at each delivery; `None` when no ACL applies.
     pub(crate) access: Mutex<Option<Arc<crate::auth::ClientAccess>>>,
+    /// How its client last connected; `None` for a session restored from
+    /// the store and not resumed since.
+    pub(crate) info: Mutex<Option<Arc<ClientInfo>>>,
 }
 
 impl SessionHandle {
@@ -89,6 +130,7 @@ impl SessionHandle {
             connected: AtomicBool::new(false),
             offline: Mutex::new(None),
             access: Mutex::new(None),
+            info: Mutex::new(None),
         }
     }
 

@@ -245,6 +245,8 @@ struct Endpoint {
     use_identity_as_username: bool,
     /// The listener's own authentication settings; `None`: the top-level ones.
     auth: Option<Arc<ListenerAuth>>,
+    /// `kind address`, as the admin API shows a client's listener.
+    name: Arc<str>,
 }
 
 /// A bound listener, ready to accept.
@@ -327,6 +329,7 @@ impl Listener {
             password_file: config.password_file.clone(),
             acl_file: config.acl_file.clone(),
         };
+        let name = format!("{} {}", settings.kind, settings.address).into();
         Ok(Listener {
             tcp,
             endpoint: Arc::new(Endpoint {
@@ -339,6 +342,7 @@ impl Listener {
                 proxy_protocol: config.proxy_protocol,
                 use_identity_as_username: config.use_identity_as_username,
                 auth,
+                name,
             }),
         })
     }
@@ -351,6 +355,11 @@ impl Listener {
     /// What the listener is.
     pub(crate) fn settings(&self) -> &ListenerSettings {
         &self.endpoint.settings
+    }
+
+    /// The WebSocket path, for `ws` and `wss` listeners.
+    pub(crate) fn websocket_path(&self) -> Option<&str> {
+        self.endpoint.websocket_path.as_deref()
     }
 
     /// Accepts the next TCP connection.
@@ -423,6 +432,7 @@ impl ConnectionHandler {
             let auth = ConnAuth {
                 listener: endpoint.auth.clone(),
                 cert_username,
+                listener_name: endpoint.name.clone(),
             };
             // Behind a proxy, the lines about this connection name the client
             // (it is their `peer`); at debug level, the span also names both.

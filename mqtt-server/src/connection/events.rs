@@ -155,7 +155,7 @@ impl Task<'_> {
         // from this one [MQTT-3.1.4-3]. A clean start puts a new session
         // in place at once; its sequence numbers go on from the old one's,
         // never reused for a client id.
-        let (control_tx, control_rx) = oneshot::channel();
+        let (control_tx, control_rx) = mpsc::channel(crate::handle::CONTROL_CAPACITY);
         let claim = lock(&broker.sessions).claim(
             &client_id,
             self.id,
@@ -180,13 +180,14 @@ impl Task<'_> {
         let mut state = None;
         if let Some((_, ctl)) = claim.previous {
             let (tx, rx) = oneshot::channel();
-            if ctl.send(Control::TakeOver(tx)).is_ok() {
-                state = tokio::time::timeout(TAKEOVER_TIMEOUT, rx)
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .flatten();
-            }
+            // Room in the channel and the answer, within one time limit.
+            state = tokio::time::timeout(TAKEOVER_TIMEOUT, async move {
+                ctl.send(Control::TakeOver(tx)).await.ok()?;
+                rx.await.ok().flatten()
+            })
+            .await
+            .ok()
+            .flatten();
         }
         if state.is_none() {
             state = lock(&old.offline).take().map(|p| p.state);
@@ -207,6 +208,7 @@ impl Task<'_> {
         self.rules = broker.rules_for(client_id.as_str(), identity.username());
         handle.connected.store(true, Ordering::Release);
         *lock(&handle.access) = access.clone();
+
         self.access = access;
         self.handle = Some(SessionRef(handle));
         Stats::add(&broker.stats.clients_connected, 1);
@@ -220,6 +222,18 @@ impl Task<'_> {
                 properties: ConnAckProperties::default(),
             },
         );
+        let info = Arc::new(ClientInfo {
+            address: *self.peer,
+            listener: self.auth.listener_name.clone(),
+            username: identity.username().map(str::to_owned),
+            protocol: connect.protocol,
+            keep_alive: self.conn.keep_alive(),
+            clean_start: connect.clean_start,
+            connected_at: std::time::SystemTime::now(),
+        });
+        if let Some(h) = &self.handle {
+            *lock(&h.0.info) = Some(info);
+        }
         if !persistence {
             return;
         }
