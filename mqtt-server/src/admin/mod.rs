@@ -29,6 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+
+pub(crate) use auth::{bearer, constant_time_eq};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
