@@ -201,24 +201,25 @@ impl Broker {
     /// identifier and the filter as written), in no particular order.
     pub(crate) fn subscriptions(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<SubscriptionView> {
         let router = self.router.read().unwrap_or_else(|p| p.into_inner());
-        let plain = router.subscriptions().filter_map(|(s, filter, qos)| {
-            keep(s.0.client_id.as_str(), filter.as_str()).then(|| SubscriptionView {
+        let plain = router
+            .subscriptions()
+            .filter(|(s, filter, _)| keep(s.0.client_id.as_str(), filter.as_str()))
+            .map(|(s, filter, qos)| SubscriptionView {
                 client_id: s.0.client_id.clone(),
                 filter: filter.as_str().to_owned(),
                 qos,
                 shared: false,
-            })
-        });
-        let mut all: Vec<SubscriptionView> = plain.collect();
-        all.extend(router.shared_subscriptions().filter_map(|(s, share, qos)| {
-            keep(s.0.client_id.as_str(), share.as_str()).then(|| SubscriptionView {
+            });
+        let shared = router
+            .shared_subscriptions()
+            .filter(|(s, share, _)| keep(s.0.client_id.as_str(), share.as_str()))
+            .map(|(s, share, qos)| SubscriptionView {
                 client_id: s.0.client_id.clone(),
                 filter: share.as_str().to_owned(),
                 qos,
                 shared: true,
-            })
-        }));
-        all
+            });
+        plain.chain(shared).collect()
     }
 
     /// The unexpired retained messages whose topic matches `filter` (as a
