@@ -249,8 +249,9 @@ pub(crate) struct ConnAuth {
     /// `use_identity_as_username`): it replaces the CONNECT's user name and
     /// no password is checked.
     pub(crate) cert_username: Option<String>,
-    /// The listener, as the admin API names it (`kind address`).
-    pub(crate) listener_name: Arc<str>,
+    /// The listener's position in `Server::listeners`, which the admin
+    /// API shows.
+    pub(crate) listener_index: u16,
 }
 
 /// A connected client as the ACL sees it; kept with the session so that

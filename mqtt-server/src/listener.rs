@@ -245,8 +245,8 @@ struct Endpoint {
     use_identity_as_username: bool,
     /// The listener's own authentication settings; `None`: the top-level ones.
     auth: Option<Arc<ListenerAuth>>,
-    /// `kind address`, as the admin API shows a client's listener.
-    name: Arc<str>,
+    /// Its position among the listeners (`Server::listeners`).
+    index: u16,
 }
 
 /// A bound listener, ready to accept.
@@ -265,14 +265,20 @@ pub(crate) async fn bind_all(broker: &Broker) -> io::Result<Vec<Listener>> {
         .iter()
         .map(|addr| ListenerConfig::new(ListenerKind::Mqtt, *addr));
     let mut listeners = Vec::new();
-    for l in shorthand.chain(config.listeners.iter().cloned()) {
-        listeners.push(Listener::bind(&l, broker).await?);
+    for (i, l) in shorthand
+        .chain(config.listeners.iter().cloned())
+        .enumerate()
+    {
+        let index = u16::try_from(i).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "more than 65535 listeners")
+        })?;
+        listeners.push(Listener::bind(&l, broker, index).await?);
     }
     Ok(listeners)
 }
 
 impl Listener {
-    async fn bind(config: &ListenerConfig, broker: &Broker) -> io::Result<Listener> {
+    async fn bind(config: &ListenerConfig, broker: &Broker, index: u16) -> io::Result<Listener> {
         let context =
             |e: &dyn fmt::Display| format!("{} listener on {}: {e}", config.kind, config.address);
         // Files first: a wrong path is the likelier mistake, and is
@@ -329,7 +335,6 @@ impl Listener {
             password_file: config.password_file.clone(),
             acl_file: config.acl_file.clone(),
         };
-        let name = format!("{} {}", settings.kind, settings.address).into();
         Ok(Listener {
             tcp,
             endpoint: Arc::new(Endpoint {
@@ -342,7 +347,7 @@ impl Listener {
                 proxy_protocol: config.proxy_protocol,
                 use_identity_as_username: config.use_identity_as_username,
                 auth,
-                name,
+                index,
             }),
         })
     }
@@ -432,7 +437,7 @@ impl ConnectionHandler {
             let auth = ConnAuth {
                 listener: endpoint.auth.clone(),
                 cert_username,
-                listener_name: endpoint.name.clone(),
+                listener_index: endpoint.index,
             };
             // Behind a proxy, the lines about this connection name the client
             // (it is their `peer`); at debug level, the span also names both.

@@ -8,7 +8,8 @@
 //! `BROWSER_REQUIRE=1` (CI sets it), where it fails. `CHROMEDRIVER` and
 //! `CHROMIUM` name other binaries. The overview's screenshot is saved in
 //! the target directory, and as `docs/dashboard.png` (the README's) with
-//! `UPDATE_SCREENSHOT=1`.
+//! `UPDATE_SCREENSHOT=1`. The same flow runs in Firefox when `GECKODRIVER`
+//! names a geckodriver.
 #![allow(clippy::unwrap_used)]
 
 mod admin_http;
@@ -37,28 +38,30 @@ fn binary(env: &str, default: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// chromedriver, killed (by the PID it was started with) when dropped.
-struct Chromedriver {
+/// A WebDriver server (chromedriver, geckodriver), killed by the PID it
+/// was started with when dropped.
+struct Driver {
     child: Child,
     url: String,
 }
 
-impl Chromedriver {
-    async fn start(path: &PathBuf) -> Chromedriver {
-        // A free port: bound, read, released, then given to chromedriver.
+impl Driver {
+    /// Starts `path` on a free port of 127.0.0.1; `port_args` makes its
+    /// arguments from the port.
+    async fn start(path: &PathBuf, port_args: impl Fn(u16) -> Vec<String>) -> Driver {
+        // A free port: bound, read, released, then given to the driver.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new(path)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
+            .args(port_args(port))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        let driver = Chromedriver {
+        let driver = Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
         };
@@ -69,7 +72,8 @@ impl Chromedriver {
         {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "chromedriver did not listen on port {port} within {PAGE_TIMEOUT:?}"
+                "{} did not listen on port {port} within {PAGE_TIMEOUT:?}",
+                path.display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -77,7 +81,7 @@ impl Chromedriver {
     }
 }
 
-impl Drop for Chromedriver {
+impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -137,14 +141,16 @@ async fn click_confirmed(page: &Client, css: &str) {
 
 /// Saves a screenshot of the page in the target directory: where, and
 /// the PNG.
-async fn shot(page: &Client, name: &str) -> (PathBuf, Vec<u8>) {
+async fn shot(page: &Client, s: &Setup, name: &str) -> (PathBuf, Vec<u8>) {
     let png = page.screenshot().await.unwrap();
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"));
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.png", s.browser));
     std::fs::write(&path, &png).unwrap();
     (path, png)
 }
 
 struct Setup {
+    /// `chromium` or `firefox`.
+    browser: &'static str,
     admin: SocketAddr,
     mqtt: SocketAddr,
     ws: SocketAddr,
@@ -219,9 +225,9 @@ async fn flow(page: &Client, s: &Setup) {
         "return Number(document.getElementById('chart-messages').dataset.samples) >= 20;",
     )
     .await;
-    let (saved, png) = shot(page, "dashboard").await;
+    let (saved, png) = shot(page, s, "dashboard").await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    if std::env::var_os("UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+    if s.browser == "chromium" && std::env::var_os("UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png");
         std::fs::write(&docs, &png).unwrap();
         eprintln!("screenshot saved as {}", docs.display());
@@ -242,7 +248,7 @@ async fn flow(page: &Client, s: &Setup) {
         ),
     )
     .await;
-    shot(page, "dashboard-clients").await;
+    shot(page, s, "dashboard-clients").await;
     click_confirmed(page, &format!("{row} button.danger")).await;
     match watched.wait_error().await {
         ConnectionError::MqttState(StateError::ServerDisconnect { reason_code, .. }) => {
@@ -318,7 +324,7 @@ async fn flow(page: &Client, s: &Setup) {
     )
     .await;
 
-    shot(page, "dashboard-mqtt").await;
+    shot(page, s, "dashboard-mqtt").await;
 
     // A phone-sized screen: nothing wider than the screen but the tables'
     // own scrolling boxes.
@@ -332,7 +338,38 @@ async fn flow(page: &Client, s: &Setup) {
         )
         .await;
     }
-    shot(page, "dashboard-phone").await;
+    shot(page, s, "dashboard-phone").await;
+}
+
+/// Runs [`flow`] in a new session of the browser `caps` ask `driver` for.
+async fn run(browser: &'static str, driver: Driver, caps: serde_json::Map<String, Value>) {
+    let mut config = Config {
+        sys_interval: 0,
+        ..admin_http::config()
+    };
+    config.listeners.push(ListenerConfig::new(
+        ListenerKind::Ws,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ));
+    let console = admin_http::Console::start(config).await;
+    let setup = Setup {
+        browser,
+        admin: console.addr,
+        mqtt: console.broker.addr,
+        ws: console.broker.addr_of(ListenerKind::Ws),
+    };
+    let page = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| panic!("a WebDriver session with headless {browser}: {e}"));
+    let outcome = AssertUnwindSafe(flow(&page, &setup)).catch_unwind().await;
+    // The browser goes first (its driver ends it), then the driver.
+    let _ = page.close().await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,21 +388,10 @@ async fn the_dashboard_works_in_chromium() {
         );
         return;
     };
-    let mut config = Config {
-        sys_interval: 0,
-        ..admin_http::config()
-    };
-    config.listeners.push(ListenerConfig::new(
-        ListenerKind::Ws,
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-    ));
-    let console = admin_http::Console::start(config).await;
-    let setup = Setup {
-        admin: console.addr,
-        mqtt: console.broker.addr,
-        ws: console.broker.addr_of(ListenerKind::Ws),
-    };
-    let chromedriver = Chromedriver::start(&driver).await;
+    let driver = Driver::start(&driver, |port| {
+        vec![format!("--port={port}"), "--allowed-ips=127.0.0.1".into()]
+    })
+    .await;
     let profile = tempfile::tempdir().unwrap();
     let mut caps = serde_json::Map::new();
     caps.insert(
@@ -379,16 +405,38 @@ async fn the_dashboard_works_in_chromium() {
             ],
         }),
     );
-    let page = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&chromedriver.url)
-        .await
-        .expect("a WebDriver session with headless chromium");
-    let outcome = AssertUnwindSafe(flow(&page, &setup)).catch_unwind().await;
-    // The browser goes first (chromedriver ends it), then chromedriver.
-    let _ = page.close().await;
-    drop(chromedriver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    run("chromium", driver, caps).await;
+}
+
+/// The same in Firefox, where a geckodriver is at hand: Debian packages
+/// none, so this runs only when `GECKODRIVER` names one (and
+/// `/usr/bin/firefox-esr`, or `FIREFOX`, exists); otherwise it says it
+/// is skipped. CI does not run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_in_firefox() {
+    let geckodriver = std::env::var_os("GECKODRIVER")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file());
+    let (Some(driver), Some(firefox)) = (geckodriver, binary("FIREFOX", "/usr/bin/firefox-esr"))
+    else {
+        eprintln!(
+            "SKIPPED the_dashboard_works_in_firefox: set GECKODRIVER to a geckodriver (and install firefox-esr) to run it"
+        );
+        return;
+    };
+    let driver = Driver::start(&driver, |port| {
+        vec![
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+        ]
+    })
+    .await;
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "moz:firefoxOptions".into(),
+        json!({ "binary": firefox, "args": ["-headless"] }),
+    );
+    run("firefox", driver, caps).await;
 }

@@ -4,7 +4,7 @@
 //! subscriptions and retained messages in `topics.rs`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -129,11 +129,6 @@ pub(crate) fn paged<T>(items: Vec<T>, page: Page, show: impl Fn(T) -> Value) -> 
         .map(show)
         .collect();
     json!({ "total": total, "offset": page.offset, "limit": page.limit, "items": shown })
-}
-
-/// Seconds since the Unix epoch.
-pub(crate) fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// `payload` as JSON: text if it is UTF-8, base64 otherwise.

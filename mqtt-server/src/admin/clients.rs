@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use mqtt_codec::ProtocolVersion;
 
 use super::AdminState;
-use super::api::{ApiError, Params, paged, unix_secs};
+use super::api::{ApiError, Params, paged};
 use crate::broker::{Refused, SessionSummary};
 use crate::handle::{ClientInfo, SessionHandle};
 
@@ -53,23 +53,26 @@ fn protocol(p: ProtocolVersion) -> &'static str {
     }
 }
 
-fn info_json(info: Option<&ClientInfo>) -> Value {
+fn info_json(state: &AdminState, info: Option<&ClientInfo>) -> Value {
     match info {
         Some(i) => json!({
             "username": i.username,
             "address": i.address.to_string(),
-            "listener": &*i.listener,
+            "listener": state
+                .listeners
+                .get(usize::from(i.listener))
+                .map(|l| format!("{} {}", l.kind, l.address)),
             "protocol": protocol(i.protocol),
             "keep_alive": i.keep_alive,
             "clean_start": i.clean_start,
-            "connected_at": unix_secs(i.connected_at),
+            "connected_at": i.connected_at,
         }),
         None => json!({}),
     }
 }
 
 /// A session as lists show it.
-fn session_json(s: &SessionSummary) -> Value {
+fn session_json(state: &AdminState, s: &SessionSummary) -> Value {
     let now = tokio::time::Instant::now().into_std();
     let mut v = json!({
         "client_id": s.client_id.as_str(),
@@ -79,7 +82,8 @@ fn session_json(s: &SessionSummary) -> Value {
         "mailbox": s.mailbox,
         "mailbox_bytes": s.mailbox_bytes,
     });
-    if let (Value::Object(map), Value::Object(info)) = (&mut v, info_json(s.info.as_deref())) {
+    if let (Value::Object(map), Value::Object(info)) = (&mut v, info_json(state, s.info.as_deref()))
+    {
         map.extend(info);
         if let Some(p) = &s.parked {
             map.insert("expiry_interval".into(), p.expiry_interval.into());
@@ -174,7 +178,7 @@ pub(crate) async fn list_clients(
         if desc { o.reverse() } else { o }
     });
     Ok(axum::Json(paged(clients, page, |(h, _)| {
-        session_json(&broker.summary(&h, true))
+        session_json(&state, &broker.summary(&h, true))
     })))
 }
 
@@ -183,7 +187,7 @@ pub(crate) async fn list_clients(
 async fn detail(state: &AdminState, handle: &SessionHandle, connected: bool) -> Value {
     let broker = &state.broker;
     let summary = broker.summary(handle, connected);
-    let mut v = session_json(&summary);
+    let mut v = session_json(state, &summary);
     let id = handle.client_id.as_str();
     let mut subs = broker.subscriptions(|client, _| client == id);
     subs.sort_by(|a, b| a.filter.cmp(&b.filter));
@@ -254,7 +258,7 @@ pub(crate) async fn list_sessions(
         .collect();
     sessions.sort_by(|a, b| a.0.client_id.as_str().cmp(b.0.client_id.as_str()));
     Ok(axum::Json(paged(sessions, page, |(h, connected)| {
-        session_json(&broker.summary(&h, connected))
+        session_json(&state, &broker.summary(&h, connected))
     })))
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mqtt_topic::TopicFilter;
 
-use crate::handle::{ClientInfo, Live};
+use crate::handle::{ClientInfo, ControlTx, Live, Unsent};
 
 use super::*;
 
@@ -133,7 +133,7 @@ impl Broker {
     }
 
     /// The control channel of the connection owning `client_id`'s session.
-    fn control_of(&self, client_id: &str) -> Result<mpsc::Sender<Control>, Refused> {
+    fn control_of(&self, client_id: &str) -> Result<ControlTx, Refused> {
         let id = MqttString::try_from(client_id.to_owned()).map_err(|_| Refused::NoSession)?;
         let sessions = lock(&self.sessions);
         if sessions.get(&id).is_none() {
@@ -150,7 +150,7 @@ impl Broker {
     pub(crate) async fn inspect(&self, client_id: &str) -> Option<Live> {
         let control = self.control_of(client_id).ok()?;
         let (tx, rx) = oneshot::channel();
-        control.try_send(Control::Inspect(tx)).ok()?;
+        control.send(Control::Inspect(tx)).ok()?;
         tokio::time::timeout(INSPECT_TIMEOUT, rx).await.ok()?.ok()
     }
 
@@ -160,9 +160,9 @@ impl Broker {
     /// decides), and its will is published.
     pub(crate) fn disconnect(&self, client_id: &str) -> Result<(), Refused> {
         let control = self.control_of(client_id)?;
-        control.try_send(Control::Disconnect).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Refused::Busy,
-            mpsc::error::TrySendError::Closed(_) => Refused::NotConnected,
+        control.send(Control::Disconnect).map_err(|e| match e {
+            Unsent::Full => Refused::Busy,
+            Unsent::Gone => Refused::NotConnected,
         })
     }
 

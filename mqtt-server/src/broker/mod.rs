@@ -16,11 +16,11 @@ use mqtt_router::{
 use mqtt_session::{Delivery, Message, QueueLimits, ServerConfig, SessionState};
 use mqtt_store::{Batch, Recovered, StoreError};
 use mqtt_topic::TopicName;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::auth::Security;
 use crate::config::Config;
-use crate::handle::{Control, Parked, SessionHandle, SessionRef, lock};
+use crate::handle::{Control, ControlTx, Parked, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::stats::Stats;
 
@@ -53,7 +53,7 @@ pub(crate) struct Broker {
     /// operator's requests). A CONNECT
     /// claims a client identifier under this lock in one step (see
     /// [`Registry`]), so two connections never both own it.
-    pub(crate) sessions: Mutex<Registry<Arc<SessionHandle>, mpsc::Sender<Control>>>,
+    pub(crate) sessions: Mutex<Registry<Arc<SessionHandle>, ControlTx>>,
     next_id: AtomicU64,
     /// Incremented at every change of `router`, under its write lock (see
     /// [`Broker::router_mut`]): what a [`RouteCache`] is checked against.

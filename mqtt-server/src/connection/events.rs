@@ -155,7 +155,7 @@ impl Task<'_> {
         // from this one [MQTT-3.1.4-3]. A clean start puts a new session
         // in place at once; its sequence numbers go on from the old one's,
         // never reused for a client id.
-        let (control_tx, control_rx) = mpsc::channel(crate::handle::CONTROL_CAPACITY);
+        let (control_tx, control_rx) = control_channel();
         let claim = lock(&broker.sessions).claim(
             &client_id,
             self.id,
@@ -180,14 +180,13 @@ impl Task<'_> {
         let mut state = None;
         if let Some((_, ctl)) = claim.previous {
             let (tx, rx) = oneshot::channel();
-            // Room in the channel and the answer, within one time limit.
-            state = tokio::time::timeout(TAKEOVER_TIMEOUT, async move {
-                ctl.send(Control::TakeOver(tx)).await.ok()?;
-                rx.await.ok().flatten()
-            })
-            .await
-            .ok()
-            .flatten();
+            if ctl.send(Control::TakeOver(tx)).is_ok() {
+                state = tokio::time::timeout(TAKEOVER_TIMEOUT, rx)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .flatten();
+            }
         }
         if state.is_none() {
             state = lock(&old.offline).take().map(|p| p.state);
@@ -224,12 +223,14 @@ impl Task<'_> {
         );
         let info = Arc::new(ClientInfo {
             address: *self.peer,
-            listener: self.auth.listener_name.clone(),
-            username: identity.username().map(str::to_owned),
-            protocol: connect.protocol,
+            username: identity.username().map(Box::from),
+            connected_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            listener: self.auth.listener_index,
             keep_alive: self.conn.keep_alive(),
+            protocol: connect.protocol,
             clean_start: connect.clean_start,
-            connected_at: std::time::SystemTime::now(),
         });
         if let Some(h) = &self.handle {
             *lock(&h.0.info) = Some(info);

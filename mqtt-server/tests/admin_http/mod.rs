@@ -1,6 +1,8 @@
 //! Shared by the console's tests: the broker with its console on
 //! 127.0.0.1:0, and an HTTP/1.1 client (hyper's) over a real socket,
 //! plain or TLS.
+// A module of each test binary that includes it, each using part of it:
+// what one does not use would otherwise be reported as dead there.
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
