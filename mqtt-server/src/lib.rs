@@ -39,6 +39,7 @@ mod broker;
 mod config;
 mod connection;
 mod handle;
+mod http;
 mod listener;
 pub mod manual;
 mod metrics;

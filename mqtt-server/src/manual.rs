@@ -77,7 +77,7 @@
 //! # The operator's console
 //!
 //! `admin/` serves the admin API and the dashboard (axum on hyper; the
-//! metrics listener shares its accept loop, `admin/http.rs`). It decides
+//! metrics listener shares its accept loop, `http.rs`). It decides
 //! no MQTT rule: what it shows, it reads through `broker/admin.rs`, which
 //! copies views out of the [`Registry`](mqtt_router::Registry) (sessions,
 //! and the connection owning each), the [`Router`](mqtt_router::Router)

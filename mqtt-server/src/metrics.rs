@@ -1,8 +1,7 @@
 //! Prometheus metrics over HTTP (`metrics_listen`), in the text exposition
 //! format 0.0.4.
 //!
-//! Served by axum on hyper, as the operator's console is
-//! (`admin::http`): HTTP/1.0 or 1.1, one request a connection
+//! Served by axum on hyper, as the operator's console is (`http.rs`): HTTP/1.0 or 1.1, one request a connection
 //! (`Connection: close`), `GET /metrics` (or `HEAD`) only, request head
 //! at most [`MAX_REQUEST_HEAD`] bytes read within [`REQUEST_TIMEOUT`], at
 //! most [`MAX_SCRAPES`] requests served at once. With `metrics_token`
@@ -25,8 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
-use crate::admin::http::{self, HttpLimits};
 use crate::broker::Broker;
+use crate::http::{self, HttpLimits, bearer, constant_time_eq};
 use crate::stats::Stats;
 
 /// Longest request head read (hyper's smallest read buffer).
@@ -90,10 +89,8 @@ async fn elsewhere(method: Method) -> Response {
 /// the path; a 401 names the scheme it wants [RFC 9110 §11.6.1].
 async fn token(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
     if let Some(token) = &broker.config.metrics_token {
-        let presented = crate::admin::bearer(request.headers());
-        if !presented
-            .is_some_and(|p| crate::admin::constant_time_eq(p.as_bytes(), token.as_bytes()))
-        {
+        let presented = bearer(request.headers());
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
             let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
             response
                 .headers_mut()

@@ -23,6 +23,7 @@ use super::AdminState;
 use super::api::{ApiError, JsonBody};
 use crate::auth::{AuthDecision, AuthRequest};
 use crate::handle::lock;
+use crate::http::{bearer, constant_time_eq};
 
 /// Most logins held at once: beyond it, a new login replaces the one that
 /// expires first.
@@ -89,21 +90,6 @@ impl Credentials {
     fn revoke(&self, presented: &str) -> bool {
         lock(&self.logins).remove(presented).is_some()
     }
-}
-
-/// Compares without returning early at the first difference.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The token of `Authorization: Bearer <token>` (scheme in any case).
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// 401, the same whatever was wrong.

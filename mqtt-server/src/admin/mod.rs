@@ -3,7 +3,8 @@
 //! with live graphs fed by server-sent events and an MQTT client of its
 //! own over the broker's WebSocket listener.
 //!
-//! Served by axum on hyper ([`http`]), HTTP/1.1, with HTTPS when
+//! Served by axum on hyper (`http.rs`, shared with the metrics
+//! listener), HTTP/1.1, with HTTPS when
 //! `admin_certfile` and `admin_keyfile` are set (the same rustls setup as
 //! the MQTT listeners). Bounded: `admin_max_connections` connections at
 //! once, request heads of [`MAX_REQUEST_HEAD`] bytes read within
@@ -18,7 +19,6 @@ mod api;
 mod assets;
 mod auth;
 mod clients;
-pub(crate) mod http;
 mod sse;
 mod topics;
 
@@ -30,12 +30,12 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 
-pub(crate) use auth::{bearer, constant_time_eq};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
 use crate::config::{Config, ConfigError};
+use crate::http;
 use crate::listener::ListenerKind;
 use crate::tls::{self, TlsFiles};
 

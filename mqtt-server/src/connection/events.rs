@@ -207,7 +207,6 @@ impl Task<'_> {
         self.rules = broker.rules_for(client_id.as_str(), identity.username());
         handle.connected.store(true, Ordering::Release);
         *lock(&handle.access) = access.clone();
-
         self.access = access;
         self.handle = Some(SessionRef(handle));
         Stats::add(&broker.stats.clients_connected, 1);

@@ -1,6 +1,6 @@
 //! An axum router served over HTTP/1.1 (or HTTPS) by hyper: the accept
-//! loop of the operator's console and of the metrics listener, with their
-//! bounds. Each connection is a task of the loop's own set, so aborting
+//! loop of the operator's console (`admin/`) and of the metrics listener,
+//! with their bounds, and the bearer-token check they share. Each connection is a task of the loop's own set, so aborting
 //! the loop (at shutdown) ends every connection with it, the live ones
 //! of open dashboards included.
 
@@ -20,6 +20,25 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::Service;
+
+/// Compares without returning early at the first difference.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme in any case).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
 
 /// How one HTTP listener serves.
 #[derive(Clone)]
