@@ -155,7 +155,7 @@ impl Task<'_> {
         // from this one [MQTT-3.1.4-3]. A clean start puts a new session
         // in place at once; its sequence numbers go on from the old one's,
         // never reused for a client id.
-        let (control_tx, control_rx) = oneshot::channel();
+        let (control_tx, control_rx) = control_channel();
         let claim = lock(&broker.sessions).claim(
             &client_id,
             self.id,
@@ -236,6 +236,20 @@ impl Task<'_> {
                 properties: ConnAckProperties::default(),
             },
         );
+        let info = Arc::new(ClientInfo {
+            address: *self.peer,
+            username: identity.username().map(Box::from),
+            connected_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            listener: self.auth.listener_index,
+            keep_alive: self.conn.keep_alive(),
+            protocol: connect.protocol,
+            clean_start: connect.clean_start,
+        });
+        if let Some(h) = &self.handle {
+            *lock(&h.0.info) = Some(info);
+        }
         if !persistence {
             return;
         }
@@ -470,7 +484,7 @@ mod tests {
     async fn a_takeover_the_owner_does_not_answer_is_refused_as_busy_not_accepted_empty() {
         let broker = Arc::new(Broker::new(Config::default()));
         let id = MqttString::from_static("c1");
-        let (stuck_tx, _stuck_rx) = oneshot::channel();
+        let (stuck_tx, _stuck_rx) = crate::handle::control_channel();
         let claim = lock(&broker.sessions).claim(&id, u64::MAX, stuck_tx, false, |_| {
             Arc::new(SessionHandle::new(broker.next_id(), id.clone()))
         });
@@ -482,6 +496,7 @@ mod tests {
             listener: None,
             cert_username: None,
             rules: None,
+            listener_index: 0,
         };
         let peer = SocketAddr::from(([127, 0, 0, 1], 1));
         let served = tokio::spawn(super::super::serve(
