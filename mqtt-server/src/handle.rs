@@ -4,12 +4,12 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use mqtt_codec::MqttString;
 use mqtt_router::Subscriber;
-use mqtt_session::{MessageQueue, SessionState};
+use mqtt_session::{MessageQueue, QueueLimits, SessionState};
 use tokio::sync::{Notify, oneshot};
 
 /// A request to the task that owns a session's connection.
@@ -73,6 +73,10 @@ pub(crate) struct SessionHandle {
     /// The ACL view of the client that last connected with this session,
     /// checked at each delivery; `None` when no ACL applies.
     pub(crate) access: Mutex<Option<Arc<crate::auth::ClientAccess>>>,
+    /// The mailbox's own limits, in place of the broker's: a bridge's
+    /// (`[[bridge]]` `max_queued_messages`...). Set once, by the bridge
+    /// that owns the session; boxed, as other sessions have none.
+    pub(crate) own_limits: OnceLock<Box<QueueLimits>>,
 }
 
 impl SessionHandle {
@@ -89,7 +93,14 @@ impl SessionHandle {
             connected: AtomicBool::new(false),
             offline: Mutex::new(None),
             access: Mutex::new(None),
+            own_limits: OnceLock::new(),
         }
+    }
+
+    /// The limits of this session's mailbox: its own, or the broker's.
+    #[inline]
+    pub(crate) fn limits<'a>(&'a self, broker: &'a QueueLimits) -> &'a QueueLimits {
+        self.own_limits.get().map_or(broker, |l| l)
     }
 
     pub(crate) fn is_connected(&self) -> bool {

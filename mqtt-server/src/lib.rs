@@ -34,6 +34,7 @@
 
 mod acl;
 mod auth;
+mod bridge;
 mod broker;
 mod config;
 mod connection;
@@ -65,6 +66,7 @@ pub use auth::{
     AuthDecision, AuthFuture, AuthRequest, Authenticator, MAX_TRACKED_ADDRESSES,
     PasswordFileAuthenticator, SecurityFileError,
 };
+pub use bridge::{BridgeConfig, BridgeProtocol, Direction, TopicRule};
 pub use config::{ClientLimits, Config, ConfigError, QueueOverflow};
 pub use listener::{DEFAULT_WEBSOCKET_PATH, ListenerConfig, ListenerKind, ListenerSettings};
 pub use mqtt_store::{Store, StoreError};
@@ -159,8 +161,10 @@ impl Server {
             None => None,
         };
         let data_dir = config.data_dir.clone();
+        let bridges = bridge::Bridges::prepare(&config.bridges)?;
         let mut broker = Broker::new(config);
         broker.security = security;
+        broker.bridges = bridges;
         if let Some((persist, recovered)) = opened {
             let r = recovered.report;
             broker.restore(recovered);
@@ -267,6 +271,7 @@ impl Server {
             )));
         }
         drop(done_tx);
+        let mut bridges = bridge::start(&broker, &shutdown);
         let mut stop = shutdown.subscribe();
         while !*stop.borrow_and_update() {
             if stop.changed().await.is_err() {
@@ -278,6 +283,14 @@ impl Server {
             a.abort();
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await;
+        // Bridges send DISCONNECT to their remote brokers (they saw the
+        // shutdown too).
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for b in &mut bridges {
+            if tokio::time::timeout_at(deadline, &mut *b).await.is_err() {
+                b.abort();
+            }
+        }
         janitor.abort();
         for task in background {
             task.abort();

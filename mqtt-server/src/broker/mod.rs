@@ -27,7 +27,7 @@ use crate::stats::Stats;
 mod delivery;
 mod jobs;
 
-pub(crate) use delivery::{Outbox, Publishing, RouteCache, Routed};
+pub(crate) use delivery::{CommitDone, Outbox, Publishing, RouteCache, Routed};
 use jobs::BrokerTimers;
 
 pub(crate) struct Broker {
@@ -66,6 +66,8 @@ pub(crate) struct Broker {
     pub(crate) started: Instant,
     /// The durable store, with persistence on.
     pub(crate) persist: Option<Persist>,
+    /// The `[[bridge]]` connections to other brokers (see `bridge/`).
+    pub(crate) bridges: crate::bridge::Bridges,
 }
 
 impl Broker {
@@ -114,6 +116,7 @@ impl Broker {
             security,
             started: tokio::time::Instant::now().into_std(),
             persist: None,
+            bridges: Default::default(),
         }
     }
 
