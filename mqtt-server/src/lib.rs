@@ -254,6 +254,8 @@ impl Server {
             let every = Duration::from_secs(broker.config.sys_interval);
             background.push(tokio::spawn(sys::run(broker.clone(), every)));
         }
+        // Before the first client: a bridge's subscriptions are in place.
+        let mut bridges = bridge::start(&broker, &shutdown);
         let permits = Arc::new(Semaphore::new(broker.config.max_connections));
         // Each connection task holds a clone; when all are dropped, every
         // connection has finished.
@@ -271,7 +273,6 @@ impl Server {
             )));
         }
         drop(done_tx);
-        let mut bridges = bridge::start(&broker, &shutdown);
         let mut stop = shutdown.subscribe();
         while !*stop.borrow_and_update() {
             if stop.changed().await.is_err() {

@@ -227,8 +227,10 @@ impl Bridges {
     }
 }
 
-/// Ends the stored sessions of bridges no longer configured, then starts
-/// a task per bridge; each stops when `shutdown` turns true.
+/// Ends the stored sessions of bridges no longer configured, claims each
+/// bridge's local session (before any client is accepted, so that no
+/// message published at startup misses its subscriptions), then starts a
+/// task per bridge; each stops when `shutdown` turns true.
 pub(crate) fn start(broker: &Arc<Broker>, shutdown: &watch::Sender<bool>) -> Vec<JoinHandle<()>> {
     local::end_unconfigured(broker);
     broker
@@ -236,10 +238,12 @@ pub(crate) fn start(broker: &Arc<Broker>, shutdown: &watch::Sender<bool>) -> Vec
         .0
         .iter()
         .map(|p| {
+            let bridge = link::Bridge::new(broker, p.config.clone(), p.stats.clone());
             let span = tracing::info_span!("bridge", name = %p.config.name);
             tokio::spawn(
                 run(
                     broker.clone(),
+                    bridge,
                     p.config.clone(),
                     p.tls.clone(),
                     p.stats.clone(),
@@ -263,12 +267,12 @@ fn jittered(delay: Duration) -> Duration {
 /// shutdown.
 async fn run(
     broker: Arc<Broker>,
+    mut bridge: link::Bridge,
     config: Arc<BridgeConfig>,
     tls: Option<Arc<rustls::ClientConfig>>,
     stats: Arc<BridgeStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut bridge = link::Bridge::new(&broker, config.clone(), stats.clone());
     publish_state(&broker, &config.name, false);
     let (min, max) = config.reconnect_delays();
     let mut delay = min;
