@@ -15,7 +15,6 @@ use mqtt_codec::{Ack, Packet, ProtocolVersion, QoS};
 use mqtt_server::Config;
 use mqtt_testkit::mosquitto::{Mosquitto, free_port};
 use mqtt_testkit::{Collected, Collector, RawClient, Received, TestBroker, packets};
-use rumqttc::QoS as RQoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the slowest expectation may take (a reconnection with backoff, a
@@ -40,7 +39,7 @@ fn config(toml: &str) -> Config {
 async fn wait_connected(addr: SocketAddr, name: &str) {
     let topic = format!("$SYS/broker/connection/{name}/state");
     let id = format!("state-{name}-{}", free_port());
-    let state = Collector::start(addr, &id, true, &topic, RQoS::AtMostOnce).await;
+    let state = Collector::start(addr, &id, true, &topic, QoS::AtMostOnce).await;
     state
         .wait_until("the bridge connected", LONG, |r| {
             r.last()
@@ -187,7 +186,7 @@ async fn both_ways_remapped(protocol: &str, dir: &Path) {
         "remote-sub",
         true,
         "edge/up/#",
-        RQoS::ExactlyOnce,
+        QoS::ExactlyOnce,
     )
     .await;
     let (mut local_pub, _) = RawClient::connect(
@@ -211,7 +210,7 @@ async fn both_ways_remapped(protocol: &str, dir: &Path) {
     let got = remote_sub
         .wait_until("3 messages out", LONG, |r| r.len() >= 3)
         .await;
-    for (i, qos) in [RQoS::AtMostOnce, RQoS::AtLeastOnce, RQoS::ExactlyOnce]
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
         .enumerate()
     {
@@ -237,7 +236,7 @@ async fn both_ways_remapped(protocol: &str, dir: &Path) {
         "late",
         true,
         "edge/up/kept",
-        RQoS::AtLeastOnce,
+        QoS::AtLeastOnce,
     )
     .await;
     let got = late
@@ -247,7 +246,7 @@ async fn both_ways_remapped(protocol: &str, dir: &Path) {
 
     // In: published there under edge/down/, received here under down/.
     let local_sub =
-        Collector::start(broker.addr, "local-sub", true, "down/#", RQoS::ExactlyOnce).await;
+        Collector::start(broker.addr, "local-sub", true, "down/#", QoS::ExactlyOnce).await;
     let (mut remote_pub, _) = RawClient::connect(
         mosquitto.addr,
         packets::connect(ProtocolVersion::V3_1_1, "remote-pub"),
@@ -272,7 +271,7 @@ async fn both_ways_remapped(protocol: &str, dir: &Path) {
             (0..3).all(|i| r.iter().any(|m| m.payload == format!("in{i}")))
         })
         .await;
-    for (i, qos) in [RQoS::AtMostOnce, RQoS::AtLeastOnce, RQoS::ExactlyOnce]
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
         .into_iter()
         .enumerate()
     {
@@ -343,7 +342,7 @@ async fn a_qos1_stream_survives_the_remote_broker_restarting() {
         "persistent-sub",
         false,
         "site/stream/#",
-        RQoS::AtLeastOnce,
+        QoS::AtLeastOnce,
     )
     .await;
     let (mut publisher, _) =
@@ -408,8 +407,8 @@ async fn no_loop(protocol: &str) {
     a_config.sys_interval = 0;
     let a = TestBroker::start(a_config).await;
     wait_connected(a.addr, "ab").await;
-    let on_a = Collector::start(a.addr, "on-a", true, "loop/#", RQoS::AtLeastOnce).await;
-    let on_b = Collector::start(b.addr, "on-b", true, "loop/#", RQoS::AtLeastOnce).await;
+    let on_a = Collector::start(a.addr, "on-a", true, "loop/#", QoS::AtLeastOnce).await;
+    let on_b = Collector::start(b.addr, "on-b", true, "loop/#", QoS::AtLeastOnce).await;
     let (mut pub_a, _) =
         RawClient::connect(a.addr, packets::connect(ProtocolVersion::V5, "pa")).await;
     let (mut pub_b, _) =
@@ -532,8 +531,8 @@ async fn a_bridge_over_tls_with_a_client_certificate() {
     .await;
     wait_connected(broker.addr, "tls").await;
     let remote_sub =
-        Collector::start(mosquitto.addr, "rs", true, "secure/#", RQoS::AtLeastOnce).await;
-    let local_sub = Collector::start(broker.addr, "ls", true, "secure/#", RQoS::AtLeastOnce).await;
+        Collector::start(mosquitto.addr, "rs", true, "secure/#", QoS::AtLeastOnce).await;
+    let local_sub = Collector::start(broker.addr, "ls", true, "secure/#", QoS::AtLeastOnce).await;
     let (mut local_pub, _) =
         RawClient::connect(broker.addr, packets::connect(ProtocolVersion::V5, "lp")).await;
     publish(
@@ -581,7 +580,7 @@ async fn messages_wait_for_an_unreachable_remote_within_the_bridges_queue() {
     // A persistent subscriber there, then mosquitto stopped: nothing
     // listens on its port. (The subscriber reconnects by itself later.)
     let mut mosquitto = Mosquitto::start(&dir.path().join("mosquitto"), "", &[]);
-    let sub = Collector::start(mosquitto.addr, "s", false, "q/#", RQoS::AtLeastOnce).await;
+    let sub = Collector::start(mosquitto.addr, "s", false, "q/#", QoS::AtLeastOnce).await;
     mosquitto.stop();
     let broker = TestBroker::start(config(&format!(
         r##"
@@ -626,7 +625,7 @@ async fn messages_wait_for_an_unreachable_remote_within_the_bridges_queue() {
         "st",
         true,
         "$SYS/broker/connection/later/state",
-        RQoS::AtMostOnce,
+        QoS::AtMostOnce,
     )
     .await;
     state

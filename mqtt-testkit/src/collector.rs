@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, Packet, QoS};
+use mqtt_codec::QoS;
+use rumqttc::{AsyncClient, Event, Packet};
 use tokio::task::JoinHandle;
 
 /// One message received.
@@ -60,7 +61,11 @@ impl Collector {
                         let r = Received {
                             topic: p.topic.clone(),
                             payload: String::from_utf8_lossy(&p.payload).into_owned(),
-                            qos: p.qos,
+                            qos: match p.qos {
+                                rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
+                                rumqttc::QoS::AtLeastOnce => QoS::AtLeastOnce,
+                                rumqttc::QoS::ExactlyOnce => QoS::ExactlyOnce,
+                            },
                             retain: p.retain,
                         };
                         sink.lock().unwrap_or_else(|e| e.into_inner()).push(r);
@@ -76,6 +81,11 @@ impl Collector {
                 }
             }
         });
+        let qos = match qos {
+            QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+            QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+            QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+        };
         client
             .subscribe(filter, qos)
             .await
