@@ -383,7 +383,7 @@ impl Fuzz {
                     } else {
                         SubscriptionId::new(7)
                     },
-                    user_properties: Vec::new(),
+                    user_properties: Default::default(),
                 },
                 subscriptions: vec![Subscription {
                     filter,

@@ -160,7 +160,7 @@ fn connect_v5() -> v5::Connect {
         topic_alias_max: None,
         request_response_info: None,
         request_problem_info: None,
-        user_properties: Vec::new(),
+        user_properties: Default::default(),
         authentication_method: None,
         authentication_data: None,
     });
@@ -172,7 +172,7 @@ fn connect_v5() -> v5::Connect {
         content_type: None,
         response_topic: None,
         correlation_data: None,
-        user_properties: Vec::new(),
+        user_properties: Default::default(),
     });
     c.last_will = Some(will);
     c

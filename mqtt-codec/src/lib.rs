@@ -69,12 +69,13 @@ pub use codec::{CodecError, MqttCodec};
 pub use error::{DecodeError, EncodeError};
 pub use limits::DecodeLimits;
 pub use packet::{
-    Ack, Auth, ConnAck, Connect, Disconnect, Packet, Publish, PublishRef, SubAck, Subscribe,
+    Ack, Auth, ConnAck, Connect, Disconnect, OutgoingPublish, Packet, Publish, SubAck, Subscribe,
     Subscription, UnsubAck, Unsubscribe, Will,
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperty, WillProperties,
+    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties, UserProperty,
+    WillProperties,
 };
 pub use reason::ReasonCode;
 pub use string::{MqttString, StringError};

@@ -374,6 +374,11 @@ impl Slot for SubscriptionIds {
     }
 }
 
+/// The User Properties of a packet: one is kept inline, so that a typical
+/// MQTT 5.0 packet (a PUBLISH with a trace or a content tag, say) decodes
+/// without allocating; more go to the heap.
+pub type UserProperties = SmallVec<[UserProperty; 1]>;
+
 fn user_properties_len(user: &[UserProperty]) -> usize {
     user.iter()
         .map(|p| 1 + 4 + p.name.as_bytes().len() + p.value.as_bytes().len())
@@ -392,7 +397,7 @@ macro_rules! properties {
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
             /// User Properties, in the order received [MQTT-3.3.2-18].
-            pub user_properties: Vec<UserProperty>,
+            pub user_properties: UserProperties,
         }
 
         impl $name {
@@ -425,7 +430,13 @@ macro_rules! properties {
                             }
                             let name = r.string("User Property name")?;
                             let value = r.string("User Property value")?;
-                            p.user_properties.push(UserProperty { name, value });
+                            let list = &mut p.user_properties;
+                            if list.len() == list.inline_size() {
+                                // Out of line: room for a few at once, so
+                                // that a handful costs one allocation.
+                                list.reserve(4usize.saturating_sub(list.len()).max(1));
+                            }
+                            list.push(UserProperty { name, value });
                         }
                         _ => {
                             return Err(DecodeError::PropertyNotAllowed {

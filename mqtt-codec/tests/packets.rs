@@ -280,7 +280,7 @@ fn connect_v5_with_every_property_and_will_property() {
             request_problem_information: Some(false),
             authentication_method: Some(s("SCRAM")),
             authentication_data: Some(Bytes::from_static(&[0xDE, 0xAD])),
-            user_properties: vec![user("k", "v"), user("k", "w")],
+            user_properties: vec![user("k", "v"), user("k", "w")].into(),
         },
         client_id: s("dev-1"),
         will: Some(Will {
@@ -295,7 +295,7 @@ fn connect_v5_with_every_property_and_will_property() {
                 content_type: Some(s("text/plain")),
                 response_topic: Some(s("r/t")),
                 correlation_data: Some(Bytes::from_static(&[1, 2])),
-                user_properties: vec![user("a", "b")],
+                user_properties: vec![user("a", "b")].into(),
             },
         }),
         username: Some(s("u")),
@@ -431,7 +431,7 @@ fn connack_v5_with_every_property() {
             server_reference: Some(s("other:1883")),
             authentication_method: Some(s("M")),
             authentication_data: Some(Bytes::from_static(&[0x09])),
-            user_properties: vec![user("x", "y")],
+            user_properties: vec![user("x", "y")].into(),
         },
     };
     check(V5, &wire, Packet::ConnAck(expected));
@@ -539,7 +539,7 @@ fn publish_v5_with_every_property() {
             correlation_data: Some(Bytes::from_static(&[0x0A, 0x0B, 0x0C])),
             subscription_identifiers: [sub_id(1), sub_id(128)].into_iter().collect(),
             content_type: Some(s("json")),
-            user_properties: vec![user("k1", "v1"), user("k1", "v2")],
+            user_properties: vec![user("k1", "v1"), user("k1", "v2")].into(),
         },
         payload: Bytes::from_static(b"{}"),
     };
@@ -668,7 +668,7 @@ fn puback_pubrec_v5_full_form_with_reason_string() {
         reason_code: code,
         properties: AckProperties {
             reason_string: Some(s("no")),
-            user_properties: vec![user("a", "b")],
+            user_properties: vec![user("a", "b")].into(),
         },
     };
     for (first, make) in [(0x40, Packet::PubAck as MakeAck), (0x50, Packet::PubRec)] {
@@ -692,7 +692,7 @@ fn pubrel_pubcomp_v5_full_form_with_reason_string() {
         reason_code: ReasonCode::Success,
         properties: AckProperties {
             reason_string: Some(s("done")),
-            user_properties: Vec::new(),
+            user_properties: Default::default(),
         },
     };
     for (first, make) in [(0x62, Packet::PubRel as MakeAck), (0x70, Packet::PubComp)] {
@@ -778,7 +778,7 @@ fn subscribe_v5_with_subscription_identifier_and_every_option_bit() {
         packet_id: pid(12),
         properties: SubscribeProperties {
             subscription_identifier: Some(sub_id(300)),
-            user_properties: vec![user("u", "1")],
+            user_properties: vec![user("u", "1")].into(),
         },
         subscriptions: vec![
             Subscription {
@@ -870,7 +870,7 @@ fn suback_v5_with_reason_string() {
         packet_id: pid(8),
         properties: AckProperties {
             reason_string: Some(s("why")),
-            user_properties: Vec::new(),
+            user_properties: Default::default(),
         },
         reason_codes: vec![
             ReasonCode::GrantedQoS1,
@@ -914,7 +914,7 @@ fn unsubscribe_v5_with_user_property() {
     let expected = Unsubscribe {
         packet_id: pid(14),
         properties: UnsubscribeProperties {
-            user_properties: vec![user("k", "v")],
+            user_properties: vec![user("k", "v")].into(),
         },
         filters: vec![s("a/b")],
     };
@@ -975,7 +975,7 @@ fn unsuback_v5_with_reason_string() {
         packet_id: pid(11),
         properties: AckProperties {
             reason_string: Some(s("no!")),
-            user_properties: Vec::new(),
+            user_properties: Default::default(),
         },
         reason_codes: vec![ReasonCode::NotAuthorized],
     };
@@ -1071,7 +1071,7 @@ fn disconnect_v5_with_every_property() {
             session_expiry_interval: Some(0),
             reason_string: Some(s("bye")),
             server_reference: Some(s("srv2")),
-            user_properties: Vec::new(),
+            user_properties: Default::default(),
         },
     };
     check(V5, &wire, Packet::Disconnect(expected));
@@ -1121,7 +1121,7 @@ fn auth_v5_with_every_property() {
             authentication_method: Some(s("SCRAM-SHA-1")),
             authentication_data: Some(Bytes::from_static(&[1, 2, 3])),
             reason_string: Some(s("step")),
-            user_properties: vec![user("a", "b")],
+            user_properties: vec![user("a", "b")].into(),
         },
     };
     check(V5, &wire, Packet::Auth(expected));

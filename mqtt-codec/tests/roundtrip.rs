@@ -283,7 +283,7 @@ fn connect_properties() -> impl Strategy<Value = ConnectProperties> {
                 request_problem_information: rpi,
                 authentication_method: am,
                 authentication_data: ad,
-                user_properties: user,
+                user_properties: user.into(),
             },
         )
 }
@@ -305,7 +305,7 @@ fn will_properties() -> impl Strategy<Value = WillProperties> {
             content_type: ct,
             response_topic: rt,
             correlation_data: cd,
-            user_properties: user,
+            user_properties: user.into(),
         })
 }
 
@@ -353,7 +353,7 @@ fn connack_properties() -> impl Strategy<Value = ConnAckProperties> {
                     server_reference: sr,
                     authentication_method: am,
                     authentication_data: ad,
-                    user_properties: user,
+                    user_properties: user.into(),
                 }
             },
         )
@@ -378,27 +378,27 @@ fn publish_properties() -> impl Strategy<Value = PublishProperties> {
             correlation_data: cd,
             subscription_identifiers: sids.into_iter().collect(),
             content_type: ct,
-            user_properties: user,
+            user_properties: user.into(),
         })
 }
 
 fn ack_properties() -> impl Strategy<Value = AckProperties> {
     (option::of(any_string()), user_properties()).prop_map(|(rs, user)| AckProperties {
         reason_string: rs,
-        user_properties: user,
+        user_properties: user.into(),
     })
 }
 
 fn subscribe_properties() -> impl Strategy<Value = SubscribeProperties> {
     (option::of(subscription_id()), user_properties()).prop_map(|(sid, user)| SubscribeProperties {
         subscription_identifier: sid,
-        user_properties: user,
+        user_properties: user.into(),
     })
 }
 
 fn unsubscribe_properties() -> impl Strategy<Value = UnsubscribeProperties> {
     user_properties().prop_map(|user| UnsubscribeProperties {
-        user_properties: user,
+        user_properties: user.into(),
     })
 }
 
@@ -413,7 +413,7 @@ fn disconnect_properties() -> impl Strategy<Value = DisconnectProperties> {
             session_expiry_interval: sei,
             reason_string: rs,
             server_reference: sr,
-            user_properties: user,
+            user_properties: user.into(),
         })
 }
 
@@ -428,7 +428,7 @@ fn auth_properties() -> impl Strategy<Value = AuthProperties> {
             authentication_method: am,
             authentication_data: ad,
             reason_string: rs,
-            user_properties: user,
+            user_properties: user.into(),
         })
 }
 
@@ -898,7 +898,7 @@ proptest! {
 
     /// `decode(encode(p)) == p`, the whole frame is consumed, and
     /// `encoded_len` is what `encode` writes; a PUBLISH lent as a
-    /// `PublishRef` encodes to the same bytes.
+    /// `OutgoingPublish` encodes to the same bytes.
     #[test]
     fn every_packet_round_trips((version, packet) in versioned_packet()) {
         let wire = encode(&packet, version);

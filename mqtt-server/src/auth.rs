@@ -249,6 +249,9 @@ pub(crate) struct ConnAuth {
     /// `use_identity_as_username`): it replaces the CONNECT's user name and
     /// no password is checked.
     pub(crate) cert_username: Option<String>,
+    /// The listener's own subscription limits (`None`: the top-level
+    /// ones); a matching `[[client_limits]]` table comes first.
+    pub(crate) rules: Option<Arc<mqtt_router::SubscribeRules>>,
 }
 
 /// A connected client as the ACL sees it; kept with the session so that

@@ -528,6 +528,8 @@ mod tests {
             allow_anonymous: _,
             password_file: _,
             acl_file: _,
+            max_subscriptions_per_client: _,
+            max_subscription_bytes_per_client: _,
         } = ListenerConfig::new(ListenerKind::Mqtt, SocketAddr::from(([127, 0, 0, 1], 1883)));
         let every: std::collections::BTreeSet<&str> = [
             "kind",
@@ -542,6 +544,8 @@ mod tests {
             "allow_anonymous",
             "password_file",
             "acl_file",
+            "max_subscriptions_per_client",
+            "max_subscription_bytes_per_client",
         ]
         .into();
         assert_eq!(used, every, "the [[listener]] examples of example.toml");

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use mqtt_router::SubscribeRules;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -129,6 +130,13 @@ pub struct ListenerConfig {
     pub password_file: Option<PathBuf>,
     /// Overrides the top-level `acl_file` on this listener.
     pub acl_file: Option<PathBuf>,
+    /// Overrides the top-level `max_subscriptions_per_client` for the
+    /// clients of this listener (a `[[client_limits]]` table that matches
+    /// a client still comes first).
+    pub max_subscriptions_per_client: Option<usize>,
+    /// Overrides the top-level `max_subscription_bytes_per_client` for the
+    /// clients of this listener (likewise).
+    pub max_subscription_bytes_per_client: Option<usize>,
 }
 
 impl ListenerConfig {
@@ -148,6 +156,8 @@ impl ListenerConfig {
             allow_anonymous: None,
             password_file: None,
             acl_file: None,
+            max_subscriptions_per_client: None,
+            max_subscription_bytes_per_client: None,
         }
     }
 
@@ -207,6 +217,20 @@ impl ListenerConfig {
                 "needs require_certificate = true".into(),
             );
         }
+        for (key, value) in [
+            (
+                "listener.max_subscriptions_per_client",
+                self.max_subscriptions_per_client,
+            ),
+            (
+                "listener.max_subscription_bytes_per_client",
+                self.max_subscription_bytes_per_client,
+            ),
+        ] {
+            if value == Some(0) {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
         if let Some(path) = &self.path {
             if !self.kind.is_websocket() {
                 return invalid("listener.path", "only for kinds ws and wss".into());
@@ -245,6 +269,8 @@ struct Endpoint {
     use_identity_as_username: bool,
     /// The listener's own authentication settings; `None`: the top-level ones.
     auth: Option<Arc<ListenerAuth>>,
+    /// The listener's own subscription limits; `None`: the top-level ones.
+    rules: Option<Arc<SubscribeRules>>,
 }
 
 /// A bound listener, ready to accept.
@@ -314,6 +340,15 @@ impl Listener {
         } else {
             None
         };
+        let rules = (config.max_subscriptions_per_client.is_some()
+            || config.max_subscription_bytes_per_client.is_some())
+        .then(|| {
+            crate::broker::limited_rules(
+                &broker.subscribe_rules,
+                config.max_subscriptions_per_client,
+                config.max_subscription_bytes_per_client,
+            )
+        });
         let tcp = TcpListener::bind(config.address).await.map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -339,6 +374,7 @@ impl Listener {
                 proxy_protocol: config.proxy_protocol,
                 use_identity_as_username: config.use_identity_as_username,
                 auth,
+                rules,
             }),
         })
     }
@@ -423,6 +459,7 @@ impl ConnectionHandler {
             let auth = ConnAuth {
                 listener: endpoint.auth.clone(),
                 cert_username,
+                rules: endpoint.rules.clone(),
             };
             // Behind a proxy, the lines about this connection name the client
             // (it is their `peer`); at debug level, the span also names both.
@@ -595,6 +632,20 @@ mod tests {
             "{tls}cafile = \"ca\"\nuse_identity_as_username = true"
         ));
         assert!(err.contains("listener.use_identity_as_username"), "{err}");
+    }
+
+    #[test]
+    fn a_listener_subscription_limit_of_zero_is_an_error_naming_it() {
+        for key in [
+            "max_subscriptions_per_client",
+            "max_subscription_bytes_per_client",
+        ] {
+            let err = error(&format!(
+                "[[listener]]\nkind = \"mqtt\"\naddress = \"127.0.0.1:1\"\n{key} = 0"
+            ));
+            assert!(err.contains(&format!("listener.{key}")), "{err}");
+            assert!(err.contains("at least 1"), "{err}");
+        }
     }
 
     #[test]

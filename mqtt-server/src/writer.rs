@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use mqtt_codec::{EncodeError, Packet, ProtocolVersion, PublishRef};
+use mqtt_codec::{EncodeError, OutgoingPublish, Packet, ProtocolVersion};
 use mqtt_session::Transmit;
 use tokio::io::AsyncWrite;
 
@@ -76,7 +76,7 @@ impl WriteQueue {
     #[inline]
     fn push_publish(
         &mut self,
-        p: PublishRef<'_>,
+        p: OutgoingPublish<'_>,
         version: ProtocolVersion,
     ) -> Result<(), EncodeError> {
         let before = self.tail.len();

@@ -193,7 +193,7 @@ fn will_options(broker: &TestBroker, id: &str, delay: u32, clean_start: bool) ->
         content_type: None,
         response_topic: None,
         correlation_data: None,
-        user_properties: Vec::new(),
+        user_properties: Default::default(),
     };
     o.set_last_will(LastWill::new(
         "will/w",
@@ -920,7 +920,8 @@ async fn will_properties_pass_through_untouched() {
         user_properties: vec![mqtt_codec::UserProperty::new(
             packets::string("k"),
             packets::string("v"),
-        )],
+        )]
+        .into(),
         ..Default::default()
     };
     connect.will = Some(mqtt_codec::Will {

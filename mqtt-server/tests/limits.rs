@@ -240,3 +240,35 @@ async fn client_limits_tables_give_matching_clients_their_own_limits() {
     .await;
     assert_eq!(subscribe_many(&mut device, "d", 10).await, 3);
 }
+
+/// A `[[listener]]` table's own subscription limits hold for the clients
+/// that connect through it (an internal listener for backends, say); the
+/// other listeners keep the top-level ones, and a matching
+/// `[[client_limits]]` table still comes first.
+#[tokio::test]
+async fn a_listener_gives_its_clients_its_own_subscription_limits() {
+    let config = mqtt_server::Config::from_toml(
+        r#"
+        listen = ["127.0.0.1:0"]
+        max_subscriptions_per_client = 3
+        [[client_limits]]
+        client_id_prefix = "special-"
+        max_subscriptions_per_client = 4
+        [[listener]]
+        kind = "mqtt"
+        address = "127.0.0.1:0"
+        max_subscriptions_per_client = 6
+        "#,
+    )
+    .unwrap();
+    let broker = TestBroker::start(config).await;
+    let [public, internal] = [broker.listeners[0].address, broker.listeners[1].address];
+    assert_ne!(public, internal);
+    let connect = |addr, id| RawClient::connect(addr, packets::connect(ProtocolVersion::V5, id));
+    let (mut backend, _) = connect(internal, "backend-1").await;
+    assert_eq!(subscribe_many(&mut backend, "b", 10).await, 6);
+    let (mut device, _) = connect(public, "device-1").await;
+    assert_eq!(subscribe_many(&mut device, "d", 10).await, 3);
+    let (mut special, _) = connect(internal, "special-1").await;
+    assert_eq!(subscribe_many(&mut special, "s", 10).await, 4);
+}

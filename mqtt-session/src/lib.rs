@@ -8,7 +8,7 @@
 //! `handle_timeout` and the commands (`deliver`, `publish`, `accept`...)
 //! take input; `poll_event`, `poll_transmit` and `poll_timeout` give
 //! output. `poll_transmit` lends each PUBLISH of a queued message as a
-//! borrowed [`PublishRef`](mqtt_codec::PublishRef) inside a [`Transmit`],
+//! borrowed [`OutgoingPublish`](mqtt_codec::OutgoingPublish) inside a [`Transmit`],
 //! encoded from the session's own copy without cloning anything.
 //! Everything the protocol decides —
 //! CONNECT validation, CONNACK with the server's limits, keep-alive, QoS 1

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use mqtt_codec::{
-    Ack, MqttString, Packet, PacketId, ProtocolVersion, Publish, PublishProperties, PublishRef,
-    QoS, ReasonCode,
+    Ack, MqttString, OutgoingPublish, Packet, PacketId, ProtocolVersion, Publish,
+    PublishProperties, QoS, ReasonCode,
 };
 
 use crate::state::{Delivery, DropReason, Inflight, InflightStage, Message, SessionState};
@@ -28,7 +28,7 @@ pub enum Transmit<'a> {
     Packet(&'a Packet),
     /// The PUBLISH of a queued message, lent from the session's own copy
     /// of it: encoded from there, nothing of it is cloned.
-    Publish(PublishRef<'a>),
+    Publish(OutgoingPublish<'a>),
 }
 
 impl Transmit<'_> {
@@ -310,7 +310,7 @@ impl Outbound {
         version: ProtocolVersion,
         now: Instant,
         max: usize,
-        mut out: impl FnMut(PublishRef<'_>),
+        mut out: impl FnMut(OutgoingPublish<'_>),
     ) {
         // Made per message when a peer needs its own properties; on the
         // stack, not in the connection, which an idle client keeps.
@@ -348,7 +348,7 @@ impl Outbound {
         version: ProtocolVersion,
         now: Instant,
         custom: &mut PublishProperties,
-        out: &mut impl FnMut(PublishRef<'_>),
+        out: &mut impl FnMut(OutgoingPublish<'_>),
     ) -> Result<bool, Delivery> {
         if d.qos != QoS::AtMostOnce && self.held >= self.window {
             return Err(d);
@@ -554,9 +554,9 @@ fn lend<'a>(
     version: ProtocolVersion,
     how: &Shape,
     custom: &'a PublishProperties,
-) -> PublishRef<'a> {
+) -> OutgoingPublish<'a> {
     let m = s.message;
-    PublishRef {
+    OutgoingPublish {
         dup: false,
         qos: s.qos,
         retain: s.retain,

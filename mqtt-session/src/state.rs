@@ -34,7 +34,7 @@ static NO_PROPERTIES: PublishProperties = PublishProperties {
     correlation_data: None,
     subscription_identifiers: smallvec::SmallVec::new_const(),
     content_type: None,
-    user_properties: Vec::new(),
+    user_properties: smallvec::SmallVec::new_const(),
 };
 
 impl MessageProperties {

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mqtt_codec::{
     MqttString, PacketId, PayloadFormat, PublishProperties, QoS, RetainHandling, SubscriptionId,
-    SubscriptionOptions, UserProperty, Will, WillProperties,
+    SubscriptionOptions, UserProperties, UserProperty, Will, WillProperties,
 };
 use mqtt_session::{
     Delivery, DropCounts, InflightStage, Message, SessionState, SubscriptionRecord,
@@ -257,7 +257,7 @@ impl<'a> RecordReader<'a> {
         }
     }
 
-    fn user_properties(&mut self) -> Result<Vec<UserProperty>, RecordError> {
+    fn user_properties(&mut self) -> Result<UserProperties, RecordError> {
         let n = self.u32("user property count")? as usize;
         // Each property takes at least 4 bytes: a corrupt count cannot make
         // us reserve more than the record could hold.
@@ -266,7 +266,7 @@ impl<'a> RecordReader<'a> {
                 what: "user properties",
             });
         }
-        let mut props = Vec::with_capacity(n);
+        let mut props = UserProperties::with_capacity(n);
         for _ in 0..n {
             let name = self.str("user property name")?;
             let value = self.str("user property value")?;

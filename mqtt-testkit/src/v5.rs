@@ -74,7 +74,7 @@ impl Peer {
     pub async fn subscribe_id(&mut self, filter: &str, qos: QoS, id: usize) -> SubAck {
         let properties = SubscribeProperties {
             id: Some(id),
-            user_properties: Vec::new(),
+            user_properties: Default::default(),
         };
         self.subscribe_with(Filter::new(filter, qos), Some(properties))
             .await

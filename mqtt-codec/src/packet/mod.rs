@@ -13,7 +13,7 @@ pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
-pub use publish::{Publish, PublishRef};
+pub use publish::{OutgoingPublish, Publish};
 pub use subscribe::{Subscribe, Subscription, Unsubscribe};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -302,7 +302,7 @@ impl Packet {
         match self {
             Packet::Connect(c) => c.check()?,
             Packet::ConnAck(c) => c.check()?,
-            Packet::Publish(p) => p.check()?,
+            Packet::Publish(p) => p.check(version)?,
             Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
                 a.properties.check()?;
             }

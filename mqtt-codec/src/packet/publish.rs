@@ -111,8 +111,8 @@ impl Publish {
 
     /// The same packet, borrowed: what the encoding functions work on.
     #[inline(always)]
-    pub fn as_borrowed(&self) -> PublishRef<'_> {
-        PublishRef {
+    pub fn as_borrowed(&self) -> OutgoingPublish<'_> {
+        OutgoingPublish {
             dup: self.dup,
             qos: self.qos,
             retain: self.retain,
@@ -124,8 +124,8 @@ impl Publish {
     }
 
     #[inline(always)]
-    pub(crate) fn check(&self) -> Result<(), EncodeError> {
-        self.as_borrowed().check()
+    pub(crate) fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
+        self.as_borrowed().check(version)
     }
 
     pub(crate) fn body_len(&self, version: ProtocolVersion) -> usize {
@@ -188,8 +188,9 @@ impl Publish {
     }
 }
 
-/// A PUBLISH whose topic, properties and payload are borrowed: it encodes
-/// to exactly the bytes of the [`Publish`] with the same fields.
+/// A PUBLISH to send, made of borrowed parts: encoding only (a decoded
+/// PUBLISH is a [`Publish`], whose fields already share the read buffer).
+/// It encodes to exactly the bytes of the [`Publish`] with the same fields.
 ///
 /// A sender that keeps messages of its own (a broker's queue, a client's
 /// session) can encode each one from where it lies, without building a
@@ -198,12 +199,12 @@ impl Publish {
 ///
 /// ```
 /// use bytes::{Bytes, BytesMut};
-/// use mqtt_codec::{MqttString, Packet, ProtocolVersion, Publish, PublishProperties, PublishRef, QoS};
+/// use mqtt_codec::{MqttString, Packet, ProtocolVersion, Publish, PublishProperties, OutgoingPublish, QoS};
 ///
 /// let topic = MqttString::from_static("a/b");
 /// let payload = Bytes::from_static(b"hello");
 /// let properties = PublishProperties::default();
-/// let borrowed = PublishRef {
+/// let borrowed = OutgoingPublish {
 ///     dup: false,
 ///     qos: QoS::AtMostOnce,
 ///     retain: false,
@@ -219,7 +220,7 @@ impl Publish {
 /// assert_eq!(a, b);
 /// ```
 #[derive(Debug, Clone, Copy)]
-pub struct PublishRef<'a> {
+pub struct OutgoingPublish<'a> {
     /// DUP: this may be a re-delivery. Always false at QoS 0 [MQTT-3.3.1-2].
     pub dup: bool,
     /// Quality of service.
@@ -236,7 +237,7 @@ pub struct PublishRef<'a> {
     pub payload: &'a Bytes,
 }
 
-impl PublishRef<'_> {
+impl OutgoingPublish<'_> {
     /// An owned [`Publish`] with the same fields (the topic, properties
     /// and payload are cloned: reference counts, no byte copied).
     pub fn to_owned(&self) -> Publish {
@@ -256,15 +257,20 @@ impl PublishRef<'_> {
         (u8::from(self.dup) << 3) | ((self.qos as u8) << 1) | u8::from(self.retain)
     }
 
+    /// What encoding checks: the packet identifier against the QoS, and
+    /// the properties, which only MQTT 5.0 writes.
     #[inline(always)]
-    fn check(&self) -> Result<(), EncodeError> {
+    fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
         if (self.qos == QoS::AtMostOnce) == self.packet_id.is_some() {
             return Err(EncodeError::PacketIdMismatch {
                 qos: self.qos,
                 has_id: self.packet_id.is_some(),
             });
         }
-        self.properties.check()
+        if version.is_v5() {
+            self.properties.check()?;
+        }
+        Ok(())
     }
 
     fn header_body_len(&self, version: ProtocolVersion, props: usize) -> usize {
@@ -294,7 +300,7 @@ impl PublishRef<'_> {
         version: ProtocolVersion,
         buf: &mut impl BufMut,
     ) -> Result<usize, EncodeError> {
-        self.check()?;
+        self.check(version)?;
         let props = if version.is_v5() {
             self.properties.len()
         } else {

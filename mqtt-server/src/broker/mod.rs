@@ -87,15 +87,11 @@ impl Broker {
             .client_limits
             .iter()
             .map(|l| {
-                Arc::new(SubscribeRules {
-                    max_subscriptions: l
-                        .max_subscriptions_per_client
-                        .unwrap_or(subscribe_rules.max_subscriptions),
-                    max_subscription_bytes: l
-                        .max_subscription_bytes_per_client
-                        .unwrap_or(subscribe_rules.max_subscription_bytes),
-                    ..subscribe_rules
-                })
+                limited_rules(
+                    &subscribe_rules,
+                    l.max_subscriptions_per_client,
+                    l.max_subscription_bytes_per_client,
+                )
             })
             .collect();
         Self {
@@ -250,6 +246,20 @@ impl Broker {
         drop(timers);
         self.timers_changed.notify_one();
     }
+}
+
+/// `top` with the subscription limits a `[[client_limits]]` or a
+/// `[[listener]]` table sets (`None`: the top-level value).
+pub(crate) fn limited_rules(
+    top: &SubscribeRules,
+    max_subscriptions: Option<usize>,
+    max_subscription_bytes: Option<usize>,
+) -> Arc<SubscribeRules> {
+    Arc::new(SubscribeRules {
+        max_subscriptions: max_subscriptions.unwrap_or(top.max_subscriptions),
+        max_subscription_bytes: max_subscription_bytes.unwrap_or(top.max_subscription_bytes),
+        ..*top
+    })
 }
 
 #[cfg(test)]

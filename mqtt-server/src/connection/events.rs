@@ -218,7 +218,9 @@ impl Task<'_> {
         self.subscriptions = state
             .as_ref()
             .map_or_else(Held::default, |s| Held::of(s.subscriptions.keys()));
-        self.rules = broker.rules_for(client_id.as_str(), identity.username());
+        self.rules = broker
+            .rules_for(client_id.as_str(), identity.username())
+            .or_else(|| self.auth.rules.clone());
         handle.connected.store(true, Ordering::Release);
         *lock(&handle.access) = access.clone();
         self.access = access;

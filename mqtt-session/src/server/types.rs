@@ -12,6 +12,8 @@ use mqtt_codec::{
 
 use crate::error::ProtocolError;
 use crate::state::{Message, QueueLimits, SessionState};
+#[cfg(doc)]
+use {super::ServerConnection, crate::state::Delivery};
 
 /// What a server allows its clients; sent to MQTT 5.0 clients in CONNACK.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,7 +53,8 @@ pub fn rich_message(clock: &Clock) -> Message {
                 UserProperty::new(s("a"), s("1")),
                 UserProperty::new(s("a"), s("2")),
                 UserProperty::new(s("ünï"), s("çødé")),
-            ],
+            ]
+            .into(),
             ..PublishProperties::default()
         }
         .into(),
@@ -115,7 +116,7 @@ pub fn will(topic: &str) -> Will {
             content_type: Some(s("text/plain")),
             response_topic: None,
             correlation_data: Some(Bytes::from_static(b"x")),
-            user_properties: vec![UserProperty::new(s("k"), s("v"))],
+            user_properties: vec![UserProperty::new(s("k"), s("v"))].into(),
         },
     }
 }
