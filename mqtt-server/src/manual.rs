@@ -73,3 +73,16 @@
 //! persistent) or ended; its will, if any, is published or scheduled with
 //! `mqtt_router::Timers`, which the janitor (broker/jobs.rs) also uses for
 //! session expiry.
+//!
+//! # A bridge
+//!
+//! A `[[bridge]]` (bridge/) is a session of this broker, `$bridge/NAME`,
+//! claimed in the registry by the bridge's task instead of a connection
+//! and subscribed (No Local) to what it sends out: publishers put
+//! deliveries in its mailbox as in any session's, with the same policy,
+//! and its task hands them to `mqtt_session::ClientConnection` (the client
+//! role) towards the remote broker, removing each from the store once the
+//! remote broker acknowledged it. What comes from the remote broker takes
+//! the path of a client's PUBLISH from `Broker::publish` on, the bridge's
+//! session as publisher, and is acknowledged to the remote broker once
+//! committed (`ClientConnection::acknowledge`, manual acknowledgements).

@@ -672,3 +672,53 @@ async fn client_ids_of_bridges_are_refused() {
         mqtt_codec::ReasonCode::ClientIdentifierNotValid
     );
 }
+
+/// A bridge removed from the configuration: at the next start, its stored
+/// session, with the messages it held for its remote broker, is ended (no
+/// one would ever send them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_of_a_bridge_no_longer_configured_is_ended() {
+    use mqtt_store::Store;
+
+    let store = std::sync::Arc::new(mqtt_store::MemoryStore::new());
+    let clock = || mqtt_store::Clock::new(std::time::Instant::now(), std::time::SystemTime::now());
+    let mut first = TestBroker::start_with_store(
+        config(&format!(
+            r##"
+            [[bridge]]
+            name = "old"
+            address = "127.0.0.1:{}"
+            [[bridge.topic]]
+            pattern = "t/#"
+            qos = 1
+            "##,
+            free_port()
+        )),
+        store.clone(),
+    )
+    .await;
+    let (mut publisher, _) =
+        RawClient::connect(first.addr, packets::connect(ProtocolVersion::V5, "p")).await;
+    publish(&mut publisher, "t/x", "kept", QoS::AtLeastOnce, 1).await;
+    first.stop(LONG).await;
+    let stored = store.load_session("$bridge/old", clock()).unwrap();
+    assert_eq!(
+        stored.map(|s| s.state.queued.len()),
+        Some(1),
+        "queued for the bridge"
+    );
+
+    let _second = TestBroker::start_with_store(TestBroker::config(), store.clone()).await;
+    let deadline = tokio::time::Instant::now() + LONG;
+    while store
+        .load_session("$bridge/old", clock())
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old bridge's session stays"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
