@@ -7,144 +7,16 @@
 //! stream) runs the real `mqtt` binary: `mqtt-cli/tests/bridge_crash.rs`.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use mqtt_codec::{Ack, Packet, ProtocolVersion, QoS};
-use mqtt_server::Config;
+use mqtt_codec::{ProtocolVersion, QoS};
 use mqtt_testkit::mosquitto::{Mosquitto, free_port};
-use mqtt_testkit::{Collected, Collector, RawClient, Received, TestBroker, packets};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mqtt_testkit::{Collected, Collector, RawClient, TestBroker, packets};
 
-/// What the slowest expectation may take (a reconnection with backoff, a
-/// mosquitto restart) on a loaded CI machine.
-const LONG: Duration = Duration::from_secs(30);
-
-fn have_mosquitto() -> bool {
-    let found = Mosquitto::binary().is_some();
-    if !found {
-        eprintln!("skipped: mosquitto is not installed (apt-get install mosquitto)");
-    }
-    found
-}
-
-/// A configuration of ours from TOML (`listen` is the test broker's).
-fn config(toml: &str) -> Config {
-    Config::from_toml(toml).unwrap_or_else(|e| panic!("{e}\n{toml}"))
-}
-
-/// Waits until the bridge `name` of the broker at `addr` says it is
-/// connected (`$SYS/broker/connection/NAME/state` is "1").
-async fn wait_connected(addr: SocketAddr, name: &str) {
-    let topic = format!("$SYS/broker/connection/{name}/state");
-    let id = format!("state-{name}-{}", free_port());
-    let state = Collector::start(addr, &id, true, &topic, QoS::AtMostOnce).await;
-    state
-        .wait_until("the bridge connected", LONG, |r| {
-            r.last()
-                .is_some_and(|m| m.payload == "1" && m.topic == topic)
-        })
-        .await;
-}
-
-/// Publishes with `raw` and waits for the end of the flow.
-async fn publish(raw: &mut RawClient, topic: &str, payload: &str, qos: QoS, id: u16) {
-    publish_retained(raw, topic, payload, qos, id, false).await;
-}
-
-/// [`publish`], with the RETAIN flag `retain`.
-async fn publish_retained(
-    raw: &mut RawClient,
-    topic: &str,
-    payload: &str,
-    qos: QoS,
-    id: u16,
-    retain: bool,
-) {
-    let mut p = packets::publish(topic, payload.as_bytes(), qos, id);
-    p.retain = retain;
-    raw.send(&Packet::Publish(p)).await.unwrap();
-    let pid = packets::pid(id);
-    match qos {
-        QoS::AtMostOnce => {}
-        QoS::AtLeastOnce => match raw.next(LONG).await {
-            Received::Packet(Packet::PubAck(a)) if a.packet_id == pid => {}
-            other => panic!("expected PUBACK {id}, got {other:?}"),
-        },
-        QoS::ExactlyOnce => {
-            match raw.next(LONG).await {
-                Received::Packet(Packet::PubRec(a)) if a.packet_id == pid => {}
-                other => panic!("expected PUBREC {id}, got {other:?}"),
-            }
-            raw.send(&Packet::PubRel(Ack::new(pid))).await.unwrap();
-            match raw.next(LONG).await {
-                Received::Packet(Packet::PubComp(a)) if a.packet_id == pid => {}
-                other => panic!("expected PUBCOMP {id}, got {other:?}"),
-            }
-        }
-    }
-}
-
-/// How many times each payload arrived.
-fn counts(received: &[Collected]) -> std::collections::BTreeMap<String, usize> {
-    let mut out = std::collections::BTreeMap::new();
-    for r in received {
-        *out.entry(r.payload.clone()).or_insert(0) += 1;
-    }
-    out
-}
-
-/// One sample of the Prometheus page of the broker whose metrics listen
-/// on `port`, e.g. `mqtt_bridge_messages_sent_total{bridge="b"}`.
-async fn metric(port: u16, sample: &str) -> u64 {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut page = String::new();
-    s.read_to_string(&mut page).await.unwrap();
-    page.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {sample} in the metrics"))
-}
-
-/// Waits until the metric `sample` satisfies `ok`.
-async fn wait_metric(port: u16, sample: &str, ok: impl Fn(u64) -> bool) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let v = metric(port, sample).await;
-        if ok(v) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sample} stays at {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Publishes `probe` on `topic` with `raw` every 100 ms until `sub` has
-/// received it: the bridge's subscription at the remote broker is then in
-/// place (it is made after CONNACK, and not waited for).
-async fn probe(raw: &mut RawClient, topic: &str, sub: &Collector) {
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        publish(raw, topic, "probe", QoS::AtMostOnce, 1).await;
-        let got = sub.received().iter().any(|r| r.payload == "probe");
-        if got {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the bridge's remote subscription never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+#[path = "bridge/support.rs"]
+mod support;
+use support::*;
 
 /// Messages at QoS 0, 1 and 2 cross the bridge each way, with the local
 /// prefix replaced by the remote one and back, each exactly once, at the
@@ -721,4 +593,36 @@ async fn the_session_of_a_bridge_no_longer_configured_is_ended() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// An MQTT 3.1.1 broker that refuses mosquitto's bridge bit (CONNACK 1,
+/// unacceptable protocol version) is tried again without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_refuses_the_bridge_bit_is_tried_without_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker = TestBroker::start(config(&format!(
+        r##"
+        [[bridge]]
+        name = "plain"
+        address = "{}"
+        reconnect_delay_min_ms = 50
+        [[bridge.topic]]
+        pattern = "t/#"
+        "##,
+        listener.local_addr().unwrap()
+    )))
+    .await;
+    let (mut first, connect) = accept_connect(&listener).await;
+    assert!(connect.bridge, "try_private sets the bridge bit");
+    connack(
+        &mut first,
+        mqtt_codec::ReasonCode::UnsupportedProtocolVersion,
+    )
+    .await;
+    let (mut second, connect) = accept_connect(&listener).await;
+    assert!(!connect.bridge, "tried again without the bridge bit");
+    assert_eq!(connect.protocol, ProtocolVersion::V3_1_1);
+    connack(&mut second, mqtt_codec::ReasonCode::Success).await;
+    wait_connected(broker.addr, "plain").await;
+    drop(first);
 }

@@ -3,27 +3,7 @@
 //! between it and the local session, and what must be stored between both
 //! and the store.
 //!
-//! # The store, for what goes out
-//!
-//! A message pulled from the mailbox keeps its place in the store (its
-//! [`Delivery::tag`] is its sequence number there) until the remote broker
-//! completes it: [`ClientEvent::Published`] gives the tag back, and the
-//! entry is removed. A restart resends what is left, as new messages.
-//!
-//! The packet identifiers of QoS 2 messages are the one thing more that is
-//! stored, with `clean_start = false` (with a clean start the remote broker
-//! forgets them at each connection): a QoS 2 PUBLISH leaves only once its
-//! identifier is stored as one the remote broker may hold. After a
-//! restart, those identifiers are released (PUBREL) before being used
-//! again; otherwise a new message sent under one that the remote broker
-//! still held unreleased would be taken there for a duplicate, and lost.
-//! The message itself is not stored under it (its queue entry is): resent
-//! as a new message after a restart, it may reach the remote broker twice.
-//! Storing the whole in-flight state, as the broker does for its own
-//! clients, would make it exactly once, at the cost of re-keying the
-//! messages a remote broker without our session makes the client resend
-//! (`mqtt-session` does that resend itself, keeping each message's tag):
-//! a rare case, left for later.
+//! What goes out, and what the store keeps of it: `outgoing.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use mqtt_codec::{
-    Connect, Disconnect, MqttString, Packet, PacketId, QoS, ReasonCode, RetainHandling,
-    Subscription, SubscriptionOptions,
+    Connect, Disconnect, MqttString, Packet, PacketId, ReasonCode, RetainHandling, Subscription,
+    SubscriptionOptions,
 };
 use mqtt_session::{
-    ClientCloseReason, ClientConfig, ClientConnection, ClientEvent, Delivery, InflightStage,
-    Message, QueueLimits, SessionState, Transmit,
+    ClientCloseReason, ClientConfig, ClientConnection, ClientEvent, InflightStage, Message,
+    QueueLimits, SessionState,
 };
 use mqtt_store::{Batch, StoreError};
 use mqtt_topic::TopicName;
@@ -46,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::{BridgeConfig, BridgeProtocol};
 use super::local::Local;
+use super::outgoing::Qos2;
 use super::transport::Io;
 use super::{BridgeStats, publish_state};
 use crate::broker::Broker;
@@ -80,20 +61,8 @@ pub(super) enum Outcome {
     Failed,
 }
 
-/// A QoS 2 message in flight to the remote broker.
-#[derive(Debug, Clone, Copy)]
-struct Qos2 {
-    /// Its queue entry in the store (0: none).
-    tag: u64,
-    /// PUBREC received, PUBREL sent: the client session keeps only the
-    /// identifier, not the tag.
-    released: bool,
-    /// Its identifier is stored as one the remote broker may hold.
-    held: bool,
-}
-
 /// What the store or the broker tells the connection's loop.
-enum Done {
+pub(super) enum Done {
     /// A batch of the loop's committed.
     Batch(u64, Result<(), StoreError>),
     /// A message from the remote broker was taken (stored) by this broker.
@@ -102,14 +71,14 @@ enum Done {
 
 /// A bridge's state across connections.
 pub(super) struct Bridge {
-    config: Arc<BridgeConfig>,
-    stats: Arc<BridgeStats>,
-    local: Local,
+    pub(super) config: Arc<BridgeConfig>,
+    pub(super) stats: Arc<BridgeStats>,
+    pub(super) local: Local,
     /// The client session between connections: messages queued for, or in
     /// flight to, the remote broker (remote topics, tags of the store).
-    carry: Option<SessionState>,
+    pub(super) carry: Option<SessionState>,
     /// QoS 2 messages in flight, by packet identifier.
-    qos2: BTreeMap<PacketId, Qos2>,
+    pub(super) qos2: BTreeMap<PacketId, Qos2>,
 }
 
 impl Bridge {
@@ -164,42 +133,16 @@ impl Bridge {
         MqttString::try_from(self.config.remote_client_id()).unwrap_or_default()
     }
 
-    fn broker(&self) -> &Broker {
+    pub(super) fn broker(&self) -> &Broker {
         &self.local.broker
     }
 
-    /// The remote delivery of a local one: its topic remapped by the first
-    /// rule that sends it out. `None` (dropped, counted, forgotten from the
-    /// store) if none does.
-    fn outgoing(&self, d: Delivery, batch: &mut Option<Batch>) -> Option<Delivery> {
-        let remote = self
-            .config
-            .topics
-            .iter()
-            .find_map(|r| r.to_remote(d.message.topic.as_str()))
-            .and_then(|t| MqttString::try_from(t).ok());
-        let Some(topic) = remote else {
-            self.stats.unmapped.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(topic = %d.message.topic, "no rule maps this topic out; dropped");
-            self.local.forget_queued(d.tag, batch);
-            return None;
-        };
-        let message = Message {
-            topic,
-            ..Message::clone(&d.message)
-        };
-        Some(Delivery {
-            message: Arc::new(message),
-            qos: d.qos,
-            retain: d.retain,
-            subscription_ids: Default::default(),
-            shared_group: None,
-            tag: d.tag,
-        })
-    }
-
     /// Submits a batch, if any; `done` hears of its commit.
-    fn submit(&self, batch: Option<Batch>, done: Option<(u64, &mpsc::UnboundedSender<Done>)>) {
+    pub(super) fn submit(
+        &self,
+        batch: Option<Batch>,
+        done: Option<(u64, &mpsc::UnboundedSender<Done>)>,
+    ) {
         let (Some(persist), Some(b)) = (&self.broker().persist, batch) else {
             return;
         };
@@ -294,27 +237,27 @@ impl Bridge {
 }
 
 /// One connection's state.
-struct Link<'a> {
-    bridge: &'a mut Bridge,
-    conn: ClientConnection,
-    wbuf: BytesMut,
+pub(super) struct Link<'a> {
+    pub(super) bridge: &'a mut Bridge,
+    pub(super) conn: ClientConnection,
+    pub(super) wbuf: BytesMut,
     /// Messages from the remote broker routed here whose acknowledgement
     /// waits for their store commit; at most `receive_maximum` before the
     /// loop stops reading.
-    awaiting: usize,
-    done_tx: mpsc::UnboundedSender<Done>,
+    pub(super) awaiting: usize,
+    pub(super) done_tx: mpsc::UnboundedSender<Done>,
     /// This turn's store changes.
-    batch: Option<Batch>,
+    pub(super) batch: Option<Batch>,
     /// The ticket of this turn's batch, if packets wait for it.
-    ticket: Option<u64>,
-    next_ticket: u64,
+    pub(super) ticket: Option<u64>,
+    pub(super) next_ticket: u64,
     /// Every batch up to this ticket has committed (the group commit
     /// completes in order).
-    committed: u64,
+    pub(super) committed: u64,
     /// Packets waiting for the commit of their ticket, in order.
-    held: Vec<(u64, Packet)>,
-    outcome: Outcome,
-    connected: bool,
+    pub(super) held: Vec<(u64, Packet)>,
+    pub(super) outcome: Outcome,
+    pub(super) connected: bool,
 }
 
 impl Link<'_> {
@@ -606,25 +549,6 @@ impl Link<'_> {
         }
     }
 
-    /// One of our messages completed: the remote broker has it (or
-    /// refused it: dropped, as an MQTT 5.0 client would).
-    fn on_completed(&mut self, packet_id: PacketId, reason: ReasonCode, tag: u64) {
-        let b = &mut *self.bridge;
-        let flow = b.qos2.remove(&packet_id);
-        let tag = if tag != 0 {
-            tag
-        } else {
-            flow.map_or(0, |f| f.tag)
-        };
-        b.local.forget_queued(tag, &mut self.batch);
-        if flow.is_some_and(|f| f.held) {
-            b.local.release_id(packet_id, &mut self.batch);
-        }
-        if reason.is_error() {
-            tracing::warn!(%reason, "the remote broker refused a message of the bridge; dropped");
-        }
-    }
-
     fn on_closed(&mut self, reason: ClientCloseReason, session: SessionState) {
         match &reason {
             ClientCloseReason::Refused(code) => {
@@ -643,25 +567,14 @@ impl Link<'_> {
     }
 
     /// A store commit completed, or this broker took a message.
-    fn on_done(&mut self, done: Done) {
+    pub(super) fn on_done(&mut self, done: Done) {
         match done {
             Done::Batch(ticket, result) => {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "store commit failed");
                 }
                 self.committed = self.committed.max(ticket);
-                let committed = self.committed;
-                let ready = self
-                    .held
-                    .iter()
-                    .take_while(|(t, _)| *t <= committed)
-                    .count();
-                let version = self.conn.version();
-                for (_, packet) in self.held.drain(..ready) {
-                    if let Err(e) = packet.encode(version, &mut self.wbuf) {
-                        tracing::warn!(error = %e, "cannot encode packet");
-                    }
-                }
+                self.release_held();
             }
             Done::Taken(id, result) => {
                 self.awaiting = self.awaiting.saturating_sub(1);
@@ -678,116 +591,5 @@ impl Link<'_> {
                 }
             }
         }
-    }
-
-    /// Moves deliveries from the mailbox into the connection as the window
-    /// allows (only when the connection's own queue is empty: the mailbox
-    /// stays the one bounded queue).
-    fn pull(&mut self, now: Instant) {
-        if !self.conn.is_connected() || self.conn.queued() > 0 {
-            return;
-        }
-        let room = usize::from(self.bridge.config.max_inflight_messages)
-            .saturating_sub(self.conn.inflight());
-        let mut pulled = Vec::new();
-        self.bridge
-            .local
-            .pull(room, now, &mut self.batch, |d| pulled.push(d));
-        for d in pulled {
-            if let Some(d) = self.bridge.outgoing(d, &mut self.batch) {
-                let tag = d.tag;
-                if let Err(e) = self.conn.publish(d) {
-                    tracing::warn!(reason = ?e, "a message for the remote broker was dropped");
-                    self.bridge.local.forget_queued(tag, &mut self.batch);
-                }
-            }
-        }
-    }
-
-    /// Encodes what the connection sends; with stored identifiers, a new
-    /// QoS 2 PUBLISH (and what follows it) waits for the commit that
-    /// stores its identifier.
-    fn transmit(&mut self, now: Instant) {
-        let store_ids = self.bridge.local.persistent && !self.bridge.config.clean_start;
-        let version = self.conn.version();
-        let mut fresh_qos2 = Vec::new();
-        let mut released = Vec::new();
-        let mut packets = Vec::new();
-        let lend = !store_ids && self.held.is_empty();
-        let (wbuf, stats) = (&mut self.wbuf, &self.bridge.stats);
-        self.conn.poll_transmit(now, |t| {
-            match &t {
-                Transmit::Publish(p) => {
-                    stats.sent.fetch_add(1, Ordering::Relaxed);
-                    if p.qos == QoS::ExactlyOnce {
-                        fresh_qos2.extend(p.packet_id);
-                    }
-                }
-                Transmit::Packet(Packet::PubRel(a)) if a.reason_code == ReasonCode::Success => {
-                    released.push(a.packet_id);
-                }
-                Transmit::Packet(_) => {}
-            }
-            if lend {
-                if let Err(e) = t.encode(version, wbuf) {
-                    tracing::warn!(error = %e, "cannot encode packet");
-                }
-            } else {
-                packets.push(t.to_packet());
-            }
-        });
-        for id in &fresh_qos2 {
-            let tag = self.conn.inflight_delivery(*id).map_or(0, |d| d.tag);
-            self.bridge.qos2.insert(
-                *id,
-                Qos2 {
-                    tag,
-                    released: false,
-                    held: store_ids,
-                },
-            );
-            if store_ids {
-                self.bridge.local.hold_id(*id, &mut self.batch);
-            }
-        }
-        for id in released {
-            if let Some(flow) = self.bridge.qos2.get_mut(&id) {
-                flow.released = true;
-            }
-        }
-        let mut gate = self.held.last().map(|(t, _)| *t);
-        for packet in packets {
-            let fresh = matches!(&packet, Packet::Publish(p)
-                if p.qos == QoS::ExactlyOnce && !p.dup && store_ids);
-            if fresh {
-                gate = Some(*self.ticket.get_or_insert_with(|| {
-                    self.next_ticket += 1;
-                    self.next_ticket
-                }));
-            }
-            match gate {
-                Some(t) if t > self.committed => self.held.push((t, packet)),
-                _ => {
-                    if let Err(e) = packet.encode(version, &mut self.wbuf) {
-                        tracing::warn!(error = %e, "cannot encode packet");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Submits this turn's batch.
-    fn flush_batch(&mut self) {
-        let ticket = self.ticket.take();
-        let batch = self.batch.take();
-        if batch.is_none()
-            && let Some(t) = ticket
-        {
-            // Nothing to wait for after all.
-            self.on_done(Done::Batch(t, Ok(())));
-            return;
-        }
-        self.bridge
-            .submit(batch, ticket.map(|t| (t, &self.done_tx)));
     }
 }

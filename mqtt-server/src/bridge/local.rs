@@ -94,25 +94,26 @@ impl Local {
         handle.persistent.store(persistent, Ordering::Release);
         let me = SessionRef(handle);
         let wanted = subscriptions(config);
-        {
-            let mut router = broker.router_mut();
-            for filter in state.subscriptions.keys() {
-                if !wanted.contains_key(filter) {
-                    router.unsubscribe(&me, filter);
-                }
-            }
-            for (filter, record) in &wanted {
-                if let Err(e) = router.subscribe(me.clone(), filter, record.options, None) {
-                    tracing::error!(%filter, error = %e, "bridge subscription not made");
-                }
-            }
-        }
-        state.subscriptions = wanted;
+        let old = std::mem::replace(&mut state.subscriptions, wanted);
+        // Stored before any delivery can be appended for it: recovery drops
+        // the queue of a session it does not know.
         if let Some(persist) = &broker.persist {
             let mut b = Persist::batch(tokio::time::Instant::now().into_std());
             b.save_session(&state, None);
             persist.submit_logged(b);
         }
+        let mut router = broker.router_mut();
+        for filter in old.keys() {
+            if !state.subscriptions.contains_key(filter) {
+                router.unsubscribe(&me, filter);
+            }
+        }
+        for (filter, record) in &state.subscriptions {
+            if let Err(e) = router.subscribe(me.clone(), filter, record.options, None) {
+                tracing::error!(%filter, error = %e, "bridge subscription not made");
+            }
+        }
+        drop(router);
         let local = Self {
             broker: broker.clone(),
             me,
@@ -221,8 +222,11 @@ impl Local {
     ) -> Routed {
         let how = Publishing {
             publisher: Some(&self.me),
-            // The bridge cannot stop reading for one subscriber: a full
-            // queue drops by its policy, as for a will or `$SYS`.
+            // Not waiting for room: one connection carries the remote
+            // broker's every publisher, and waiting for one slow subscriber
+            // here would hold up every topic coming in. A full queue drops
+            // by its policy (counted), as it does for a will or `$SYS`,
+            // and as mosquitto's bridges do.
             publisher_may_wait: false,
             done,
             ..Publishing::default()

@@ -99,6 +99,7 @@ use crate::handle::{SessionHandle, lock};
 mod config;
 mod link;
 mod local;
+mod outgoing;
 mod transport;
 
 pub(crate) use config::validate_all;
