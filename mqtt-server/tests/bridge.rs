@@ -626,3 +626,26 @@ async fn a_remote_that_refuses_the_bridge_bit_is_tried_without_it() {
     wait_connected(broker.addr, "plain").await;
     drop(first);
 }
+
+/// A TLS file a bridge names that cannot be read stops the start, with an
+/// error naming the bridge, the key and the file.
+#[tokio::test]
+async fn a_missing_tls_file_is_an_error_naming_the_key() {
+    let mut c = config(
+        r##"
+        [[bridge]]
+        name = "secure"
+        address = "127.0.0.1:8883"
+        cafile = "/nonexistent/ca.crt"
+        [[bridge.topic]]
+        pattern = "#"
+        "##,
+    );
+    c.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))];
+    let err = mqtt_server::Server::bind(c).await.err().expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("secure") && text.contains("bridge.cafile /nonexistent/ca.crt"),
+        "{text}"
+    );
+}
