@@ -28,6 +28,12 @@ pub struct ClientConfig {
     /// Limits of the queue of messages waiting for the server's Receive
     /// Maximum.
     pub queue: QueueLimits,
+    /// Most QoS 1/2 messages in flight to the server at once, whatever its
+    /// Receive Maximum allows (an MQTT 3.1.1 server tells none, and some
+    /// drop what comes beyond their own limit: mosquitto's
+    /// `max_inflight_messages`, 20 by default). Default: 65,535 (the
+    /// server's Receive Maximum alone).
+    pub max_inflight: u16,
 }
 
 impl Default for ClientConfig {
@@ -37,6 +43,7 @@ impl Default for ClientConfig {
             max_packet_size: DecodeLimits::DEFAULT_MAX_PACKET_SIZE,
             topic_alias_maximum: 16,
             queue: QueueLimits::default(),
+            max_inflight: u16::MAX,
         }
     }
 }
@@ -564,7 +571,10 @@ impl ClientConnection {
             }
             session.incoming_qos2.clear();
         }
-        let window = p.receive_maximum.map_or(u16::MAX, |r| r.get());
+        let window = p
+            .receive_maximum
+            .map_or(u16::MAX, |r| r.get())
+            .min(self.config.max_inflight);
         let max_packet = p.maximum_packet_size.map_or(u32::MAX, |m| m.get());
         self.outbound = Outbound::new(window, max_packet, p.topic_alias_maximum.unwrap_or(0));
         self.outbound

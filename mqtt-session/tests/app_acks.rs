@@ -232,3 +232,44 @@ fn a_bridge_client_subscribes_no_local_and_retain_as_published() {
     let shared = s.subscriptions[1].options;
     assert!(!shared.no_local && !shared.retain_as_published);
 }
+
+/// The client's own in-flight limit caps its window, whatever the server's
+/// Receive Maximum (an MQTT 3.1.1 server tells none).
+#[test]
+fn max_inflight_caps_the_window_below_the_servers_receive_maximum() {
+    let now = Instant::now();
+    let connect = Connect::new(ProtocolVersion::V3_1_1, MqttString::from_static("c"));
+    let config = ClientConfig {
+        max_inflight: 2,
+        ..ClientConfig::default()
+    };
+    let mut client = ClientConnection::new(config, connect, None, now);
+    sent(&mut client, now);
+    client
+        .handle_packet(
+            now,
+            Packet::ConnAck(ConnAck::new(ReasonCode::Success, false)),
+        )
+        .unwrap();
+    events(&mut client);
+    for i in 0..5 {
+        let m = Message::new(
+            MqttString::try_from(format!("t/{i}")).unwrap(),
+            Bytes::new(),
+            QoS::AtLeastOnce,
+            false,
+        );
+        client.publish(m).unwrap();
+    }
+    let out = sent(&mut client, now);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(client.inflight(), 2);
+    assert_eq!(client.queued(), 3);
+    let Packet::Publish(first) = &out[0] else {
+        panic!("{out:?}")
+    };
+    client
+        .handle_packet(now, Packet::PubAck(Ack::new(first.packet_id.unwrap())))
+        .unwrap();
+    assert_eq!(sent(&mut client, now).len(), 1, "one more as one completes");
+}

@@ -252,7 +252,10 @@ pub struct BridgeConfig {
     /// take. Default: 10.
     pub connect_timeout: u64,
     /// QoS 1 and 2 messages in flight to the remote broker at once (its
-    /// Receive Maximum may lower it). Default: 100.
+    /// Receive Maximum may lower it). Default: 20, mosquitto's: also what
+    /// a mosquitto takes in flight from one client by default, beyond
+    /// which it drops what an MQTT 3.1.1 client sends (quota exceeded,
+    /// which 3.1.1 cannot tell). Raise both together.
     pub max_inflight_messages: u16,
     /// QoS 1 and 2 messages from the remote broker waiting for this broker
     /// to take them (store them) before their acknowledgement; beyond it
@@ -293,7 +296,7 @@ impl Default for BridgeConfig {
             reconnect_delay_min_ms: 1000,
             reconnect_delay_max_ms: 60_000,
             connect_timeout: 10,
-            max_inflight_messages: 100,
+            max_inflight_messages: 20,
             receive_maximum: 100,
             max_queued_messages: None,
             max_queued_bytes: None,

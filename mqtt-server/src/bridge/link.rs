@@ -196,6 +196,7 @@ impl Bridge {
             max_packet_size: broker.config.max_packet_size,
             topic_alias_maximum: broker.config.topic_alias_maximum,
             queue: CLIENT_QUEUE,
+            max_inflight: self.config.max_inflight_messages,
         };
         let carried = self.carry.take();
         let (resume, replay) = if self.config.clean_start {
