@@ -137,50 +137,6 @@ fn connect_v3_1_1_minimal() {
     check(V3_1_1, &wire, Packet::Connect(Box::new(expected)));
 }
 
-/// mosquitto's bridge bit: the protocol level with its high bit set
-/// (`try_private`), decoded as the level it goes with plus
-/// `Connect::bridge`, and encoded back.
-#[test]
-fn connect_v3_1_1_with_the_bridge_bit() {
-    let wire = [
-        0x10, // CONNECT
-        0x0E, // remaining length 14
-        0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name "MQTT"
-        0x84, // protocol level 4 (MQTT 3.1.1) | 0x80: a bridge
-        0x02, // connect flags: clean session
-        0x00, 0x3C, // keep alive 60 s
-        0x00, 0x02, b'b', b'r', // client identifier "br"
-    ];
-    let expected = Connect {
-        protocol: V3_1_1,
-        clean_start: true,
-        keep_alive: 60,
-        properties: ConnectProperties::default(),
-        client_id: s("br"),
-        will: None,
-        username: None,
-        password: None,
-        bridge: true,
-    };
-    check(V3_1_1, &wire, Packet::Connect(Box::new(expected)));
-}
-
-/// The high bit on a level no version has is still an unknown level.
-#[test]
-fn connect_bridge_bit_on_an_unknown_level_is_refused() {
-    let wire = [
-        0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', //
-        0x86, // level 6 | 0x80
-        0x02, 0x00, 0x3C, 0x00, 0x00,
-    ];
-    let mut buf = BytesMut::from(&wire[..]);
-    let err = Packet::decode(&mut buf, V3_1_1, &DecodeLimits::default()).unwrap_err();
-    assert_eq!(
-        err,
-        mqtt_codec::DecodeError::UnsupportedProtocolVersion { level: 0x86 }
-    );
-}
-
 #[test]
 fn connect_v3_1_1_with_will_username_and_password() {
     let wire = [
