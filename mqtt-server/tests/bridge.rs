@@ -457,6 +457,7 @@ async fn messages_wait_for_an_unreachable_remote_within_the_bridges_queue() {
     let broker = TestBroker::start(config(&format!(
         r##"
         metrics_listen = "127.0.0.1:{metrics}"
+        sys_interval = 1
         [[bridge]]
         name = "later"
         address = "{}"
@@ -510,6 +511,23 @@ async fn messages_wait_for_an_unreachable_remote_within_the_bridges_queue() {
         &format!("mqtt_bridge_reconnects_total{label}"),
         |n| n >= 1,
     )
+    .await;
+    // The same counters in $SYS, beside the state.
+    let sys = Collector::start(
+        broker.addr,
+        "sys",
+        true,
+        "$SYS/broker/connection/later/#",
+        QoS::AtMostOnce,
+    )
+    .await;
+    sys.wait_until("the bridge's $SYS counters", LONG, |r| {
+        let has = |t: &str, v: &str| {
+            r.iter()
+                .any(|m| m.topic == format!("$SYS/broker/connection/later/{t}") && m.payload == v)
+        };
+        has("messages/queued", "5") && has("messages/dropped", "3") && has("messages/sent", "0")
+    })
     .await;
 
     mosquitto.restart();
