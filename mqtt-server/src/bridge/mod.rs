@@ -42,6 +42,10 @@
 //!   most `receive_maximum` messages wait so; beyond, the bridge stops
 //!   reading from the remote broker.
 //!
+//! What the bridge publishes here, and what its subscriptions take, is
+//! not checked against the ACL file: the `[[bridge.topic]]` rules are the
+//! operator's, as in mosquitto.
+//!
 //! # Loops
 //!
 //! A message published here by the bridge is not sent back out: the local
