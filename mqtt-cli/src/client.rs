@@ -196,6 +196,7 @@ impl Client {
         message: impl Into<Arc<Message>>,
         now: Instant,
     ) -> Result<(), DropReason> {
+        let message: Arc<Message> = message.into();
         self.conn.publish(message)?;
         self.encode_pending_at(now);
         Ok(())

@@ -196,6 +196,7 @@ fn on_event(event: ClientEvent, failures: &mut u64) {
     if let ClientEvent::Published {
         packet_id,
         reason_code,
+        ..
     } = event
         && reason_code.is_error()
     {

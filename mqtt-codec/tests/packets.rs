@@ -104,6 +104,7 @@ fn connect_v3_1_mqisdp_minimal() {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     // A CONNECT is decoded by the version it announces, whatever the
     // connection's version was assumed to be.
@@ -131,6 +132,7 @@ fn connect_v3_1_1_minimal() {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     check(V3_1_1, &wire, Packet::Connect(Box::new(expected)));
 }
@@ -165,6 +167,7 @@ fn connect_v3_1_1_with_will_username_and_password() {
         }),
         username: Some(s("user")),
         password: Some(Bytes::from_static(&[1, 2, 3])),
+        bridge: false,
     };
     check(V3_1_1, &wire, Packet::Connect(Box::new(expected)));
 }
@@ -253,6 +256,7 @@ fn connect_v5_with_every_property_and_will_property() {
         }),
         username: Some(s("u")),
         password: Some(Bytes::from_static(b"pw")),
+        bridge: false,
     };
     check(V5, &wire, Packet::Connect(Box::new(expected)));
 }

@@ -467,6 +467,7 @@ fn connect() -> impl Strategy<Value = Connect> {
             option::of(will(protocol)),
             option::of(any_string()),
             option::of(binary()),
+            any::<bool>(),
         )
             .prop_map(
                 move |(
@@ -477,6 +478,7 @@ fn connect() -> impl Strategy<Value = Connect> {
                     will,
                     username,
                     password,
+                    bridge,
                 )| {
                     // 3.1.1 has no password without a user name [MQTT-3.1.2-22].
                     let password = if protocol.is_v5() || username.is_some() {
@@ -493,6 +495,7 @@ fn connect() -> impl Strategy<Value = Connect> {
                         will,
                         username,
                         password,
+                        bridge,
                     }
                 },
             )

@@ -10,6 +10,7 @@ use mqtt_codec::QoS;
 use mqtt_session::{Overflow, QueueLimits, ServerConfig};
 use serde::Deserialize;
 
+use crate::bridge::BridgeConfig;
 use crate::listener::ListenerConfig;
 
 /// Why a configuration was refused.
@@ -226,6 +227,11 @@ pub struct Config {
     /// The store's directory (created if missing), with `persistence`.
     /// Default: `"mqtt-data"`.
     pub data_dir: PathBuf,
+    /// The `[[bridge]]` tables: connections to other MQTT brokers, and the
+    /// topics they carry each way (see the crate's `bridge` module).
+    /// Default: none.
+    #[serde(rename = "bridge")]
+    pub bridges: Vec<BridgeConfig>,
 }
 
 /// Most threads `workers` may ask for.
@@ -282,6 +288,7 @@ impl Default for Config {
             max_publish_wait_ms: 2000,
             persistence: false,
             data_dir: PathBuf::from("mqtt-data"),
+            bridges: Vec::new(),
         }
     }
 }
@@ -412,6 +419,7 @@ impl Config {
         if self.persistence && self.data_dir.as_os_str().is_empty() {
             return invalid("data_dir", "must name a directory when persistence is on");
         }
+        crate::bridge::validate_all(&self.bridges, &self.queue_limits())?;
         Ok(())
     }
 

@@ -6,14 +6,14 @@ use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::task::AtomicWaker;
 use mqtt_codec::{MqttString, ProtocolVersion};
 use mqtt_router::Subscriber;
-use mqtt_session::{MessageQueue, SessionState};
+use mqtt_session::{MessageQueue, QueueLimits, SessionState};
 use tokio::sync::{Notify, oneshot};
 
 /// A request to the task that owns a session's connection, through the
@@ -203,6 +203,10 @@ pub(crate) struct SessionHandle {
     /// How its client last connected; `None` for a session restored from
     /// the store and not resumed since.
     pub(crate) info: Mutex<Option<Arc<ClientInfo>>>,
+    /// The mailbox's own limits, in place of the broker's: a bridge's
+    /// (`[[bridge]]` `max_queued_messages`...). Set once, by the bridge
+    /// that owns the session; boxed, as other sessions have none.
+    pub(crate) own_limits: OnceLock<Box<QueueLimits>>,
 }
 
 impl SessionHandle {
@@ -220,7 +224,14 @@ impl SessionHandle {
             offline: Mutex::new(None),
             access: Mutex::new(None),
             info: Mutex::new(None),
+            own_limits: OnceLock::new(),
         }
+    }
+
+    /// The limits of this session's mailbox: its own, or the broker's.
+    #[inline]
+    pub(crate) fn limits<'a>(&'a self, broker: &'a QueueLimits) -> &'a QueueLimits {
+        self.own_limits.get().map_or(broker, |l| l)
     }
 
     pub(crate) fn is_connected(&self) -> bool {

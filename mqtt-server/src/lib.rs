@@ -35,6 +35,7 @@
 mod acl;
 mod admin;
 mod auth;
+mod bridge;
 mod broker;
 mod config;
 mod connection;
@@ -67,6 +68,7 @@ pub use auth::{
     AuthDecision, AuthFuture, AuthRequest, Authenticator, MAX_TRACKED_ADDRESSES,
     PasswordFileAuthenticator, SecurityFileError,
 };
+pub use bridge::{BridgeConfig, BridgeProtocol, Direction, TopicRule};
 pub use config::{ClientLimits, Config, ConfigError, QueueOverflow};
 pub use listener::{DEFAULT_WEBSOCKET_PATH, ListenerConfig, ListenerKind, ListenerSettings};
 pub use mqtt_store::{Store, StoreError};
@@ -164,8 +166,10 @@ impl Server {
             None => None,
         };
         let data_dir = config.data_dir.clone();
+        let bridges = bridge::Bridges::prepare(&config.bridges)?;
         let mut broker = Broker::new(config);
         broker.security = security;
+        broker.bridges = bridges;
         if let Some((persist, recovered)) = opened {
             let r = recovered.report;
             broker.restore(recovered);
@@ -273,6 +277,8 @@ impl Server {
             let every = Duration::from_secs(broker.config.sys_interval);
             background.push(tokio::spawn(sys::run(broker.clone(), every)));
         }
+        // Before the first client: a bridge's subscriptions are in place.
+        let mut bridges = bridge::start(&broker, &shutdown);
         let permits = Arc::new(Semaphore::new(broker.config.max_connections));
         // Each connection task holds a clone; when all are dropped, every
         // connection has finished.
@@ -301,6 +307,14 @@ impl Server {
             a.abort();
         }
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv()).await;
+        // Bridges send DISCONNECT to their remote brokers (they saw the
+        // shutdown too).
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for b in &mut bridges {
+            if tokio::time::timeout_at(deadline, &mut *b).await.is_err() {
+                b.abort();
+            }
+        }
         janitor.abort();
         for task in background {
             task.abort();

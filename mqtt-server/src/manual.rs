@@ -90,3 +90,16 @@
 //! expired one; a deleted retained message is cleared as an empty retained
 //! PUBLISH clears it, without a delivery; a publication is routed as a
 //! `$SYS` update is.
+//!
+//! # A bridge
+//!
+//! A `[[bridge]]` (bridge/) is a session of this broker, `$bridge/NAME`,
+//! claimed in the registry by the bridge's task instead of a connection
+//! and subscribed (No Local) to what it sends out: publishers put
+//! deliveries in its mailbox as in any session's, with the same policy,
+//! and its task hands them to `mqtt_session::ClientConnection` (the client
+//! role) towards the remote broker, removing each from the store once the
+//! remote broker acknowledged it. What comes from the remote broker takes
+//! the path of a client's PUBLISH from `Broker::publish` on, the bridge's
+//! session as publisher, and is acknowledged to the remote broker once
+//! committed (`ClientConnection::acknowledge`, manual acknowledgements).

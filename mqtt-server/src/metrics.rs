@@ -374,7 +374,53 @@ pub(crate) fn render(broker: &Broker) -> String {
         "QoS 1/2 messages refused (0x97/0x80, or MQTT 3.1.1 connection closed) because the store could not commit them.",
         get(&s.store_refused),
     );
+    bridges(broker, &mut out);
     out.0
+}
+
+/// The metrics of each `[[bridge]]`, labelled with its name.
+fn bridges(broker: &Broker, out: &mut Exposition) {
+    if broker.bridges.0.is_empty() {
+        return;
+    }
+    let families = [
+        (
+            "mqtt_bridge_up",
+            "gauge",
+            "1 while the bridge is connected to its remote broker, else 0.",
+        ),
+        (
+            "mqtt_bridge_messages_sent_total",
+            "counter",
+            "PUBLISH packets the bridge sent to its remote broker (first sends).",
+        ),
+        (
+            "mqtt_bridge_messages_received_total",
+            "counter",
+            "Messages the bridge received from its remote broker.",
+        ),
+        (
+            "mqtt_bridge_queued_messages",
+            "gauge",
+            "Messages waiting for the remote broker: queued, or in flight.",
+        ),
+        (
+            "mqtt_bridge_messages_dropped_total",
+            "counter",
+            "Messages for the remote broker dropped: the queue full (by queue_overflow) or expired, or no rule mapping the topic.",
+        ),
+        (
+            "mqtt_bridge_reconnects_total",
+            "counter",
+            "Connection attempts after the first (after a failure or a lost connection).",
+        ),
+    ];
+    for (i, (name, kind, help)) in families.into_iter().enumerate() {
+        out.family(name, kind, help);
+        for b in broker.bridges.stats() {
+            out.sample(name, &[("bridge", &b.name)], b.values()[i].1);
+        }
+    }
 }
 
 /// Binds the metrics listener.

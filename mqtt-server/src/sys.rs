@@ -15,6 +15,7 @@
 //! | `bytes/received`, `bytes/sent` | socket bytes |
 //! | `retained messages/count`, `subscriptions/count` | |
 //! | `load/{messages,publish,bytes}/{received,sent}/{1min,5min,15min}`, `load/connections/{1min,5min,15min}` | per-minute rates, exponentially averaged over 1, 5 and 15 minutes |
+//! | `connection/NAME/messages/{sent,received,queued,dropped}`, `connection/NAME/reconnects` | each `[[bridge]]`'s counters (its `connection/NAME/state`, `1` or `0`, is published by the bridge as it changes, as mosquitto does) |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -143,6 +144,13 @@ fn collect(
         }
         for (avg, (period, _)) in load.averages.iter().zip(PERIODS) {
             v.push((format!("load/{name}/{period}"), format!("{avg:.2}")));
+        }
+    }
+    // Each bridge's counters beside its `state`, which the bridge
+    // publishes itself as it changes.
+    for b in broker.bridges.stats() {
+        for (name, value) in b.values().into_iter().skip(1) {
+            v.push((format!("connection/{}/{name}", b.name), value.to_string()));
         }
     }
     for (topic, _) in &mut v {

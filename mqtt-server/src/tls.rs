@@ -108,6 +108,48 @@ pub(crate) fn server_config(files: TlsFiles<'_>) -> io::Result<Arc<rustls::Serve
     Ok(Arc::new(config))
 }
 
+/// The rustls client configuration of a bridge (see `bridge/`): the remote
+/// broker's certificate checked against `cafile`, and the bridge's own
+/// certificate (`certfile`, `keyfile`) for a broker that asks for one.
+/// Every error names the file and the key.
+pub(crate) fn client_config(
+    cafile: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates("bridge.cafile", cafile)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error("bridge.cafile", cafile, e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((certfile, keyfile)) => {
+            let chain = certificates("bridge.certfile", certfile)?;
+            let key_pem = read("bridge.keyfile", keyfile)?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+                file_error(
+                    "bridge.keyfile",
+                    keyfile,
+                    format!("no PEM private key: {e}"),
+                )
+            })?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                file_error(
+                    "bridge.certfile",
+                    certfile,
+                    format!("does not go with keyfile {}: {e}", keyfile.display()),
+                )
+            })?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// The Common Name of the client's (verified) certificate: its user name
 /// under `use_identity_as_username`. `None` if the client sent no
 /// certificate, or it has no UTF-8 Common Name.

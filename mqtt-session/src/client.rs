@@ -2,7 +2,6 @@
 //! and resume a session after reconnecting.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mqtt_codec::{
@@ -12,7 +11,7 @@ use mqtt_codec::{
 };
 
 use crate::error::ProtocolError;
-use crate::inbound::Inbound;
+use crate::inbound::{Inbound, PubRelOutcome};
 use crate::outbound::{AckOutcome, Outbound, Transmit};
 use crate::state::{Delivery, DropReason, Message, QueueLimits, SessionState};
 
@@ -29,6 +28,12 @@ pub struct ClientConfig {
     /// Limits of the queue of messages waiting for the server's Receive
     /// Maximum.
     pub queue: QueueLimits,
+    /// Most QoS 1/2 messages in flight to the server at once, whatever its
+    /// Receive Maximum allows (an MQTT 3.1.1 server tells none, and some
+    /// drop what comes beyond their own limit: mosquitto's
+    /// `max_inflight_messages`, 20 by default). Default: 65,535 (the
+    /// server's Receive Maximum alone).
+    pub max_inflight: u16,
 }
 
 impl Default for ClientConfig {
@@ -38,6 +43,7 @@ impl Default for ClientConfig {
             max_packet_size: DecodeLimits::DEFAULT_MAX_PACKET_SIZE,
             topic_alias_maximum: 16,
             queue: QueueLimits::default(),
+            max_inflight: u16::MAX,
         }
     }
 }
@@ -49,6 +55,15 @@ pub enum ClientEvent {
     Connected(ConnAck),
     /// A message arrived (already acknowledged to the server).
     Message(Message),
+    /// A message arrived, with manual acknowledgements
+    /// ([`ClientConnection::set_manual_acks`]): its PUBACK or PUBREC waits
+    /// for [`ClientConnection::acknowledge`] with `packet_id` (QoS 1/2).
+    Publish {
+        /// The message.
+        message: Message,
+        /// Its packet identifier (QoS 1/2), to acknowledge it with.
+        packet_id: Option<PacketId>,
+    },
     /// One of our QoS 1/2 messages completed its flow, with the server's
     /// reason code.
     Published {
@@ -56,6 +71,17 @@ pub enum ClientEvent {
         packet_id: PacketId,
         /// The PUBACK or PUBREC/PUBCOMP outcome.
         reason_code: ReasonCode,
+        /// The [`Delivery::tag`] it was published with (0 for a plain
+        /// message): what the application needs to forget it, e.g. from a
+        /// store.
+        tag: u64,
+    },
+    /// The server released a QoS 2 message we received (PUBREL), with
+    /// [`ClientConnection::set_confirm_releases`]: PUBCOMP waits for
+    /// [`ClientConnection::complete_release`].
+    Released {
+        /// The identifier released.
+        packet_id: PacketId,
     },
     /// The answer to a SUBSCRIBE.
     Subscribed(SubAck),
@@ -121,6 +147,8 @@ pub struct ClientConnection {
     ping_sent: Option<Instant>,
     transmit: Vec<Packet>,
     events: VecDeque<ClientEvent>,
+    /// Received QoS 1/2 messages wait for [`ClientConnection::acknowledge`].
+    manual_acks: bool,
 }
 
 impl ClientConnection {
@@ -169,6 +197,7 @@ impl ClientConnection {
             ping_sent: None,
             transmit: vec![Packet::Connect(Box::new(connect))],
             events: VecDeque::new(),
+            manual_acks: false,
             config,
         }
     }
@@ -274,13 +303,72 @@ impl ClientConnection {
     /// sends it. QoS 1/2 messages get their packet identifier when sent,
     /// within the server's Receive Maximum; the outcome comes as
     /// [`ClientEvent::Published`]. A message sent many times is given as
-    /// one `Arc`, shared rather than copied.
-    pub fn publish(&mut self, message: impl Into<Arc<Message>>) -> Result<(), DropReason> {
-        let message = message.into();
-        let qos = message.qos;
+    /// one `Arc`, shared rather than copied. A [`Delivery`] sets the QoS
+    /// and RETAIN flag to send with, and a [`Delivery::tag`] that comes
+    /// back in [`ClientEvent::Published`] (a message or an `Arc` of one is
+    /// sent as published, with tag 0).
+    pub fn publish(&mut self, message: impl Into<Delivery>) -> Result<(), DropReason> {
+        let mut delivery = message.into();
+        // Identifiers of the subscriptions that brought a message here are
+        // not the server's to receive [MQTT-3.3.4-6].
+        delivery.subscription_ids.clear();
+        delivery.shared_group = None;
         match self.session.as_mut() {
-            Some(s) => s.enqueue(Delivery::new(message, qos), &self.config.queue),
+            Some(s) => s.enqueue(delivery, &self.config.queue),
             None => Err(DropReason::NoSession),
+        }
+    }
+
+    /// Whether received QoS 1/2 messages wait for
+    /// [`ClientConnection::acknowledge`] (off by default: acknowledged as
+    /// they arrive). On, messages come as [`ClientEvent::Publish`] with
+    /// their packet identifier: for an application that must take a
+    /// message (store it, forward it) before the server may forget it.
+    pub fn set_manual_acks(&mut self, on: bool) {
+        self.manual_acks = on;
+    }
+
+    /// With [`ClientConnection::set_manual_acks`]: the application is done
+    /// with a received QoS 1/2 message, so PUBACK or PUBREC goes out with
+    /// `reason` (MQTT 5.0; a 3.1.1 server only learns that it was
+    /// received). Acknowledgements leave in arrival order
+    /// [MQTT-4.6.0-2]. Returns false if no message with that identifier
+    /// was waiting.
+    pub fn acknowledge(&mut self, packet_id: PacketId, reason: ReasonCode) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.inbound
+            .acknowledge(packet_id, reason, &mut self.transmit)
+    }
+
+    /// Makes the PUBCOMP answering each PUBREL wait for
+    /// [`ClientConnection::complete_release`] ([`ClientEvent::Released`]
+    /// says which): for an application that stores the identifiers of
+    /// received QoS 2 messages, and must forget one durably before the
+    /// server may reuse it. Off by default (PUBCOMP at once).
+    pub fn set_confirm_releases(&mut self, on: bool) {
+        self.inbound.set_confirm_releases(on);
+    }
+
+    /// With [`ClientConnection::set_confirm_releases`]: the application has
+    /// forgotten the released identifier, so PUBCOMP goes out. Returns
+    /// false if no such release was waiting.
+    pub fn complete_release(&mut self, packet_id: PacketId) -> bool {
+        if self.closed {
+            return false;
+        }
+        self.inbound.complete_release(packet_id, &mut self.transmit)
+    }
+
+    /// The delivery in flight under `packet_id` before its PUBREC (the
+    /// PUBLISH sent or about to be), if any: for an application that
+    /// stores outgoing QoS 2 messages under the identifier they were sent
+    /// with, so that after a crash they are resent with it.
+    pub fn inflight_delivery(&self, packet_id: PacketId) -> Option<&Delivery> {
+        match self.outbound.stage(packet_id)? {
+            crate::state::InflightStage::Published(d) => Some(d),
+            crate::state::InflightStage::Released => None,
         }
     }
 
@@ -379,42 +467,40 @@ impl ClientConnection {
         match packet {
             Packet::Publish(mut p) => {
                 if self.inbound.on_publish(&mut p, &mut self.transmit)? {
-                    if let Some(id) = p.packet_id {
-                        self.inbound
-                            .acknowledge(id, ReasonCode::Success, &mut self.transmit);
+                    let packet_id = p.packet_id;
+                    let message = Message::from_publish(p, now);
+                    if self.manual_acks {
+                        self.events
+                            .push_back(ClientEvent::Publish { message, packet_id });
+                    } else {
+                        if let Some(id) = packet_id {
+                            self.inbound
+                                .acknowledge(id, ReasonCode::Success, &mut self.transmit);
+                        }
+                        self.events.push_back(ClientEvent::Message(message));
                     }
-                    self.events
-                        .push_back(ClientEvent::Message(Message::from_publish(p, now)));
                 }
             }
             Packet::PubAck(a) => {
-                if let AckOutcome::Completed { .. } = self.outbound.on_puback(a.packet_id) {
-                    self.events.push_back(ClientEvent::Published {
-                        packet_id: a.packet_id,
-                        reason_code: a.reason_code,
-                    });
-                }
+                let outcome = self.outbound.on_puback(a.packet_id);
+                self.on_ack_outcome(a.packet_id, a.reason_code, outcome);
             }
             Packet::PubRec(a) => {
-                if let AckOutcome::Completed { .. } =
-                    self.outbound.on_pubrec(&a, &mut self.transmit)
-                {
-                    self.events.push_back(ClientEvent::Published {
-                        packet_id: a.packet_id,
-                        reason_code: a.reason_code,
-                    });
-                }
+                let outcome = self.outbound.on_pubrec(&a, &mut self.transmit);
+                self.on_ack_outcome(a.packet_id, a.reason_code, outcome);
             }
             Packet::PubComp(a) => {
-                if let AckOutcome::Completed { .. } = self.outbound.on_pubcomp(a.packet_id) {
-                    self.events.push_back(ClientEvent::Published {
-                        packet_id: a.packet_id,
-                        reason_code: a.reason_code,
-                    });
-                }
+                let outcome = self.outbound.on_pubcomp(a.packet_id);
+                self.on_ack_outcome(a.packet_id, a.reason_code, outcome);
             }
             Packet::PubRel(a) => {
-                self.inbound.on_pubrel(a.packet_id, &mut self.transmit);
+                if self.inbound.on_pubrel(a.packet_id, &mut self.transmit)
+                    == PubRelOutcome::AwaitingConfirmation
+                {
+                    self.events.push_back(ClientEvent::Released {
+                        packet_id: a.packet_id,
+                    });
+                }
             }
             Packet::SubAck(s) => {
                 if self.outbound.on_control_ack(s.packet_id) {
@@ -444,6 +530,21 @@ impl ClientConnection {
         Ok(())
     }
 
+    fn on_ack_outcome(
+        &mut self,
+        packet_id: PacketId,
+        reason_code: ReasonCode,
+        outcome: AckOutcome,
+    ) {
+        if let AckOutcome::Completed { tag, .. } = outcome {
+            self.events.push_back(ClientEvent::Published {
+                packet_id,
+                reason_code,
+                tag,
+            });
+        }
+    }
+
     fn on_connack(&mut self, ack: ConnAck, now: Instant) {
         if ack.reason_code.is_error() {
             self.finish(ClientCloseReason::Refused(ack.reason_code));
@@ -470,7 +571,10 @@ impl ClientConnection {
             }
             session.incoming_qos2.clear();
         }
-        let window = p.receive_maximum.map_or(u16::MAX, |r| r.get());
+        let window = p
+            .receive_maximum
+            .map_or(u16::MAX, |r| r.get())
+            .min(self.config.max_inflight);
         let max_packet = p.maximum_packet_size.map_or(u32::MAX, |m| m.get());
         self.outbound = Outbound::new(window, max_packet, p.topic_alias_maximum.unwrap_or(0));
         self.outbound

@@ -196,6 +196,21 @@ impl Delivery {
     }
 }
 
+/// A message delivered as published: its own QoS and RETAIN flag, tag 0.
+impl From<Arc<Message>> for Delivery {
+    fn from(message: Arc<Message>) -> Self {
+        let qos = message.qos;
+        Self::new(message, qos)
+    }
+}
+
+/// A message delivered as published (see `From<Arc<Message>>`).
+impl From<Message> for Delivery {
+    fn from(message: Message) -> Self {
+        Arc::new(message).into()
+    }
+}
+
 /// Where an outgoing QoS 1 or 2 message is in its acknowledgement flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InflightStage {

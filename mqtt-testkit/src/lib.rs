@@ -11,6 +11,10 @@
 //! - [`packets`]: short builders for the packets tests send.
 //! - [`v4`] and [`v5`]: a `rumqttc` client whose event loop runs in its own
 //!   task, with awaitable, time-bounded expectations on its events.
+//! - [`Collector`]: a `rumqttc` subscriber that reconnects after every
+//!   error and keeps what it receives, for brokers that restart.
+//! - [`mosquitto::Mosquitto`]: a real mosquitto started by the test (the
+//!   other end of a bridge), stopped by PID.
 //!
 //! Everything here waits with a timeout ([`TIMEOUT`]) and panics with a
 //! message when an expectation fails: it is meant for tests.
@@ -30,12 +34,15 @@
 //! ```
 
 mod broker;
+mod collector;
+pub mod mosquitto;
 pub mod packets;
 mod raw;
 pub mod v4;
 pub mod v5;
 
 pub use broker::TestBroker;
+pub use collector::{Collector, Received as Collected};
 pub use raw::{RawClient, Received};
 
 use std::time::Duration;

@@ -29,6 +29,15 @@ pub struct Connect {
     pub username: Option<MqttString>,
     /// The password (binary data).
     pub password: Option<Bytes>,
+    /// The bridge bit: the high bit (0x80) of the protocol level, which a
+    /// mosquitto bridge sets (its `try_private` option) to tell a broker
+    /// that understands it that this client is a bridge — one that must
+    /// not be sent back the messages it publishes, and that gets the
+    /// RETAIN flag of forwarded messages as published. Not part of the
+    /// MQTT specification: a broker that does not know it refuses the
+    /// CONNECT (protocol version unsupported), so a bridge sets it only
+    /// with brokers that accept it (mosquitto, this workspace's).
+    pub bridge: bool,
 }
 
 /// Puts `value` in `slot`, which holds the empty value `Connect::decode`
@@ -76,6 +85,7 @@ impl Connect {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         }
     }
 
@@ -92,7 +102,11 @@ impl Connect {
     ) -> Result<Box<Self>, DecodeError> {
         let mut r = Reader::new(&frame, header_len);
         let name = r.binary_slice("protocol name")?;
-        let level = r.u8("protocol level")?;
+        let raw_level = r.u8("protocol level")?;
+        // mosquitto's bridge bit (see `Connect::bridge`) on a level it
+        // goes with; anything else with the high bit is an unknown level.
+        let bridge = raw_level & 0x80 != 0 && (3..=5).contains(&(raw_level & 0x7F));
+        let level = if bridge { raw_level & 0x7F } else { raw_level };
         let protocol = match (name, level) {
             (b"MQTT", 4) => ProtocolVersion::V3_1_1,
             (b"MQTT", 5) => ProtocolVersion::V5,
@@ -104,7 +118,7 @@ impl Connect {
                 });
             }
             (b"MQTT" | b"MQIsdp", _) => {
-                return Err(DecodeError::UnsupportedProtocolVersion { level });
+                return Err(DecodeError::UnsupportedProtocolVersion { level: raw_level });
             }
             _ => {
                 return Err(DecodeError::InvalidProtocolName {
@@ -154,6 +168,7 @@ impl Connect {
                 },
                 username: None,
                 password: None,
+                bridge,
             },
         );
         if protocol.is_v5() {
@@ -315,7 +330,7 @@ impl Connect {
         // property length in 5.0, the client identifier's length before) in
         // writes of constant size, which compile to plain stores.
         let first = (PacketType::Connect as u8) << 4;
-        let level = self.protocol.level();
+        let level = self.protocol.level() | if self.bridge { 0x80 } else { 0 };
         let [ka_hi, ka_lo] = self.keep_alive.to_be_bytes();
         let client_id = self.client_id.as_bytes();
         // A client identifier is at most 65,535 bytes: `MqttString` guarantees it.

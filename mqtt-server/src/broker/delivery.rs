@@ -411,12 +411,13 @@ impl Broker {
         };
         let handle = &session.0;
         let mut deliveries = outbox.deliveries.drain(..);
+        let limits = handle.limits(&self.queue_limits);
         let mut mailbox = lock(&handle.mailbox);
         let was_empty = mailbox.is_empty();
         let mut queued = 0;
         let mut refused = None;
         for d in deliveries.by_ref() {
-            if let Err(d) = mailbox.try_push(d, &self.queue_limits) {
+            if let Err(d) = mailbox.try_push(d, limits) {
                 refused = Some(d);
                 break;
             }
@@ -462,7 +463,7 @@ impl Broker {
     fn try_push(&self, session: &SessionHandle, delivery: Delivery) -> Result<(), Delivery> {
         let mut mailbox = lock(&session.mailbox);
         let was_empty = mailbox.is_empty();
-        let pushed = mailbox.try_push(delivery, &self.queue_limits);
+        let pushed = mailbox.try_push(delivery, session.limits(&self.queue_limits));
         drop(mailbox);
         if pushed.is_ok() && was_empty {
             // Only the first delivery into an empty mailbox wakes the task:
@@ -490,7 +491,8 @@ impl Broker {
                     .remove_queued(&session.client_id, d.tag);
             }
         };
-        let pushed = lock(&session.mailbox).push_with(delivery, &self.queue_limits, &mut dropped);
+        let limits = session.limits(&self.queue_limits);
+        let pushed = lock(&session.mailbox).push_with(delivery, limits, &mut dropped);
         if pushed.is_err() {
             Stats::add(&self.stats.dropped_queue_full, 1);
         }
@@ -617,11 +619,12 @@ impl Mailboxes<SessionRef, Delivery> for Retrying<'_> {
 
     fn fill(&mut self, session: &SessionRef, run: &mut VecDeque<Delivery>) {
         let h = &session.0;
+        let limits = h.limits(&self.broker.queue_limits);
         let mut mailbox = lock(&h.mailbox);
         let was_empty = mailbox.is_empty();
         let mut n = 0;
         while let Some(d) = run.pop_front() {
-            if let Err(d) = mailbox.try_push(d, &self.broker.queue_limits) {
+            if let Err(d) = mailbox.try_push(d, limits) {
                 run.push_front(d);
                 break;
             }

@@ -29,7 +29,7 @@ mod delivery;
 mod jobs;
 
 pub(crate) use admin::{Refused, SessionSummary};
-pub(crate) use delivery::{Outbox, Publishing, RouteCache, Routed};
+pub(crate) use delivery::{CommitDone, Outbox, Publishing, RouteCache, Routed};
 use jobs::BrokerTimers;
 
 pub(crate) struct Broker {
@@ -69,6 +69,8 @@ pub(crate) struct Broker {
     pub(crate) started: Instant,
     /// The durable store, with persistence on.
     pub(crate) persist: Option<Persist>,
+    /// The `[[bridge]]` connections to other brokers (see `bridge/`).
+    pub(crate) bridges: crate::bridge::Bridges,
 }
 
 impl Broker {
@@ -113,6 +115,7 @@ impl Broker {
             security,
             started: tokio::time::Instant::now().into_std(),
             persist: None,
+            bridges: Default::default(),
         }
     }
 

@@ -118,6 +118,20 @@ impl Task<'_> {
             );
             return;
         }
+        if connect
+            .client_id
+            .as_str()
+            .starts_with(crate::bridge::RESERVED_PREFIX)
+        {
+            // The bridges' own sessions: no client may take one over.
+            tracing::info!(peer = %self.peer, client_id = %connect.client_id, "CONNECT refused: client identifiers starting with $bridge/ are the bridges'");
+            self.conn.reject(
+                now,
+                ReasonCode::ClientIdentifierNotValid,
+                ConnAckProperties::default(),
+            );
+            return;
+        }
         let identity = match broker
             .security
             .authenticate(self.auth, *self.peer, &connect, now)

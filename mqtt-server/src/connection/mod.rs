@@ -395,7 +395,7 @@ where
                 // the timer's); boxed, as only a stalled connection needs it.
                 _ = async {
                     match &stall {
-                        Some((h, size)) => Box::pin(wait_room(&h.0, *size, &limits)).await,
+                        Some((h, size)) => Box::pin(wait_room(&h.0, *size, h.0.limits(&limits))).await,
                         None => std::future::pending().await,
                     }
                 }, if stalled => {}

@@ -22,6 +22,7 @@ impl ServerConnection {
         connect: Box<Connect>,
     ) -> Result<(), ProtocolError> {
         self.version = connect.protocol;
+        self.bridge = connect.bridge;
         self.state = State::Connecting;
         let v5 = self.version.is_v5();
         if !v5 {

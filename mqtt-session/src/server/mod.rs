@@ -126,6 +126,8 @@ pub struct ServerConnection {
     connect_expiry_zero: bool,
     /// Whether [`ServerEvent::Delivered`] is emitted.
     report_deliveries: bool,
+    /// The client set mosquitto's bridge bit ([`Connect::bridge`]).
+    bridge: bool,
     session: Option<SessionState>,
     inbound: Inbound,
     outbound: Outbound,
@@ -151,6 +153,7 @@ impl ServerConnection {
             will: None,
             connect_expiry_zero: true,
             report_deliveries: true,
+            bridge: false,
             session: None,
             inbound,
             outbound: Outbound::new(1, u32::MAX, 0),
@@ -180,6 +183,13 @@ impl ServerConnection {
             max_packet_size: self.config.max_packet_size,
             ..DecodeLimits::default()
         }
+    }
+
+    /// Whether the client set mosquitto's bridge bit in its CONNECT
+    /// ([`Connect::bridge`]): its subscriptions are then No Local and
+    /// Retain As Published, whatever it asked.
+    pub fn is_bridge(&self) -> bool {
+        self.bridge
     }
 
     /// The client identifier, once accepted.
@@ -374,7 +384,7 @@ impl ServerConnection {
                     });
                 }
             }
-            Packet::Subscribe(s) => {
+            Packet::Subscribe(mut s) => {
                 if s.properties.subscription_identifier.is_some()
                     && !self.config.subscription_identifiers_available
                 {
@@ -388,6 +398,22 @@ impl ServerConnection {
                     return Err(ProtocolError::NoLocalOnSharedSubscription {
                         filter: sub.filter.to_string(),
                     });
+                }
+                if self.bridge {
+                    // A bridge (mosquitto's `try_private`) is never sent
+                    // back what it published, and gets the RETAIN flag as
+                    // published, as mosquitto treats one: so two brokers
+                    // bridged both ways do not pass a message back and
+                    // forth, and retained messages stay retained across
+                    // the bridge, under MQTT 3.1.1 too, which has neither
+                    // option. (Not for shared subscriptions, where No
+                    // Local is a protocol error.)
+                    for sub in &mut s.subscriptions {
+                        if !sub.filter.starts_with("$share/") {
+                            sub.options.no_local = true;
+                            sub.options.retain_as_published = true;
+                        }
+                    }
                 }
                 self.pending_subscribes.push(s.clone());
                 self.events.push(ServerEvent::Subscribe(s));

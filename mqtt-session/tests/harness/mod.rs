@@ -610,6 +610,7 @@ impl Pair {
                 ClientEvent::Published {
                     packet_id,
                     reason_code,
+                    ..
                 } => Some((*packet_id, *reason_code)),
                 _ => None,
             })
