@@ -39,6 +39,8 @@
 //! // A second CONNECT with the same client id takes the session over.
 //! let second = registry.claim(&id, 2, "conn 2", false, |_| 200);
 //! assert_eq!((second.session, second.previous), (100, Some((1, "conn 1"))));
+//! // What reaches the owner, for a request that changes nothing.
+//! assert_eq!(registry.owning(&id), Some((2, &"conn 2")));
 //! // The first connection ends: the session stays with the second.
 //! assert!(!registry.release(&id, 1));
 //! assert_eq!(registry.owner(&id), Some(2));
@@ -192,6 +194,16 @@ impl<S: Clone, O> Registry<S, O> {
         self.entries
             .get(client_id)
             .and_then(|e| e.owner.as_ref().map(|(c, _)| *c))
+    }
+
+    /// The connection owning the session of `client_id`, if connected,
+    /// with what reaches it (to ask it something, or to close it as an
+    /// operator asked). Nothing changes: ownership moves only by
+    /// [`Registry::claim`] and [`Registry::release`].
+    pub fn owning(&self, client_id: &MqttString) -> Option<(u64, &O)> {
+        self.entries
+            .get(client_id)
+            .and_then(|e| e.owner.as_ref().map(|(c, o)| (*c, o)))
     }
 
     /// Sessions registered, connected or not.

@@ -252,6 +252,9 @@ pub(crate) struct ConnAuth {
     /// The listener's own subscription limits (`None`: the top-level
     /// ones); a matching `[[client_limits]]` table comes first.
     pub(crate) rules: Option<Arc<mqtt_router::SubscribeRules>>,
+    /// The listener's position in `Server::listeners`, which the admin
+    /// API shows.
+    pub(crate) listener_index: u16,
 }
 
 /// A connected client as the ACL sees it; kept with the session so that

@@ -173,6 +173,44 @@ pub struct Config {
     /// get 401. Default: none (no authentication: keep the listener on a
     /// loopback or private address).
     pub metrics_token: Option<String>,
+    /// Address of the operator's console: the admin HTTP API (`/api/v1/`)
+    /// and the live dashboard (`/`). Keep it on a loopback address, e.g.
+    /// `"127.0.0.1:8088"`, or behind TLS (`admin_certfile`). Needs
+    /// `admin_token`, `admin_token_file` or `admin_users`. Default: none
+    /// (off).
+    pub admin_listen: Option<SocketAddr>,
+    /// A token the console accepts as `Authorization: Bearer <token>`:
+    /// printable ASCII without spaces, at least 16 characters. Default: none.
+    pub admin_token: Option<String>,
+    /// A file whose first line is the admin token (so that the token is not
+    /// in the configuration file). Default: none.
+    pub admin_token_file: Option<PathBuf>,
+    /// Users who may log in to the console (`POST /api/v1/login`) with
+    /// their password, checked by `password_file` (or the authenticator an
+    /// embedding application installs): the admin role. Default: none.
+    pub admin_users: Vec<String>,
+    /// TLS for the console (HTTPS): the certificate chain, PEM, as a
+    /// listener's `certfile`. Default: none (plain HTTP).
+    pub admin_certfile: Option<PathBuf>,
+    /// TLS: the private key, PEM, as a listener's `keyfile`. Default: none.
+    pub admin_keyfile: Option<PathBuf>,
+    /// TLS: CA certificates client certificates are checked against, as a
+    /// listener's `cafile`. Default: none.
+    pub admin_cafile: Option<PathBuf>,
+    /// TLS: refuse clients without a certificate signed by `admin_cafile`.
+    /// Default: false.
+    pub admin_require_certificate: bool,
+    /// Most connections to the console at once (each open dashboard keeps
+    /// one for its live updates); more wait to be accepted. Default: 64.
+    pub admin_max_connections: usize,
+    /// Largest request body the console reads, in bytes; larger requests
+    /// get 413. Default: 1048576 (1 MiB).
+    pub admin_max_body_bytes: usize,
+    /// Most items one page of a list may ask for (`limit`); a page has
+    /// 100 unless asked. Default: 1000.
+    pub admin_max_page_size: usize,
+    /// Seconds a console login lasts. Default: 3600.
+    pub admin_session_timeout: u64,
     /// Seconds between `$SYS/broker/...` updates; 0 = off. Default: 10.
     pub sys_interval: u64,
     /// Milliseconds a publisher may wait for room in a connected
@@ -234,6 +272,18 @@ impl Default for Config {
             max_connection_rate: 0,
             metrics_listen: None,
             metrics_token: None,
+            admin_listen: None,
+            admin_token: None,
+            admin_token_file: None,
+            admin_users: Vec::new(),
+            admin_certfile: None,
+            admin_keyfile: None,
+            admin_cafile: None,
+            admin_require_certificate: false,
+            admin_max_connections: 64,
+            admin_max_body_bytes: 1024 * 1024,
+            admin_max_page_size: 1000,
+            admin_session_timeout: 3600,
             sys_interval: 10,
             max_publish_wait_ms: 2000,
             persistence: false,
@@ -297,6 +347,7 @@ impl Config {
                 "must be non-empty and printable ASCII without spaces (it is sent in an HTTP header)",
             );
         }
+        crate::admin::validate(self)?;
         if self.workers > MAX_WORKERS {
             return invalid("workers", "must be at most 1024 (0 = one per core)");
         }
@@ -446,6 +497,12 @@ mod tests {
             "max_publish_bytes_rate",
             "max_connection_rate",
             "sys_interval",
+            "admin_users",
+            "admin_require_certificate",
+            "admin_max_connections",
+            "admin_max_body_bytes",
+            "admin_max_page_size",
+            "admin_session_timeout",
             "max_publish_wait_ms",
             "persistence",
             "data_dir",
@@ -454,7 +511,7 @@ mod tests {
         }
         assert_eq!(
             table.len(),
-            29,
+            35,
             "a key in example.toml is not listed in this test"
         );
         // Keys off by default are shown commented out, with an example value.
@@ -463,6 +520,12 @@ mod tests {
             "acl_file",
             "metrics_listen",
             "metrics_token",
+            "admin_listen",
+            "admin_token",
+            "admin_token_file",
+            "admin_certfile",
+            "admin_keyfile",
+            "admin_cafile",
         ] {
             assert!(
                 text.contains(&format!("\n# {key} = ")),

@@ -2,22 +2,149 @@
 //! push into, and how to reach the connection that owns it.
 
 use std::cmp::Ordering as CmpOrdering;
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use mqtt_codec::MqttString;
+use futures_util::task::AtomicWaker;
+use mqtt_codec::{MqttString, ProtocolVersion};
 use mqtt_router::Subscriber;
 use mqtt_session::{MessageQueue, QueueLimits, SessionState};
 use tokio::sync::{Notify, oneshot};
 
-/// A request to the task that owns a session's connection.
+/// A request to the task that owns a session's connection, through the
+/// channel the session registry keeps for it.
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Another connection with the same client identifier arrived: close
     /// with 0x8E and hand the session over.
     TakeOver(oneshot::Sender<Option<SessionState>>),
+    /// An operator asked (the admin API): close with 0x98 (Administrative
+    /// action; MQTT 3.1.1 clients see the connection end), the session
+    /// parked or ended as when the client goes.
+    Disconnect,
+    /// An operator asks what only the connection knows (the admin API).
+    Inspect(oneshot::Sender<Live>),
+}
+
+/// How many operator's requests may wait in a connection's control
+/// channel; more are refused. A takeover is never refused (a connection
+/// is taken over once).
+pub(crate) const CONTROL_CAPACITY: usize = 4;
+
+/// What a connection's control channel holds.
+#[derive(Debug, Default)]
+struct ControlQueue {
+    waiting: Mutex<VecDeque<Control>>,
+    /// The connection task, waiting for a request.
+    waker: AtomicWaker,
+    /// The connection has ended: nothing is read any more.
+    closed: AtomicBool,
+}
+
+/// Why a request was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unsent {
+    /// [`CONTROL_CAPACITY`] operator's requests wait already.
+    Full,
+    /// The connection has ended.
+    Gone,
+}
+
+/// Sends requests to the connection that owns a session; the session
+/// registry keeps it as the owner's handle.
+///
+/// Not a tokio channel: every connection has one from its CONNECT on,
+/// so it is one small allocation (a queue that allocates only when a
+/// request comes, and a waker), no larger than the oneshot a takeover
+/// alone needed (see "Small idle connections" in `benches/README.md`).
+#[derive(Debug, Clone)]
+pub(crate) struct ControlTx(Arc<ControlQueue>);
+
+/// The connection's end of its control channel.
+#[derive(Debug)]
+pub(crate) struct ControlRx(Arc<ControlQueue>);
+
+/// A new control channel.
+pub(crate) fn control_channel() -> (ControlTx, ControlRx) {
+    let queue = Arc::new(ControlQueue::default());
+    (ControlTx(queue.clone()), ControlRx(queue))
+}
+
+impl ControlTx {
+    /// Queues `request` for the connection; refused (and dropped, which
+    /// tells whoever waits for its answer) when the connection has ended,
+    /// or, for an operator's request, when [`CONTROL_CAPACITY`] wait.
+    pub(crate) fn send(&self, request: Control) -> Result<(), Unsent> {
+        let mut waiting = lock(&self.0.waiting);
+        if self.0.closed.load(Ordering::Acquire) {
+            return Err(Unsent::Gone);
+        }
+        if !matches!(request, Control::TakeOver(_)) && waiting.len() >= CONTROL_CAPACITY {
+            return Err(Unsent::Full);
+        }
+        waiting.push_back(request);
+        drop(waiting);
+        self.0.waker.wake();
+        Ok(())
+    }
+}
+
+impl ControlRx {
+    /// The next request, in the order they were sent.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Control> {
+        if let Some(request) = lock(&self.0.waiting).pop_front() {
+            return Poll::Ready(request);
+        }
+        self.0.waker.register(cx.waker());
+        // A request sent between the look and the registration.
+        match lock(&self.0.waiting).pop_front() {
+            Some(request) => Poll::Ready(request),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for ControlRx {
+    fn drop(&mut self) {
+        // Under the lock, so that no request is queued after: their
+        // answers' senders go with them, and whoever waits is told.
+        let mut waiting = lock(&self.0.waiting);
+        self.0.closed.store(true, Ordering::Release);
+        waiting.clear();
+    }
+}
+
+/// What a connection reports of itself ([`Control::Inspect`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Live {
+    /// QoS 1/2 deliveries sent and not yet acknowledged.
+    pub(crate) inflight: usize,
+    /// Deliveries in the session's own queue (beyond the mailbox).
+    pub(crate) queued: usize,
+}
+
+/// How a client connected, kept with its session from its CONNECT on (an
+/// offline session keeps its last): what the admin API lists. Small, as
+/// every connection has one.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientInfo {
+    /// The client's address (from the PROXY header, behind a proxy).
+    pub(crate) address: SocketAddr,
+    pub(crate) username: Option<Box<str>>,
+    /// Seconds since the Unix epoch.
+    pub(crate) connected_at: u64,
+    /// The listener it came through: its position in `Server::listeners`.
+    pub(crate) listener: u16,
+    /// The keep alive in force, in seconds.
+    pub(crate) keep_alive: u16,
+    pub(crate) protocol: ProtocolVersion,
+    /// The clean start flag of its CONNECT.
+    pub(crate) clean_start: bool,
 }
 
 /// A session parked while no connection owns it.
@@ -73,6 +200,9 @@ pub(crate) struct SessionHandle {
     /// The ACL view of the client that last connected with this session,
     /// checked at each delivery; `None` when no ACL applies.
     pub(crate) access: Mutex<Option<Arc<crate::auth::ClientAccess>>>,
+    /// How its client last connected; `None` for a session restored from
+    /// the store and not resumed since.
+    pub(crate) info: Mutex<Option<Arc<ClientInfo>>>,
     /// The mailbox's own limits, in place of the broker's: a bridge's
     /// (`[[bridge]]` `max_queued_messages`...). Set once, by the bridge
     /// that owns the session; boxed, as other sessions have none.
@@ -93,6 +223,7 @@ impl SessionHandle {
             connected: AtomicBool::new(false),
             offline: Mutex::new(None),
             access: Mutex::new(None),
+            info: Mutex::new(None),
             own_limits: OnceLock::new(),
         }
     }

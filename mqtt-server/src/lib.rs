@@ -33,12 +33,14 @@
 //! ```
 
 mod acl;
+mod admin;
 mod auth;
 mod bridge;
 mod broker;
 mod config;
 mod connection;
 mod handle;
+mod http;
 mod listener;
 pub mod manual;
 mod metrics;
@@ -118,6 +120,8 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     /// The Prometheus metrics listener (`metrics_listen`).
     metrics: Option<TcpListener>,
+    /// The operator's console (`admin_listen`).
+    admin: Option<admin::Bound>,
 }
 
 impl Server {
@@ -143,6 +147,7 @@ impl Server {
             Some(addr) => Some(metrics::bind(addr).await?),
             None => None,
         };
+        let admin = admin::bind(&config).await?;
         let security = auth::Security::from_config(&config)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let now = tokio::time::Instant::now().into_std();
@@ -192,12 +197,18 @@ impl Server {
             listeners,
             shutdown,
             metrics,
+            admin,
         })
     }
 
     /// Where the Prometheus metrics are served, if `metrics_listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Where the operator's console is served, if `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(admin::Bound::local_addr)
     }
 
     /// A handle that reloads the password and ACL files.
@@ -244,11 +255,23 @@ impl Server {
             listeners,
             shutdown,
             metrics,
+            admin,
         } = self;
         let janitor = tokio::spawn(broker.clone().run_janitor());
         let mut background = Vec::new();
         if let Some(listener) = metrics {
             background.push(tokio::spawn(metrics::serve(listener, broker.clone())));
+        }
+        if let Some(admin) = admin {
+            let shown = listeners
+                .iter()
+                .map(|l| admin::ListenerInfo {
+                    kind: l.settings().kind,
+                    address: l.settings().address,
+                    websocket_path: l.websocket_path().map(str::to_owned),
+                })
+                .collect();
+            background.push(tokio::spawn(admin::serve(admin, broker.clone(), shown)));
         }
         if broker.config.sys_interval > 0 {
             let every = Duration::from_secs(broker.config.sys_interval);

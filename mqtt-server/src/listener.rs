@@ -271,6 +271,8 @@ struct Endpoint {
     auth: Option<Arc<ListenerAuth>>,
     /// The listener's own subscription limits; `None`: the top-level ones.
     rules: Option<Arc<SubscribeRules>>,
+    /// Its position among the listeners (`Server::listeners`).
+    index: u16,
 }
 
 /// A bound listener, ready to accept.
@@ -289,14 +291,20 @@ pub(crate) async fn bind_all(broker: &Broker) -> io::Result<Vec<Listener>> {
         .iter()
         .map(|addr| ListenerConfig::new(ListenerKind::Mqtt, *addr));
     let mut listeners = Vec::new();
-    for l in shorthand.chain(config.listeners.iter().cloned()) {
-        listeners.push(Listener::bind(&l, broker).await?);
+    for (i, l) in shorthand
+        .chain(config.listeners.iter().cloned())
+        .enumerate()
+    {
+        let index = u16::try_from(i).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "more than 65535 listeners")
+        })?;
+        listeners.push(Listener::bind(&l, broker, index).await?);
     }
     Ok(listeners)
 }
 
 impl Listener {
-    async fn bind(config: &ListenerConfig, broker: &Broker) -> io::Result<Listener> {
+    async fn bind(config: &ListenerConfig, broker: &Broker, index: u16) -> io::Result<Listener> {
         let context =
             |e: &dyn fmt::Display| format!("{} listener on {}: {e}", config.kind, config.address);
         // Files first: a wrong path is the likelier mistake, and is
@@ -375,6 +383,7 @@ impl Listener {
                 use_identity_as_username: config.use_identity_as_username,
                 auth,
                 rules,
+                index,
             }),
         })
     }
@@ -387,6 +396,11 @@ impl Listener {
     /// What the listener is.
     pub(crate) fn settings(&self) -> &ListenerSettings {
         &self.endpoint.settings
+    }
+
+    /// The WebSocket path, for `ws` and `wss` listeners.
+    pub(crate) fn websocket_path(&self) -> Option<&str> {
+        self.endpoint.websocket_path.as_deref()
     }
 
     /// Accepts the next TCP connection.
@@ -460,6 +474,7 @@ impl ConnectionHandler {
                 listener: endpoint.auth.clone(),
                 cert_username,
                 rules: endpoint.rules.clone(),
+                listener_index: endpoint.index,
             };
             // Behind a proxy, the lines about this connection name the client
             // (it is their `peer`); at debug level, the span also names both.

@@ -10,7 +10,7 @@
 //! | `mqtt-session` | one connection's protocol: CONNECT/CONNACK, QoS 1/2 flows both ways, packet identifiers, Receive Maximum, topic aliases, keep alive | yes |
 //! | `mqtt-router` | the broker's rules: the session registry and takeover, SUBSCRIBE decisions, routing and deliveries, shared groups, retained messages, wills and session expiry, the delivery policy (publishers waiting for room, congested subscribers) | yes |
 //! | `mqtt-store` | persistence of sessions, queues, in-flight state and retained messages | (a writer thread) |
-//! | `mqtt-server` (this crate) | sockets and transports, the task per connection, authentication and ACLs, configuration, metrics, `$SYS`, the wiring of the store | no |
+//! | `mqtt-server` (this crate) | sockets and transports, the task per connection, authentication and ACLs, configuration, metrics, `$SYS`, the operator's console, the wiring of the store | no |
 //!
 //! # The path of one PUBLISH
 //!
@@ -73,6 +73,23 @@
 //! persistent) or ended; its will, if any, is published or scheduled with
 //! `mqtt_router::Timers`, which the janitor (broker/jobs.rs) also uses for
 //! session expiry.
+//!
+//! # The operator's console
+//!
+//! `admin/` serves the admin API and the dashboard (axum on hyper; the
+//! metrics listener shares its accept loop, `http.rs`). It decides
+//! no MQTT rule: what it shows, it reads through `broker/admin.rs`, which
+//! copies views out of the [`Registry`](mqtt_router::Registry) (sessions,
+//! and the connection owning each), the [`Router`](mqtt_router::Router)
+//! (subscriptions) and the [`RetainedStore`](mqtt_router::RetainedStore);
+//! what it does, it does as the broker does it. A disconnect is a request
+//! on the connection's control channel (the one a takeover uses: the
+//! connection closes with 0x98 instead of 0x8E, and its session is kept or
+//! ended by its expiry); a connection's own counts (in flight, its
+//! session's queue) are asked the same way. A discarded session ends as an
+//! expired one; a deleted retained message is cleared as an empty retained
+//! PUBLISH clears it, without a delivery; a publication is routed as a
+//! `$SYS` update is.
 //!
 //! # A bridge
 //!

@@ -1,13 +1,13 @@
 //! Prometheus metrics over HTTP (`metrics_listen`), in the text exposition
 //! format 0.0.4.
 //!
-//! The responder is deliberately minimal: HTTP/1.0 or 1.1, one request a
-//! connection (`Connection: close`), `GET /metrics` (or `HEAD`) only,
-//! request head at most [`MAX_REQUEST_HEAD`] bytes read within
-//! [`REQUEST_TIMEOUT`], at most [`MAX_SCRAPES`] requests served at once.
-//! With `metrics_token` set, a request must carry `Authorization: Bearer
-//! <token>` (compared in constant time) or gets 401; without it there is no
-//! authentication, so put the listener on a loopback or private address.
+//! Served by axum on hyper, as the operator's console is (`http.rs`): HTTP/1.0 or 1.1, one request a connection
+//! (`Connection: close`), `GET /metrics` (or `HEAD`) only, request head
+//! at most [`MAX_REQUEST_HEAD`] bytes read within [`REQUEST_TIMEOUT`], at
+//! most [`MAX_SCRAPES`] requests served at once. With `metrics_token`
+//! set, a request must carry `Authorization: Bearer <token>` (compared in
+//! constant time) or gets 401; without it there is no authentication, so
+//! put the listener on a loopback or private address.
 
 use std::fmt::{Display, Write as _};
 use std::io;
@@ -16,15 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
 
 use crate::broker::Broker;
-use crate::handle::lock;
+use crate::http::{self, HttpLimits, bearer, constant_time_eq};
 use crate::stats::Stats;
 
-/// Longest request head read.
+/// Longest request head read (hyper's smallest read buffer).
 const MAX_REQUEST_HEAD: usize = 8192;
 /// Time a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,118 +40,73 @@ pub(crate) async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving Prometheus metrics on http://{addr}/metrics");
     }
-    let permits = Arc::new(Semaphore::new(MAX_SCRAPES));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            if let Err(e) = respond(stream, &broker).await {
-                tracing::debug!(%peer, error = %e, "metrics request failed");
-            }
-            drop(permit);
-        });
-    }
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(elsewhere)
+        .layer(axum::middleware::from_fn_with_state(broker.clone(), token))
+        .with_state(broker);
+    let limits = HttpLimits {
+        what: "metrics",
+        max_connections: MAX_SCRAPES,
+        header_timeout: REQUEST_TIMEOUT,
+        keep_alive: false,
+        max_head: MAX_REQUEST_HEAD,
+        tls: None,
+    };
+    http::serve(listener, app, limits).await;
 }
 
-async fn respond(mut stream: TcpStream, broker: &Broker) -> io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            if head.len() >= MAX_REQUEST_HEAD {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "request too large",
-                ));
-            }
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok(())
-    })
-    .await;
-    let (status, body) = match read {
-        Ok(Ok(())) => route(&head, broker),
-        Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
-            ("431 Request Header Fields Too Large", String::new())
-        }
-        Ok(Err(e)) => return Err(e),
-        Err(_) => ("408 Request Timeout", String::new()),
-    };
-    let head_only = head.starts_with(b"HEAD ");
-    let content_type = if status.starts_with("200") {
-        "text/plain; version=0.0.4; charset=utf-8"
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&broker),
+    )
+        .into_response()
+}
+
+/// Any other path: 404 for a GET or HEAD, 405 for another method.
+async fn elsewhere(method: Method) -> Response {
+    if method == Method::GET || method == Method::HEAD {
+        text(StatusCode::NOT_FOUND, "try /metrics\n")
     } else {
-        "text/plain; charset=utf-8"
-    };
-    // A 401 names the scheme it wants [RFC 9110 §11.6.1].
-    let challenge = if status.starts_with("401") {
-        "WWW-Authenticate: Bearer\r\n"
-    } else {
-        ""
-    };
-    let mut response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n{challenge}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if !head_only {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-fn route(head: &[u8], broker: &Broker) -> (&'static str, String) {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    if let Some(token) = &broker.config.metrics_token
-        && !bearer_matches(head, token)
-    {
-        return ("401 Unauthorized", "a bearer token is required\n".into());
-    }
-    match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", render(broker)),
-        ("GET" | "HEAD", _) => ("404 Not Found", "try /metrics\n".into()),
-        _ => ("405 Method Not Allowed", String::new()),
+        text(StatusCode::METHOD_NOT_ALLOWED, "")
     }
 }
 
-/// Whether the request head has `Authorization: Bearer <token>` (header
-/// name and scheme in any case), the token compared in constant time.
-fn bearer_matches(head: &[u8], token: &str) -> bool {
-    let head = String::from_utf8_lossy(head);
-    head.split("\r\n").skip(1).any(|line| {
-        let Some((name, value)) = line.split_once(':') else {
-            return false;
-        };
-        let value = value.trim();
-        name.trim().eq_ignore_ascii_case("authorization")
-            && value.len() > 7
-            && value.is_char_boundary(7)
-            && value[..7].eq_ignore_ascii_case("bearer ")
-            && constant_time_eq(value[7..].trim().as_bytes(), token.as_bytes())
-    })
-}
-
-/// Compares without returning early at the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// With `metrics_token`, lets through only requests bearing it, whatever
+/// the path; a 401 names the scheme it wants [RFC 9110 §11.6.1].
+async fn token(State(broker): State<Arc<Broker>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &broker.config.metrics_token {
+        let presented = bearer(request.headers());
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    let mut response = next.run(request).await;
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+        // axum's own 405 (POST /metrics) has no body type.
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
 }
 
 /// Writes the exposition format.
@@ -311,6 +270,12 @@ pub(crate) fn render(broker: &Broker) -> String {
         get(&s.publish_waits),
     );
     out.single(
+        "mqtt_takeover_timeouts_total",
+        "counter",
+        "CONNECTs refused as busy because the connection owning the session did not hand it over within 5 s.",
+        get(&s.takeover_timeouts),
+    );
+    out.single(
         "mqtt_publish_throttled_total",
         "counter",
         "Times a connection stopped reading because its client exceeded max_publish_rate or max_publish_bytes_rate.",
@@ -341,55 +306,36 @@ pub(crate) fn render(broker: &Broker) -> String {
         get(&s.protocol_errors),
     );
 
-    let sessions: Vec<_> = lock(&broker.sessions)
-        .sessions()
-        .map(|(h, _)| h.clone())
-        .collect();
-    let (mut queued, mut queued_bytes) = (0usize, 0usize);
-    for h in &sessions {
-        let mailbox = lock(&h.mailbox);
-        queued += mailbox.len();
-        queued_bytes += mailbox.bytes();
-    }
+    let g = broker.gauges();
     out.single(
         "mqtt_sessions",
         "gauge",
         "Sessions held, connected or not.",
-        sessions.len(),
+        g.sessions,
     );
     out.single(
         "mqtt_queued_messages",
         "gauge",
         "Messages waiting in session mailboxes (sum over sessions).",
-        queued,
+        g.queued,
     );
     out.single(
         "mqtt_queued_bytes",
         "gauge",
         "Topic and payload bytes waiting in session mailboxes (sum over sessions).",
-        queued_bytes,
+        g.queued_bytes,
     );
-    let subscriptions = broker
-        .router
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .len();
     out.single(
         "mqtt_subscriptions",
         "gauge",
         "Subscriptions in the routing index.",
-        subscriptions,
+        g.subscriptions,
     );
-    let retained = broker
-        .retained
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .len();
     out.single(
         "mqtt_retained_messages",
         "gauge",
         "Retained messages held.",
-        retained,
+        g.retained,
     );
 
     let name = "mqtt_store_commit_seconds";

@@ -68,6 +68,9 @@ pub struct Stats {
     /// Connections closed before MQTT because their transport handshakes
     /// were not done within `connect_timeout`.
     pub handshake_timeouts: AtomicU64,
+    /// CONNECTs refused with 0x89 (Server busy) because the connection that
+    /// owned the session did not hand it over in time.
+    pub takeover_timeouts: AtomicU64,
 }
 
 impl Stats {

@@ -56,7 +56,12 @@ async fn http(addr: SocketAddr, request: &str) -> (String, String) {
     let status = head.lines().next().unwrap().to_owned();
     let length: usize = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .find_map(|l| {
+            // Header names are case-insensitive [RFC 9110 §5.1].
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then_some(value.trim())
+        })
         .expect("Content-Length")
         .parse()
         .unwrap();
@@ -178,8 +183,9 @@ async fn the_metrics_listener_answers_only_get_metrics() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, _) = http(addr, "POST /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status, "HTTP/1.1 405 Method Not Allowed");
+    // An HTTP/1.0 request is answered in HTTP/1.0.
     let (status, body) = http(addr, "HEAD /metrics HTTP/1.0\r\n\r\n").await;
-    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(status, "HTTP/1.0 200 OK");
     assert!(body.is_empty());
 }
 
@@ -210,7 +216,11 @@ async fn metrics_token_is_required_when_set() {
         .unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();
-    assert!(raw.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("\r\nwww-authenticate: bearer\r\n"),
+        "{raw}"
+    );
     let (status, body) = http(
         addr,
         "GET /metrics HTTP/1.1\r\nHost: x\r\nauthorization:  bearer s3cret-Token\r\n\r\n",

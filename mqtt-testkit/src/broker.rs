@@ -23,6 +23,9 @@ pub struct TestBroker {
     pub shutdown: ShutdownHandle,
     /// Its counters, live.
     pub stats: Arc<Stats>,
+    /// Where the operator's console listens, with `admin_listen` set (give
+    /// it port 0).
+    pub admin: Option<SocketAddr>,
     task: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -70,12 +73,14 @@ impl TestBroker {
         let listeners = server.listeners().cloned().collect();
         let shutdown = server.shutdown_handle();
         let stats = server.stats();
+        let admin = server.admin_addr();
         let task = tokio::spawn(server.run());
         TestBroker {
             addr,
             listeners,
             shutdown,
             stats,
+            admin,
             task: Some(task),
         }
     }

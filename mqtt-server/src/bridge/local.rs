@@ -11,12 +11,11 @@ use mqtt_codec::{MqttString, PacketId, QoS, RetainHandling, SubscriptionOptions}
 use mqtt_session::{Delivery, Inflight, Message, QueueLimits, SessionState, SubscriptionRecord};
 use mqtt_store::Batch;
 use mqtt_topic::{TopicFilter, TopicName};
-use tokio::sync::oneshot;
 
 use super::RESERVED_PREFIX;
 use super::config::BridgeConfig;
 use crate::broker::{Broker, CommitDone, Publishing, Routed};
-use crate::handle::{Control, SessionHandle, SessionRef, lock};
+use crate::handle::{Control, ControlRx, Live, SessionHandle, SessionRef, control_channel, lock};
 use crate::persist::Persist;
 
 /// The client identifier of a bridge's local session.
@@ -65,8 +64,9 @@ pub(super) struct Local {
     pub(super) me: SessionRef,
     pub(super) client_id: MqttString,
     pub(super) persistent: bool,
-    /// The registry's way to reach the owner; nothing ever sends on it.
-    _control: oneshot::Receiver<Control>,
+    /// Requests to the session's owner, through the registry: an
+    /// operator's (the admin API), answered by [`Local::answer`].
+    pub(super) control: ControlRx,
 }
 
 impl Local {
@@ -76,7 +76,7 @@ impl Local {
     /// flight for it.
     pub(super) fn claim(broker: &Arc<Broker>, config: &BridgeConfig) -> (Self, SessionState) {
         let client_id = client_id(&config.name);
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = control_channel();
         let connection = broker.next_id();
         let claim = lock(&broker.sessions).claim(&client_id, connection, tx, false, |_| {
             Arc::new(SessionHandle::new(broker.next_id(), client_id.clone()))
@@ -119,9 +119,30 @@ impl Local {
             me,
             client_id,
             persistent,
-            _control: rx,
+            control: rx,
         };
         (local, state)
+    }
+
+    /// Answers a request of the control channel: `live` is what the
+    /// bridge has in flight and queued beyond the mailbox. Returns whether
+    /// an operator asked to disconnect (the bridge then reconnects).
+    pub(super) fn answer(&self, request: Control, live: Live) -> bool {
+        match request {
+            // No client may claim a bridge's client identifier.
+            Control::TakeOver(reply) => {
+                let _ = reply.send(None);
+                false
+            }
+            Control::Inspect(reply) => {
+                let _ = reply.send(live);
+                false
+            }
+            Control::Disconnect => {
+                tracing::info!("bridge connection closed by an operator; it reconnects");
+                true
+            }
+        }
     }
 
     pub(super) fn handle(&self) -> &Arc<SessionHandle> {

@@ -20,13 +20,15 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::auth::Security;
 use crate::config::Config;
-use crate::handle::{Control, Parked, SessionHandle, SessionRef, lock};
+use crate::handle::{Control, ControlTx, Parked, SessionHandle, SessionRef, lock};
 use crate::persist::Persist;
 use crate::stats::Stats;
 
+mod admin;
 mod delivery;
 mod jobs;
 
+pub(crate) use admin::{Refused, SessionSummary};
 pub(crate) use delivery::{CommitDone, Outbox, Publishing, RouteCache, Routed};
 use jobs::BrokerTimers;
 
@@ -47,10 +49,11 @@ pub(crate) struct Broker {
     pub(crate) router: RwLock<Router<SessionRef>>,
     pub(crate) retained: RwLock<RetainedStore>,
     /// Sessions by client identifier, connected or not, and the connection
-    /// owning each (reached through its one takeover request). A CONNECT
+    /// owning each (reached through its control channel: takeover, and an
+    /// operator's requests). A CONNECT
     /// claims a client identifier under this lock in one step (see
     /// [`Registry`]), so two connections never both own it.
-    pub(crate) sessions: Mutex<Registry<Arc<SessionHandle>, oneshot::Sender<Control>>>,
+    pub(crate) sessions: Mutex<Registry<Arc<SessionHandle>, ControlTx>>,
     next_id: AtomicU64,
     /// Incremented at every change of `router`, under its write lock (see
     /// [`Broker::router_mut`]): what a [`RouteCache`] is checked against.

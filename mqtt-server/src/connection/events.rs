@@ -169,7 +169,7 @@ impl Task<'_> {
         // from this one [MQTT-3.1.4-3]. A clean start puts a new session
         // in place at once; its sequence numbers go on from the old one's,
         // never reused for a client id.
-        let (control_tx, control_rx) = oneshot::channel();
+        let (control_tx, control_rx) = control_channel();
         let claim = lock(&broker.sessions).claim(
             &client_id,
             self.id,
@@ -192,18 +192,32 @@ impl Task<'_> {
         // where a connection that ended just before our takeover request
         // reached it left it).
         let mut state = None;
+        let mut timed_out = false;
         if let Some((_, ctl)) = claim.previous {
             let (tx, rx) = oneshot::channel();
             if ctl.send(Control::TakeOver(tx)).is_ok() {
-                state = tokio::time::timeout(TAKEOVER_TIMEOUT, rx)
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .flatten();
+                match tokio::time::timeout(TAKEOVER_TIMEOUT, rx).await {
+                    Ok(reply) => state = reply.ok().flatten(),
+                    Err(_) => timed_out = true,
+                }
             }
         }
         if state.is_none() {
             state = lock(&old.offline).take().map(|p| p.state);
+        }
+        if timed_out && state.is_none() && !connect.clean_start {
+            // The previous connection did not hand the session over in
+            // time: going on without it would lose what it holds (messages
+            // in flight and queued, subscriptions). Refused as busy; the
+            // previous connection parks the session as it ends, for the
+            // client's next attempt. (A clean start needs no state.)
+            lock(&broker.sessions).release(&client_id, self.id);
+            Stats::add(&broker.stats.takeover_timeouts, 1);
+            tracing::warn!(peer = %self.peer, client_id = %client_id, "CONNECT refused (server busy): the connection that owned the session did not hand it over within 5 s");
+            self.control_rx = None;
+            self.conn
+                .reject(now, ReasonCode::ServerBusy, ConnAckProperties::default());
+            return;
         }
         // After the takeover, so that the will the previous connection
         // scheduled as it closed is seen too.
@@ -236,6 +250,20 @@ impl Task<'_> {
                 properties: ConnAckProperties::default(),
             },
         );
+        let info = Arc::new(ClientInfo {
+            address: *self.peer,
+            username: identity.username().map(Box::from),
+            connected_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            listener: self.auth.listener_index,
+            keep_alive: self.conn.keep_alive(),
+            protocol: connect.protocol,
+            clean_start: connect.clean_start,
+        });
+        if let Some(h) = &self.handle {
+            *lock(&h.0.info) = Some(info);
+        }
         if !persistence {
             return;
         }
@@ -392,36 +420,135 @@ impl Task<'_> {
                     let _ = reply.send(None);
                 }
             }
-            // The new connection decides what becomes of the session.
+            // The new connection decides what becomes of the session,
+            // unless it gave up waiting for it (then it is parked below,
+            // if the registry still has it: a clean start replaced it).
             _ if takeover.is_some() => {
-                if let Some(reply) = takeover {
-                    let _ = reply.send(Some(session));
+                if let Some(reply) = takeover
+                    && let Err(Some(session)) = reply.send(Some(session))
+                {
+                    self.park(&handle, session, closed.session_expires_at, now, true);
                 }
             }
-            at => {
-                if self.persistent
-                    && let Some(persist) = &broker.persist
-                {
-                    // The deadline is stored: time spent down counts.
-                    let mut b = Persist::batch(now);
-                    b.save_session(&session, at);
-                    persist.submit_logged(b);
-                }
-                // Parked before the release, under the registry's lock: a
-                // CONNECT that claims the session next finds it there.
-                {
-                    let mut sessions = lock(&broker.sessions);
-                    *lock(&handle.offline) = Some(Box::new(Parked {
-                        state: session,
-                        expires_at: at,
-                    }));
-                    sessions.release(&handle.client_id, self.id);
-                }
-                if let Some(at) = at {
-                    broker.schedule_expiry(handle.clone(), at);
-                }
-                // Deliveries keep arriving in the mailbox while offline.
-            }
+            at => self.park(&handle, session, at, now, false),
         }
+    }
+
+    /// Parks an ended connection's session offline (stored, if
+    /// persistent) until a CONNECT claims it or it expires at `at`. With
+    /// `if_registered`, only if the registry still has this session (a
+    /// clean start may have replaced it: then it is discarded, as asked).
+    fn park(
+        &self,
+        handle: &Arc<SessionHandle>,
+        session: mqtt_session::SessionState,
+        at: Option<Instant>,
+        now: Instant,
+        if_registered: bool,
+    ) {
+        let broker = self.broker;
+        // Parked under the registry's lock, before the release: a CONNECT
+        // that claims the session next finds it there.
+        let mut sessions = lock(&broker.sessions);
+        if if_registered
+            && !sessions
+                .get(&handle.client_id)
+                .is_some_and(|h| Arc::ptr_eq(h, handle))
+        {
+            return;
+        }
+        if self.persistent
+            && let Some(persist) = &broker.persist
+        {
+            // The deadline is stored: time spent down counts.
+            let mut b = Persist::batch(now);
+            b.save_session(&session, at);
+            persist.submit_logged(b);
+        }
+        *lock(&handle.offline) = Some(Box::new(Parked {
+            state: session,
+            expires_at: at,
+        }));
+        sessions.release(&handle.client_id, self.id);
+        drop(sessions);
+        if let Some(at) = at {
+            broker.schedule_expiry(handle.clone(), at);
+        }
+        // Deliveries keep arriving in the mailbox while offline.
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use bytes::BytesMut;
+    use mqtt_codec::{ConnAck, Connect, DecodeLimits, MqttString, Packet, ProtocolVersion};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// A connection that owns a session and does not answer the takeover
+    /// request of a new CONNECT for it (stuck, here a request nobody
+    /// reads): the new CONNECT is refused with 0x89 (Server busy) after
+    /// the takeover timeout rather than accepted without the session's
+    /// state, which would lose what it holds; the claim is released, so
+    /// that the client's next attempt finds the session. Paused time.
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_the_owner_does_not_answer_is_refused_as_busy_not_accepted_empty() {
+        let broker = Arc::new(Broker::new(Config::default()));
+        let id = MqttString::from_static("c1");
+        let (stuck_tx, _stuck_rx) = crate::handle::control_channel();
+        let claim = lock(&broker.sessions).claim(&id, u64::MAX, stuck_tx, false, |_| {
+            Arc::new(SessionHandle::new(broker.next_id(), id.clone()))
+        });
+        assert!(claim.previous.is_none());
+
+        let (mut client, server) = tokio::io::duplex(4096);
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let auth = ConnAuth {
+            listener: None,
+            cert_username: None,
+            rules: None,
+            listener_index: 0,
+        };
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let served = tokio::spawn(super::super::serve(
+            broker.clone(),
+            server,
+            peer,
+            shutdown,
+            auth,
+        ));
+        let mut connect = Connect::new(ProtocolVersion::V5, id.clone());
+        connect.clean_start = false;
+        let mut out = BytesMut::new();
+        Packet::Connect(Box::new(connect))
+            .encode(ProtocolVersion::V5, &mut out)
+            .unwrap();
+        client.write_all(&out).await.unwrap();
+
+        let mut read = BytesMut::new();
+        let packet = loop {
+            if let Some(p) =
+                Packet::decode(&mut read, ProtocolVersion::V5, &DecodeLimits::default()).unwrap()
+            {
+                break p;
+            }
+            assert!(
+                client.read_buf(&mut read).await.unwrap() > 0,
+                "closed without CONNACK"
+            );
+        };
+        let Packet::ConnAck(ConnAck { reason_code, .. }) = packet else {
+            panic!("{packet:?}");
+        };
+        assert_eq!(reason_code, ReasonCode::ServerBusy);
+        assert_eq!(Stats::get(&broker.stats.takeover_timeouts), 1);
+        served.await.unwrap();
+        // Released: nobody owns the session, which stays registered.
+        let sessions = lock(&broker.sessions);
+        assert_eq!(sessions.owner(&id), None);
+        assert!(sessions.get(&id).is_some());
     }
 }

@@ -35,7 +35,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{ClientAccess, ConnAuth};
 use crate::broker::{Broker, Outbox, Publishing, RouteCache, Routed};
-use crate::handle::{Control, Parked, SessionHandle, SessionRef, lock};
+use crate::handle::{
+    ClientInfo, Control, ControlRx, Live, Parked, SessionHandle, SessionRef, control_channel, lock,
+};
 use crate::persist::Persist;
 use crate::quota::PublishQuota;
 use crate::stats::Stats;
@@ -90,10 +92,10 @@ struct Task<'a> {
     /// This connection's number, unique for the broker's lifetime (for
     /// [`SessionHandle::control`]).
     id: u64,
-    /// Where a takeover request will arrive, made when the session is
-    /// registered (its sender goes into the session's handle) and then
-    /// moved to the select loop.
-    control_rx: Option<oneshot::Receiver<Control>>,
+    /// Where a takeover request (or an operator's) will arrive, made when
+    /// the session is registered (its sender goes into the session
+    /// registry) and then moved to the select loop.
+    control_rx: Option<ControlRx>,
     /// Where to send the session when another connection takes it over.
     takeover: Option<oneshot::Sender<Option<mqtt_session::SessionState>>>,
     /// What the session's subscriptions hold, against the limits.
@@ -214,7 +216,7 @@ where
     async move {
         // Allocated at the first CONNECT only: until then nothing can take
         // this connection over.
-        let mut control_rx: Option<oneshot::Receiver<Control>> = None;
+        let mut control_rx: Option<ControlRx> = None;
         let (commit_tx, mut commit_rx) = match broker.persist {
             Some(_) => {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -397,19 +399,27 @@ where
                         None => std::future::pending().await,
                     }
                 }, if stalled => {}
-                control = async {
-                    match control_rx.as_mut() {
-                        Some(rx) => rx.await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    // Received once: a oneshot is not polled after it completes.
-                    control_rx = None;
-                    if let Ok(Control::TakeOver(reply)) = control {
+                // A poll, not an async block: an idle connection's future
+                // keeps no state for it.
+                control = std::future::poll_fn(|cx| match &control_rx {
+                    Some(rx) => rx.poll_recv(cx),
+                    None => Poll::Pending,
+                }) => match control {
+                    Control::TakeOver(reply) => {
                         task.takeover = Some(reply);
                         task.conn.close(now(), ReasonCode::SessionTakenOver);
                     }
-                }
+                    Control::Disconnect => {
+                        tracing::info!(peer = %peer, "disconnected by an operator");
+                        task.conn.close(now(), ReasonCode::AdministrativeAction);
+                    }
+                    Control::Inspect(reply) => {
+                        let _ = reply.send(Live {
+                            inflight: task.conn.inflight(),
+                            queued: task.conn.session().map_or(0, |s| s.queued.len()),
+                        });
+                    }
+                },
                 // Once seen (or once the server is gone), shutdown is not polled
                 // again: a closed channel would otherwise be ready forever.
                 _ = shutdown.changed(), if !stopping => {

@@ -171,6 +171,12 @@ impl ServerConnection {
         self.version
     }
 
+    /// The keep alive in force, in seconds (0: none): the client's, or
+    /// the server's own when it lowered it (Server Keep Alive).
+    pub fn keep_alive(&self) -> u16 {
+        self.keep_alive
+    }
+
     /// The decode limits this connection enforces.
     pub fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {

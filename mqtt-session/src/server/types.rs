@@ -12,8 +12,11 @@ use mqtt_codec::{
 
 use crate::error::ProtocolError;
 use crate::state::{Message, QueueLimits, SessionState};
+// Named by the documentation's links only.
 #[cfg(doc)]
-use {super::ServerConnection, crate::state::Delivery};
+use super::ServerConnection;
+#[cfg(doc)]
+use crate::state::Delivery;
 
 /// What a server allows its clients; sent to MQTT 5.0 clients in CONNACK.
 #[derive(Debug, Clone, PartialEq, Eq)]
