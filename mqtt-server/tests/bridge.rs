@@ -667,3 +667,50 @@ async fn a_missing_tls_file_is_an_error_naming_the_key() {
         "{text}"
     );
 }
+
+#[path = "admin_http/mod.rs"]
+mod admin_http;
+
+/// The operator's console sees a bridge's session as a connected client:
+/// the bridge answers what it has in flight, a disconnect makes it
+/// reconnect, and its session cannot be discarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_sees_a_bridge_and_may_make_it_reconnect() {
+    let remote = TestBroker::start(TestBroker::config()).await;
+    let mut c = admin_http::config();
+    c.bridges = config(&format!(
+        r##"
+        [[bridge]]
+        name = "ops"
+        address = "{}"
+        reconnect_delay_min_ms = 50
+        [[bridge.topic]]
+        pattern = "t/#"
+        "##,
+        remote.addr
+    ))
+    .bridges;
+    let console = admin_http::Console::start(c).await;
+    wait_connected(console.broker.addr, "ops").await;
+    let path = "/api/v1/clients/%24bridge%2Fops";
+    let client = console.get(path).await;
+    assert!(client.status.is_success(), "{}", client.text());
+    assert_eq!(client.json()["inflight"], 0, "the bridge answered");
+    let discard = console.delete("/api/v1/sessions/%24bridge%2Fops").await;
+    assert!(discard.status.is_client_error(), "a connected session");
+    let state = Collector::start(
+        console.broker.addr,
+        "state",
+        true,
+        "$SYS/broker/connection/ops/state",
+        QoS::AtMostOnce,
+    )
+    .await;
+    assert!(console.delete(path).await.status.is_success());
+    state
+        .wait_until("down, then up again", LONG, |r| {
+            let p: Vec<&str> = r.iter().map(|m| m.payload.as_str()).collect();
+            p.windows(2).any(|w| w == ["0", "1"])
+        })
+        .await;
+}

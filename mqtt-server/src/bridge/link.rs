@@ -30,6 +30,7 @@ use super::outgoing::Qos2;
 use super::transport::Io;
 use super::{BridgeStats, publish_state};
 use crate::broker::Broker;
+use crate::handle::Live;
 
 /// What the client connection may hold for the remote broker beyond the
 /// mailbox: what a restart restores, at most the store's backstop for one
@@ -174,6 +175,25 @@ impl Bridge {
             connect.bridge = try_private;
         }
         connect
+    }
+
+    /// Runs `fut`, answering the control channel meanwhile (while not
+    /// connected: nothing to disconnect).
+    pub(super) async fn idle<F: std::future::Future>(&self, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                request = std::future::poll_fn(|cx| self.local.control.poll_recv(cx)) => {
+                    let carry = self.carry.as_ref();
+                    let live = Live {
+                        inflight: carry.map_or(0, |s| s.inflight.len()),
+                        queued: carry.map_or(0, |s| s.queued.len()),
+                    };
+                    self.local.answer(request, live);
+                }
+            }
+        }
     }
 
     /// The local session stops (the broker shuts down).
@@ -355,6 +375,15 @@ impl Link<'_> {
                     self.on_done(done);
                     while let Ok(done) = done_rx.try_recv() {
                         self.on_done(done);
+                    }
+                }
+                request = std::future::poll_fn(|cx| self.bridge.local.control.poll_recv(cx)) => {
+                    let live = Live {
+                        inflight: self.conn.inflight(),
+                        queued: self.conn.queued(),
+                    };
+                    if self.bridge.local.answer(request, live) {
+                        self.conn.disconnect(Disconnect::new(ReasonCode::AdministrativeAction));
                     }
                 }
                 _ = shutdown.changed(), if !stopping => {

@@ -15,7 +15,7 @@ use mqtt_topic::{TopicFilter, TopicName};
 use super::RESERVED_PREFIX;
 use super::config::BridgeConfig;
 use crate::broker::{Broker, CommitDone, Publishing, Routed};
-use crate::handle::{ControlRx, SessionHandle, SessionRef, control_channel, lock};
+use crate::handle::{Control, ControlRx, Live, SessionHandle, SessionRef, control_channel, lock};
 use crate::persist::Persist;
 
 /// The client identifier of a bridge's local session.
@@ -64,11 +64,9 @@ pub(super) struct Local {
     pub(super) me: SessionRef,
     pub(super) client_id: MqttString,
     pub(super) persistent: bool,
-    /// The registry's way to reach the owner: no takeover can come (no
-    /// network client may claim the identifier), and an operator's
-    /// requests are left unanswered (the console shows the bridge's
-    /// session, not a connection).
-    _control: ControlRx,
+    /// Requests to the session's owner, through the registry: an
+    /// operator's (the admin API), answered by [`Local::answer`].
+    pub(super) control: ControlRx,
 }
 
 impl Local {
@@ -121,9 +119,30 @@ impl Local {
             me,
             client_id,
             persistent,
-            _control: rx,
+            control: rx,
         };
         (local, state)
+    }
+
+    /// Answers a request of the control channel: `live` is what the
+    /// bridge has in flight and queued beyond the mailbox. Returns whether
+    /// an operator asked to disconnect (the bridge then reconnects).
+    pub(super) fn answer(&self, request: Control, live: Live) -> bool {
+        match request {
+            // No client may claim a bridge's client identifier.
+            Control::TakeOver(reply) => {
+                let _ = reply.send(None);
+                false
+            }
+            Control::Inspect(reply) => {
+                let _ = reply.send(live);
+                false
+            }
+            Control::Disconnect => {
+                tracing::info!("bridge connection closed by an operator; it reconnects");
+                true
+            }
+        }
     }
 
     pub(super) fn handle(&self) -> &Arc<SessionHandle> {

@@ -294,7 +294,7 @@ async fn run(
         first = false;
         let connecting = transport::connect(&config, tls.as_ref());
         let stream = tokio::select! {
-            r = connecting => r,
+            r = bridge.idle(connecting) => r,
             _ = shutdown.changed() => break,
         };
         let outcome = match stream {
@@ -323,7 +323,7 @@ async fn run(
         let wait = jittered(delay);
         delay = (delay * 2).min(max);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = bridge.idle(tokio::time::sleep(wait)) => {}
             _ = shutdown.changed() => break,
         }
     }

@@ -93,7 +93,11 @@ impl Link<'_> {
         if flow.is_some_and(|f| f.held) {
             b.local.release_id(packet_id, &mut self.batch);
         }
-        if reason.is_error() {
+        // A PUBCOMP 0x92 ends the release of an identifier the remote
+        // broker had forgotten (after a restart of ours): nothing refused.
+        let forgotten =
+            reason == ReasonCode::PacketIdentifierNotFound && flow.is_some_and(|f| f.released);
+        if reason.is_error() && !forgotten {
             tracing::warn!(%reason, "the remote broker refused a message of the bridge; dropped");
         }
     }
