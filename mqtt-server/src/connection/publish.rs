@@ -165,8 +165,10 @@ impl Task<'_> {
                 return;
             }
             let handled = match Packet::decode(rbuf, self.conn.version(), &limits) {
-                Ok(Some(packet)) => {
-                    if let Packet::Publish(p) = &packet {
+                // Bound by reference and moved once, into the session: a
+                // `Packet` is some 300 bytes.
+                Ok(Some(ref mut packet)) => {
+                    if let Packet::Publish(p) = &*packet {
                         let size = p.topic.len() + p.payload.len();
                         let q = p.qos as usize;
                         self.counts.received[q] += 1;
@@ -176,7 +178,8 @@ impl Task<'_> {
                     }
                     // Its message comes back as an event, routed below
                     // unless an event or a stall waits before it.
-                    self.conn.handle_packet(now, packet)
+                    self.conn
+                        .handle_packet(now, std::mem::replace(packet, Packet::PingReq))
                 }
                 Ok(None) => return,
                 Err(e) => {
