@@ -18,62 +18,28 @@
 //! installed (CI installs it).
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mqtt_codec::{Ack, Packet, ProtocolVersion, QoS};
 use mqtt_testkit::mosquitto::{Mosquitto, free_port};
 use mqtt_testkit::{Collected, Collector, RawClient, Received, packets};
 
-const MQTT: &str = env!("CARGO_BIN_EXE_mqtt");
+mod common;
+
+use common::Broker;
 const LONG: Duration = Duration::from_secs(60);
 
-/// Our broker process; killed (SIGKILL) when dropped.
-struct Broker {
-    child: Child,
-}
-
-impl Broker {
-    /// `mqtt broker --config CONFIG --data-dir DIR` on `addr`, once it
-    /// accepts.
-    fn start(config: &Path, dir: &Path, addr: SocketAddr, log: &Path) -> Broker {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(MQTT)
-            .args(["broker", "--log-level", "info", "--config"])
-            .arg(config)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the broker");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "the broker did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child }
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Our broker on `addr` with `config` and `--data-dir dir`, its log
+/// appended to `log` (kept across restarts).
+fn start_broker(config: &Path, dir: &Path, addr: SocketAddr, log: &Path) -> Broker {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Broker::start(config, dir, addr, log)
 }
 
 /// For each `i` of `ids`, sends a QoS 1 PUBLISH of `out{i}` to `stream/1`
@@ -177,7 +143,7 @@ async fn every_acknowledged_message_crosses_a_bridge_to_a_broker_of_ours_across_
     let remote = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = d.join("remote.toml");
     std::fs::write(&config, "max_queued_messages = 100000\n").unwrap();
-    let _remote = Broker::start(
+    let _remote = start_broker(
         &config,
         &d.join("remote-data"),
         remote,
@@ -227,7 +193,7 @@ remote_prefix = "site/"
     .unwrap();
     let data = d.join("data");
     let log = d.join("broker.log");
-    let mut broker = Broker::start(&config, &data, addr, &log);
+    let mut broker = start_broker(&config, &data, addr, &log);
 
     // The subscribers: persistent sessions, there and here.
     let remote_sub = Collector::start(
@@ -295,7 +261,7 @@ remote_prefix = "site/"
         );
         remote_pub.send(&Packet::Publish(p)).await.unwrap();
     }
-    broker = Broker::start(&config, &data, addr, &log);
+    broker = start_broker(&config, &data, addr, &log);
     let (mut publisher, _) =
         RawClient::connect(addr, packets::connect(ProtocolVersion::V5, "pub")).await;
     pipeline(

@@ -7,67 +7,32 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mqtt_codec::{Ack, Connect, Disconnect, Packet, PacketId, ProtocolVersion, QoS, ReasonCode};
 use mqtt_testkit::{RawClient, Received, packets};
 
-const MQTT: &str = env!("CARGO_BIN_EXE_mqtt");
+mod common;
 
-/// The broker process; killed (SIGKILL) when dropped.
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-}
+use common::Broker;
 
-impl Broker {
-    /// `mqtt broker --data-dir DIR` on `port` (0: a free one), once it accepts.
-    fn start(dir: &Path, port: u16) -> Broker {
-        let port = if port == 0 {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        } else {
-            port
-        };
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::fs::File::create(dir.with_extension(format!("{port}.log"))).unwrap();
-        // Offline queues hold the whole run: a full queue drops by policy
-        // (counted), which is not what this test is about.
-        let config = dir.with_extension("toml");
-        std::fs::write(&config, "max_queued_messages = 100000\n").unwrap();
-        let child = Command::new(MQTT)
-            .args(["broker", "--log-level", "info", "--config"])
-            .arg(&config)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the broker");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "the broker did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, addr }
-    }
-
-    /// SIGKILL: no shutdown, no flush.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// `mqtt broker --data-dir DIR` on `port` (0: a free one), once it accepts.
+fn start_broker(dir: &Path, port: u16) -> Broker {
+    let port = if port == 0 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    } else {
+        port
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let log = std::fs::File::create(dir.with_extension(format!("{port}.log"))).unwrap();
+    // Offline queues hold the whole run: a full queue drops by policy
+    // (counted), which is not what this test is about.
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "max_queued_messages = 100000\n").unwrap();
+    Broker::start(&config, dir, addr, log)
 }
 
 fn connect(id: &str, clean_start: bool) -> Connect {
@@ -217,7 +182,7 @@ async fn publish_until_killed(broker: &mut Broker, kill_after: usize) -> Acknowl
 async fn crash_at(kill_after: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let mut broker = Broker::start(&dir, 0);
+    let mut broker = start_broker(&dir, 0);
     let port = broker.addr.port();
 
     // A retained message, and a persistent subscriber that goes offline.
@@ -249,7 +214,7 @@ async fn crash_at(kill_after: usize) {
     drop(broker);
 
     let restarted = Instant::now();
-    let broker = Broker::start(&dir, port);
+    let broker = start_broker(&dir, port);
     let recovery = restarted.elapsed();
     let (mut raw, ack) = RawClient::connect(broker.addr, connect("crash-online", false)).await;
     assert!(ack.session_present);
@@ -474,7 +439,7 @@ async fn collect(s: &mut Subscriber, raw: &mut RawClient, n: usize) {
 async fn backlog_crash_at(kill_after: usize, n: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let mut broker = Broker::start(&dir, 0);
+    let mut broker = start_broker(&dir, 0);
     let port = broker.addr.port();
 
     let (mut sub_raw, _) = RawClient::connect(broker.addr, connect("backlog-sub", true)).await;
@@ -501,7 +466,7 @@ async fn backlog_crash_at(kill_after: usize, n: usize) {
     let mut sub = before.await.unwrap();
     drop(broker);
 
-    let broker = Broker::start(&dir, port);
+    let broker = start_broker(&dir, port);
     let (mut sub_raw, ack) = RawClient::connect(broker.addr, connect("backlog-sub", false)).await;
     assert!(ack.session_present);
     let after = tokio::spawn(async move {
