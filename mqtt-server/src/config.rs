@@ -458,6 +458,35 @@ impl Config {
     }
 }
 
+/// The commented examples of the tables `headers` (e.g. `"[[listener]]"`)
+/// in example.toml, uncommented: each header line and the `key = value`
+/// lines right after it. For the tests that check the examples.
+#[cfg(test)]
+pub(crate) fn example_tables(headers: &[&str]) -> String {
+    let text = include_str!("../../example.toml");
+    let mut examples = String::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if let Some(header) = line.strip_prefix("# ").filter(|h| headers.contains(h)) {
+            in_table = true;
+            examples.push_str(header);
+            examples.push('\n');
+            continue;
+        }
+        let setting = line
+            .strip_prefix("# ")
+            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')));
+        match setting {
+            Some(l) if in_table => {
+                examples.push_str(l);
+                examples.push('\n');
+            }
+            _ => in_table = false,
+        }
+    }
+    examples
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -541,26 +570,7 @@ mod tests {
     fn example_toml_listener_examples_use_every_key() {
         use crate::listener::{ListenerConfig, ListenerKind};
 
-        let text = include_str!("../../example.toml");
-        let mut examples = String::from("listen = []\n");
-        let mut in_table = false;
-        for line in text.lines() {
-            if line == "# [[listener]]" {
-                in_table = true;
-                examples.push_str("[[listener]]\n");
-                continue;
-            }
-            let setting = line
-                .strip_prefix("# ")
-                .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')));
-            match setting {
-                Some(l) if in_table => {
-                    examples.push_str(l);
-                    examples.push('\n');
-                }
-                _ => in_table = false,
-            }
-        }
+        let examples = format!("listen = []\n{}", example_tables(&["[[listener]]"]));
         let parsed = Config::from_toml(&examples).expect("the [[listener]] examples parse");
         for kind in ["mqtt", "mqtts", "ws", "wss"] {
             assert!(

@@ -206,27 +206,7 @@ fn queue_limits_fall_back_to_the_top_level_ones() {
 /// are a valid configuration that uses every key of both tables.
 #[test]
 fn example_toml_bridge_examples_use_every_key() {
-    let text = include_str!("../../../../example.toml");
-    let mut examples = String::new();
-    let mut in_table = false;
-    for line in text.lines() {
-        if line == "# [[bridge]]" || line == "# [[bridge.topic]]" {
-            in_table = true;
-            examples.push_str(&line[2..]);
-            examples.push('\n');
-            continue;
-        }
-        let setting = line
-            .strip_prefix("# ")
-            .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')));
-        match setting {
-            Some(l) if in_table => {
-                examples.push_str(l);
-                examples.push('\n');
-            }
-            _ => in_table = false,
-        }
-    }
+    let examples = crate::config::example_tables(&["[[bridge]]", "[[bridge.topic]]"]);
     let parsed = Config::from_toml(&examples).expect("the [[bridge]] examples parse");
     assert!(
         !parsed.bridges.is_empty(),
