@@ -202,15 +202,6 @@ impl Client {
         Ok(())
     }
 
-    /// [`Client::publish_at`] of a message the caller sends many times.
-    pub(crate) fn publish_shared_at(
-        &mut self,
-        message: &Arc<Message>,
-        now: Instant,
-    ) -> Result<(), DropReason> {
-        self.publish_at(message.clone(), now)
-    }
-
     /// QoS 1/2 messages not yet completed: in flight or waiting for the
     /// server's Receive Maximum.
     pub(crate) fn unacknowledged(&self) -> usize {

@@ -20,7 +20,7 @@ use mqtt_codec::{
 
 use crate::state::{Delivery, DropReason, Inflight, InflightStage, Message, SessionState};
 
-/// A packet to write, as `transmit_with` of either role lends it.
+/// A packet to write, as `poll_transmit` of either role lends it.
 #[derive(Debug, Clone, Copy)]
 pub enum Transmit<'a> {
     /// A packet the connection made: an acknowledgement, CONNACK, PINGRESP,

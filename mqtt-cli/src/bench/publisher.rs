@@ -166,26 +166,19 @@ pub(crate) async fn publisher(
                     }
                     None => fresh(),
                 };
-                let published = client.publish_shared_at(&message, now);
+                let published = client.publish_at(message.clone(), now);
                 reused = Some(message);
                 published
-            } else if plan.qos == QoS::AtMostOnce {
-                // Encoded straight from the message when nothing waits
-                // before it.
-                let topic = topics[rng.below(topics.len())].clone();
-                let payload = payload(&mut arena, plan.size, &stamp);
-                client.publish_at(Message::new(topic, payload, plan.qos, false), now)
             } else {
+                // Through the session's queue, encoded at once while the
+                // server's window has room.
                 let topic = if topics.len() == 1 {
                     topics[0].clone()
                 } else {
                     topics[rng.below(topics.len())].clone()
                 };
                 let payload = payload(&mut arena, plan.size, &stamp);
-                let message = Message::new(topic, payload, plan.qos, false);
-                // In flight at once, holding this `Arc`, when the window
-                // allows: not through the session's queue.
-                client.publish_shared_at(&Arc::new(message), now)
+                client.publish_at(Message::new(topic, payload, plan.qos, false), now)
             };
             if published.is_err() {
                 // The session's own queue is full: wait for the socket.
