@@ -25,11 +25,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     publish.qos = QoS::AtLeastOnce;
     publish.packet_id = NonZeroU16::new(1);
-    publish.properties.content_type = Some(MqttString::try_from("application/json")?);
-    publish.properties.user_properties.push(UserProperty::new(
-        MqttString::try_from("unit")?,
-        MqttString::try_from("celsius")?,
-    ));
+    publish.properties.extras_mut().content_type = Some(MqttString::try_from("application/json")?);
+    publish
+        .properties
+        .extras_mut()
+        .user_properties
+        .push(UserProperty::new(
+            MqttString::try_from("unit")?,
+            MqttString::try_from("celsius")?,
+        ));
 
     let mut wire = BytesMut::new();
     for packet in [Packet::Connect(Box::new(connect)), Packet::Publish(publish)] {
@@ -58,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     p.topic,
                     p.qos,
                     String::from_utf8_lossy(&p.payload),
-                    p.properties.content_type,
+                    p.properties.content_type(),
                 ),
                 other => println!("decoded {:?}", other.packet_type()),
             }

@@ -127,7 +127,7 @@ async fn talk_to(addr: SocketAddr) -> Result<(), Error> {
     }
 
     client
-        .send(Packet::Disconnect(Disconnect::new(
+        .send(Packet::from(Disconnect::new(
             ReasonCode::NORMAL_DISCONNECTION,
         )))
         .await?;

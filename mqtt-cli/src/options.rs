@@ -185,23 +185,23 @@ impl PropertyArgs {
         let mut p = PublishProperties::default();
         for pair in self.user_property.chunks(2) {
             if let [k, v] = pair {
-                p.user_properties.push(UserProperty::new(
+                p.extras_mut().user_properties.push(UserProperty::new(
                     mqtt_string("user property name", k)?,
                     mqtt_string("user property value", v)?,
                 ));
             }
         }
         if let Some(t) = &self.content_type {
-            p.content_type = Some(mqtt_string("content type", t)?);
+            p.extras_mut().content_type = Some(mqtt_string("content type", t)?);
         }
         if let Some(t) = &self.response_topic {
-            p.response_topic = Some(mqtt_string("response topic", t)?);
+            p.extras_mut().response_topic = Some(mqtt_string("response topic", t)?);
         }
         if let Some(d) = &self.correlation_data {
             if d.len() > usize::from(u16::MAX) {
                 return Err("correlation data longer than 65,535 bytes".into());
             }
-            p.correlation_data = Some(Bytes::from(d.clone().into_bytes()));
+            p.extras_mut().correlation_data = Some(Bytes::from(d.clone().into_bytes()));
         }
         if self.utf8_payload {
             p.payload_format_indicator = Some(PayloadFormat::Utf8);

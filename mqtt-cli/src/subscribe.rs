@@ -269,20 +269,20 @@ fn message_json(m: &Message, now: Instant) -> Value {
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
         props.insert("message_expiry_interval".into(), json!(secs));
     }
-    if let Some(t) = &p.content_type {
+    if let Some(t) = p.content_type() {
         props.insert("content_type".into(), json!(t.as_str()));
     }
-    if let Some(t) = &p.response_topic {
+    if let Some(t) = p.response_topic() {
         props.insert("response_topic".into(), json!(t.as_str()));
     }
-    if let Some(d) = &p.correlation_data {
+    if let Some(d) = p.correlation_data() {
         let (data, encoding) = text_or_base64(d);
         props.insert("correlation_data".into(), json!(data));
         props.insert("correlation_data_encoding".into(), json!(encoding));
     }
-    if !p.user_properties.is_empty() {
+    if !p.user_properties().is_empty() {
         let list: Vec<Value> = p
-            .user_properties
+            .user_properties()
             .iter()
             .map(|u| json!([u.name.as_str(), u.value.as_str()]))
             .collect();

@@ -224,7 +224,7 @@ async fn serve(stream: TcpStream, router: Arc<Mutex<Router>>) {
             }
         }
     });
-    let _ = tx.send(Packet::ConnAck(ConnAck::new(ReasonCode::Success, false)));
+    let _ = tx.send(Packet::from(ConnAck::new(ReasonCode::Success, false)));
     while let Some(packet) = read_packet(&mut rd, &mut buf, version).await {
         match packet {
             Packet::Subscribe(s) => {

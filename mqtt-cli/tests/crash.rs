@@ -196,7 +196,7 @@ async fn crash_at(kill_after: usize) {
     let (mut offline, _) = RawClient::connect(broker.addr, connect("crash-offline", true)).await;
     subscribe(&mut offline).await;
     offline
-        .send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+        .send(&Packet::from(Disconnect::new(ReasonCode::Success)))
         .await
         .unwrap();
     drop(offline);

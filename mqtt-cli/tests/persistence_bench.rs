@@ -218,7 +218,7 @@ async fn offline_backlog_of_300k_messages_in_1000_sessions() {
                 .await
                 .unwrap();
                 assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
-                raw.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+                raw.send(&Packet::from(Disconnect::new(ReasonCode::Success)))
                     .await
                     .unwrap();
             }

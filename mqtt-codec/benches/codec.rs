@@ -69,14 +69,17 @@ fn publish_ours(version: ProtocolVersion, payload: &Bytes) -> Packet {
     if version.is_v5() {
         p.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
         p.properties.message_expiry_interval = Some(EXPIRY);
-        p.properties.content_type = Some(MqttString::from_static(CONTENT_TYPE));
+        p.properties.extras_mut().content_type = Some(MqttString::from_static(CONTENT_TYPE));
         p.properties
             .subscription_identifiers
             .extend(SubscriptionId::new(SUBSCRIPTION_ID));
-        p.properties.user_properties.push(UserProperty::new(
-            MqttString::from_static(USER_KEY),
-            MqttString::from_static(USER_VALUE),
-        ));
+        p.properties
+            .extras_mut()
+            .user_properties
+            .push(UserProperty::new(
+                MqttString::from_static(USER_KEY),
+                MqttString::from_static(USER_VALUE),
+            ));
     }
     Packet::Publish(p)
 }

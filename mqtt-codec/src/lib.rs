@@ -74,8 +74,8 @@ pub use packet::{
 };
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties, UserProperty,
-    WillProperties,
+    PublishExtras, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties,
+    UserProperty, WillProperties,
 };
 pub use reason::ReasonCode;
 pub use string::{MqttString, StringError};

@@ -1609,7 +1609,7 @@ fn auth_not_encoded_before_5_0() {
             version,
         };
         encode_rejected(
-            &Packet::Auth(Auth::default()),
+            &Packet::from(Auth::default()),
             version,
             err,
             &["does not exist"],
@@ -1708,7 +1708,7 @@ fn mqtt_1_5_6_binary_data_over_65535_bytes_not_encoded() {
     encode_rejected(&Packet::Connect(Box::new(connect)), V5, err, &["§1.5.6"]);
 
     let mut publish = qos_publish(QoS::AtMostOnce, None);
-    publish.properties.correlation_data = Some(big);
+    publish.properties.extras_mut().correlation_data = Some(big);
     let err = EncodeError::BinaryTooLong {
         what: "Correlation Data",
         len: 65_536,

@@ -11,10 +11,10 @@ use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     Ack, AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect,
     ConnectProperties, DecodeLimits, Disconnect, DisconnectProperties, MqttString, Packet,
-    PacketId, PayloadFormat, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode,
-    RetainHandling, SubAck, Subscribe, SubscribeProperties, Subscription, SubscriptionId,
-    SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, UserProperty, Will,
-    WillProperties,
+    PacketId, PayloadFormat, ProtocolVersion, Publish, PublishExtras, PublishProperties, QoS,
+    ReasonCode, RetainHandling, SubAck, Subscribe, SubscribeProperties, Subscription,
+    SubscriptionId, SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties,
+    UserProperty, Will, WillProperties,
 };
 use std::num::{NonZeroU16, NonZeroU32};
 
@@ -274,7 +274,7 @@ fn connack_v3_1_1_session_present_accepted() {
     check(
         V3_1_1,
         &wire,
-        Packet::ConnAck(ConnAck::new(ReasonCode::Success, true)),
+        Packet::from(ConnAck::new(ReasonCode::Success, true)),
     );
 }
 
@@ -295,7 +295,7 @@ fn connack_v3_1_1_return_codes_map_to_reason_codes() {
             0x00, // acknowledge flags: no session
             code, // return code
         ];
-        check(V3_1_1, &wire, Packet::ConnAck(ConnAck::new(reason, false)));
+        check(V3_1_1, &wire, Packet::from(ConnAck::new(reason, false)));
     }
 }
 
@@ -310,7 +310,7 @@ fn connack_v3_1_1_encodes_v5_only_reason_codes_as_nearest_return_code() {
     ];
     for (reason, code) in table {
         let mut out = BytesMut::new();
-        Packet::ConnAck(ConnAck::new(reason, false))
+        Packet::from(ConnAck::new(reason, false))
             .encode(V3_1_1, &mut out)
             .unwrap();
         let wire = [
@@ -335,7 +335,7 @@ fn connack_v5_refused_without_properties() {
     check(
         V5,
         &wire,
-        Packet::ConnAck(ConnAck::new(ReasonCode::NotAuthorized, false)),
+        Packet::from(ConnAck::new(ReasonCode::NotAuthorized, false)),
     );
 }
 
@@ -390,7 +390,7 @@ fn connack_v5_with_every_property() {
             user_properties: vec![user("x", "y")].into(),
         },
     };
-    check(V5, &wire, Packet::ConnAck(expected));
+    check(V5, &wire, Packet::from(expected));
 }
 
 // ---------------------------------------------------------------- PUBLISH
@@ -491,11 +491,14 @@ fn publish_v5_with_every_property() {
             payload_format_indicator: Some(PayloadFormat::Utf8),
             message_expiry_interval: Some(300),
             topic_alias: NonZeroU16::new(7),
-            response_topic: Some(s("reply")),
-            correlation_data: Some(Bytes::from_static(&[0x0A, 0x0B, 0x0C])),
             subscription_identifiers: [sub_id(1), sub_id(128)].into_iter().collect(),
-            content_type: Some(s("json")),
-            user_properties: vec![user("k1", "v1"), user("k1", "v2")].into(),
+            extras: PublishExtras {
+                response_topic: Some(s("reply")),
+                correlation_data: Some(Bytes::from_static(&[0x0A, 0x0B, 0x0C])),
+                content_type: Some(s("json")),
+                user_properties: vec![user("k1", "v1"), user("k1", "v2")].into(),
+            }
+            .shared(),
         },
         payload: Bytes::from_static(b"{}"),
     };
@@ -968,7 +971,7 @@ fn disconnect_v3_1_1() {
         0xE0, // DISCONNECT
         0x00, // remaining length 0
     ];
-    check(V3_1_1, &wire, Packet::Disconnect(Disconnect::default()));
+    check(V3_1_1, &wire, Packet::from(Disconnect::default()));
 }
 
 #[test]
@@ -978,7 +981,7 @@ fn disconnect_v5_empty_means_normal_disconnection() {
         0x00, // remaining length 0: reason Normal disconnection, no properties
     ];
     let expected = Disconnect::new(ReasonCode::NORMAL_DISCONNECTION);
-    check(V5, &wire, Packet::Disconnect(expected));
+    check(V5, &wire, Packet::from(expected));
 }
 
 #[test]
@@ -990,7 +993,7 @@ fn disconnect_v5_with_reason_code() {
         0x00, // property length 0: always written after a reason code
     ];
     let expected = Disconnect::new(ReasonCode::DisconnectWithWillMessage);
-    check(V5, &wire, Packet::Disconnect(expected));
+    check(V5, &wire, Packet::from(expected));
 }
 
 /// The form without a property length is valid (MQTT 5.0 §3.14.2.2.1) and
@@ -1003,7 +1006,7 @@ fn disconnect_v5_reason_code_without_property_length_is_accepted() {
         .unwrap();
     assert_eq!(
         decoded,
-        Packet::Disconnect(Disconnect::new(ReasonCode::ServerShuttingDown))
+        Packet::from(Disconnect::new(ReasonCode::ServerShuttingDown))
     );
     let mut out = BytesMut::new();
     decoded.encode(V5, &mut out).unwrap();
@@ -1030,7 +1033,7 @@ fn disconnect_v5_with_every_property() {
             user_properties: Default::default(),
         },
     };
-    check(V5, &wire, Packet::Disconnect(expected));
+    check(V5, &wire, Packet::from(expected));
 }
 
 // ------------------------------------------------------------------- AUTH
@@ -1041,7 +1044,7 @@ fn auth_v5_empty_means_success() {
         0xF0, // AUTH
         0x00, // remaining length 0: reason Success, no properties
     ];
-    check(V5, &wire, Packet::Auth(Auth::default()));
+    check(V5, &wire, Packet::from(Auth::default()));
 }
 
 #[test]
@@ -1055,7 +1058,7 @@ fn auth_v5_reauthenticate_short_form() {
         reason_code: ReasonCode::ReAuthenticate,
         properties: AuthProperties::default(),
     };
-    check(V5, &wire, Packet::Auth(expected));
+    check(V5, &wire, Packet::from(expected));
 }
 
 #[test]
@@ -1080,7 +1083,7 @@ fn auth_v5_with_every_property() {
             user_properties: vec![user("a", "b")].into(),
         },
     };
-    check(V5, &wire, Packet::Auth(expected));
+    check(V5, &wire, Packet::from(expected));
 }
 
 // ------------------------------------------------ framing and zero copy
@@ -1228,4 +1231,16 @@ fn decoded_connect_fields_share_the_read_buffer() {
     ] {
         assert!(region.contains(&(ptr as usize)), "{what} was copied");
     }
+}
+
+/// Packets are moved by value at each step of a message's path (decoded
+/// into the caller's slot, handed to the session, queued as an event): the
+/// big and rare ones are boxed, and a PUBLISH keeps only the properties a
+/// broker reads for each message inline, so a move stays a few cache lines.
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn packet_and_publish_stay_small_to_move() {
+    assert!(std::mem::size_of::<PublishProperties>() <= 48);
+    assert!(std::mem::size_of::<Publish>() <= 120);
+    assert!(std::mem::size_of::<Packet>() <= 144);
 }

@@ -20,9 +20,10 @@ use bytes::{Bytes, BytesMut};
 use mqtt_codec::{
     Ack, AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect,
     ConnectProperties, DecodeLimits, Disconnect, DisconnectProperties, MqttString, Packet,
-    PayloadFormat, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, RetainHandling,
-    SubAck, Subscribe, SubscribeProperties, Subscription, SubscriptionId, SubscriptionOptions,
-    UnsubAck, Unsubscribe, UnsubscribeProperties, UserProperty, Will, WillProperties,
+    PayloadFormat, ProtocolVersion, Publish, PublishExtras, PublishProperties, QoS, ReasonCode,
+    RetainHandling, SubAck, Subscribe, SubscribeProperties, Subscription, SubscriptionId,
+    SubscriptionOptions, UnsubAck, Unsubscribe, UnsubscribeProperties, UserProperty, Will,
+    WillProperties,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -374,11 +375,14 @@ fn publish_properties() -> impl Strategy<Value = PublishProperties> {
             payload_format_indicator: pfi,
             message_expiry_interval: mei,
             topic_alias: ta,
-            response_topic: rt,
-            correlation_data: cd,
             subscription_identifiers: sids.into_iter().collect(),
-            content_type: ct,
-            user_properties: user.into(),
+            extras: PublishExtras {
+                response_topic: rt,
+                correlation_data: cd,
+                content_type: ct,
+                user_properties: user.into(),
+            }
+            .shared(),
         })
 }
 
@@ -679,7 +683,7 @@ fn auth() -> impl Strategy<Value = Auth> {
 fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
     let mut choices = vec![
         connect().prop_map(|c| Packet::Connect(Box::new(c))).boxed(),
-        connack(version).prop_map(Packet::ConnAck).boxed(),
+        connack(version).prop_map(Packet::from).boxed(),
         // PUBLISH is the packet that matters most: weigh it up.
         publish(version).prop_map(Packet::Publish).boxed(),
         publish(version).prop_map(Packet::Publish).boxed(),
@@ -693,10 +697,10 @@ fn packet(version: ProtocolVersion) -> BoxedStrategy<Packet> {
         unsuback(version).prop_map(Packet::UnsubAck).boxed(),
         Just(Packet::PingReq).boxed(),
         Just(Packet::PingResp).boxed(),
-        disconnect(version).prop_map(Packet::Disconnect).boxed(),
+        disconnect(version).prop_map(Packet::from).boxed(),
     ];
     if version.is_v5() {
-        choices.push(auth().prop_map(Packet::Auth).boxed());
+        choices.push(auth().prop_map(Packet::from).boxed());
     }
     Union::new(choices).boxed()
 }
@@ -1045,8 +1049,8 @@ proptest! {
             (packet_id(), reason(PUBACK_CODES)).prop_map(|(id, c)| Packet::PubRec(Ack::with_reason(id, c))),
             (packet_id(), reason(PUBREL_CODES)).prop_map(|(id, c)| Packet::PubRel(Ack::with_reason(id, c))),
             (packet_id(), reason(PUBREL_CODES)).prop_map(|(id, c)| Packet::PubComp(Ack::with_reason(id, c))),
-            reason(DISCONNECT_CODES).prop_map(|c| Packet::Disconnect(Disconnect::new(c))),
-            reason(AUTH_CODES).prop_map(|c| Packet::Auth(Auth { reason_code: c, properties: AuthProperties::default() })),
+            reason(DISCONNECT_CODES).prop_map(|c| Packet::from(Disconnect::new(c))),
+            reason(AUTH_CODES).prop_map(|c| Packet::from(Auth { reason_code: c, properties: AuthProperties::default() })),
         ],
         with_property_length in any::<bool>(),
     ) {
@@ -1140,7 +1144,7 @@ fn v5_properties_out_of_order_reencode_in_the_encoders_order() {
         panic!("{p:?}")
     };
     assert_eq!(publish.properties.message_expiry_interval, Some(5));
-    assert_eq!(publish.properties.user_properties.len(), 1);
+    assert_eq!(publish.properties.user_properties().len(), 1);
     assert_ne!(&encode(&p, V5)[..], &bytes[..]);
     check_reencoding(&p, V5, &bytes);
 }

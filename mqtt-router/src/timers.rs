@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use mqtt_codec::{MqttString, PublishProperties, Will};
+use mqtt_codec::{MqttString, PublishExtras, PublishProperties, Will};
 use mqtt_session::Message;
 use mqtt_topic::TopicName;
 
@@ -171,10 +171,13 @@ pub fn will_message(will: Will, now: Instant) -> Option<(TopicName, Message)> {
         retain: will.retain,
         properties: PublishProperties {
             payload_format_indicator: p.payload_format_indicator,
-            content_type: p.content_type,
-            response_topic: p.response_topic,
-            correlation_data: p.correlation_data,
-            user_properties: p.user_properties,
+            extras: PublishExtras {
+                content_type: p.content_type,
+                response_topic: p.response_topic,
+                correlation_data: p.correlation_data,
+                user_properties: p.user_properties,
+            }
+            .shared(),
             ..PublishProperties::default()
         }
         .into(),
@@ -253,7 +256,7 @@ mod tests {
         assert!(m.retain);
         assert_eq!(m.expires_at, Some(now + Duration::from_secs(5)));
         assert_eq!(
-            m.properties.content_type.as_ref().map(MqttString::as_str),
+            m.properties.content_type().map(MqttString::as_str),
             Some("text/plain")
         );
     }

@@ -251,7 +251,7 @@ async fn messages_sent_before_disconnect_are_routed_though_the_publisher_was_wai
         .encode(ProtocolVersion::V3_1_1, &mut burst)
         .unwrap();
     }
-    Packet::Disconnect(mqtt_codec::Disconnect::new(ReasonCode::Success))
+    Packet::from(mqtt_codec::Disconnect::new(ReasonCode::Success))
         .encode(ProtocolVersion::V3_1_1, &mut burst)
         .unwrap();
     // All at once, DISCONNECT last: most of it arrives while the broker

@@ -101,7 +101,7 @@ async fn puback(raw: &mut RawClient, p: &Publish) {
 
 /// Sends DISCONNECT (normal disconnection) and waits for the close.
 async fn disconnect(mut raw: RawClient) {
-    raw.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+    raw.send(&Packet::from(Disconnect::new(ReasonCode::Success)))
         .await
         .unwrap();
     assert_eq!(raw.expect_closed().await, vec![]);

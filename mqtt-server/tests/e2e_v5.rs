@@ -289,7 +289,7 @@ async fn disconnect_with_will_message_publishes_the_will() {
     });
     let (mut raw, _) = RawClient::connect(broker.addr, connect).await;
     let d = mqtt_codec::Disconnect::new(ReasonCode::DisconnectWithWillMessage);
-    raw.send(&Packet::Disconnect(d)).await.unwrap();
+    raw.send(&Packet::from(d)).await.unwrap();
     assert_eq!(&watcher.next_publish().await.payload[..], b"asked");
 }
 
@@ -937,10 +937,13 @@ async fn will_properties_pass_through_untouched() {
         panic!("will expected")
     };
     let want = WireProps {
-        content_type: props.content_type,
-        response_topic: props.response_topic,
-        correlation_data: props.correlation_data,
-        user_properties: props.user_properties,
+        extras: mqtt_codec::PublishExtras {
+            content_type: props.content_type,
+            response_topic: props.response_topic,
+            correlation_data: props.correlation_data,
+            user_properties: props.user_properties,
+        }
+        .shared(),
         ..Default::default()
     };
     assert_eq!(p.properties, want);

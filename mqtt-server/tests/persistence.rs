@@ -42,7 +42,7 @@ async fn subscribe(raw: &mut RawClient, filters: &[(&str, QoS)]) {
 }
 
 async fn disconnect(mut raw: RawClient) {
-    raw.send(&Packet::Disconnect(mqtt_codec::Disconnect::new(
+    raw.send(&Packet::from(mqtt_codec::Disconnect::new(
         ReasonCode::Success,
     )))
     .await

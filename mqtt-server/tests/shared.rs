@@ -295,7 +295,7 @@ async fn leave(mut lazy: RawClient, how: Leave) {
     match how {
         Leave::Drop => drop(lazy),
         Leave::Disconnect => {
-            lazy.send(&Packet::Disconnect(Disconnect::new(ReasonCode::Success)))
+            lazy.send(&Packet::from(Disconnect::new(ReasonCode::Success)))
                 .await
                 .unwrap();
             let _ = lazy.expect_closed().await;

@@ -408,7 +408,7 @@ impl ClientConnection {
     /// Sends AUTH (enhanced authentication, MQTT 5.0).
     pub fn send_auth(&mut self, auth: Auth) {
         if self.version.is_v5() && !self.closed {
-            self.transmit.push(Packet::Auth(auth));
+            self.transmit.push(Packet::from(auth));
         }
     }
 
@@ -417,7 +417,7 @@ impl ClientConnection {
         if self.closed {
             return;
         }
-        self.transmit.push(Packet::Disconnect(disconnect));
+        self.transmit.push(Packet::from(disconnect));
         self.finish(ClientCloseReason::Disconnected);
     }
 
@@ -448,11 +448,11 @@ impl ClientConnection {
         if !self.connected {
             return match packet {
                 Packet::ConnAck(ack) => {
-                    self.on_connack(ack, now);
+                    self.on_connack(*ack, now);
                     Ok(())
                 }
                 Packet::Auth(a) => {
-                    self.events.push_back(ClientEvent::Auth(a));
+                    self.events.push_back(ClientEvent::Auth(*a));
                     Ok(())
                 }
                 Packet::Disconnect(d) => {
@@ -516,7 +516,7 @@ impl ClientConnection {
             Packet::Disconnect(d) => {
                 self.finish(ClientCloseReason::ServerDisconnect(d.reason_code))
             }
-            Packet::Auth(a) => self.events.push_back(ClientEvent::Auth(a)),
+            Packet::Auth(a) => self.events.push_back(ClientEvent::Auth(*a)),
             other @ (Packet::Connect(_)
             | Packet::ConnAck(_)
             | Packet::Subscribe(_)
@@ -592,7 +592,7 @@ impl ClientConnection {
         }
         if self.connected && self.version.is_v5() {
             self.transmit
-                .push(Packet::Disconnect(Disconnect::new(error.reason_code())));
+                .push(Packet::from(Disconnect::new(error.reason_code())));
         }
         self.finish(ClientCloseReason::Protocol(error));
     }

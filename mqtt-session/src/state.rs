@@ -30,11 +30,8 @@ static NO_PROPERTIES: PublishProperties = PublishProperties {
     payload_format_indicator: None,
     message_expiry_interval: None,
     topic_alias: None,
-    response_topic: None,
-    correlation_data: None,
     subscription_identifiers: smallvec::SmallVec::new_const(),
-    content_type: None,
-    user_properties: smallvec::SmallVec::new_const(),
+    extras: None,
 };
 
 impl MessageProperties {
@@ -628,20 +625,23 @@ mod tests {
         let mut publish = Publish::new(MqttString::from_static("t"), Bytes::new());
         let none = MessageProperties::take_from(&mut publish.properties);
         assert!(none.0.is_none());
-        assert!(none.is_empty() && none.content_type.is_none());
+        assert!(none.is_empty() && none.content_type().is_none());
 
-        publish.properties.content_type = Some(MqttString::from_static("text/plain"));
+        publish.properties.extras_mut().content_type = Some(MqttString::from_static("text/plain"));
         let some = MessageProperties::take_from(&mut publish.properties);
         assert!(publish.properties.is_empty(), "taken");
-        assert_eq!(some.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(some.content_type().map(|t| t.as_str()), Some("text/plain"));
 
         let mut edited = MessageProperties::default();
-        edited.make_mut().content_type = Some(MqttString::from_static("text/plain"));
+        edited.make_mut().extras_mut().content_type = Some(MqttString::from_static("text/plain"));
         assert_eq!(edited, some);
-        edited.make_mut().content_type = None;
+        edited.make_mut().extras_mut().content_type = None;
         assert!(edited.0.is_some(), "allocated, and empty");
         assert_eq!(edited, none);
-        assert_eq!(some.clone().into_inner().content_type, some.content_type);
+        assert_eq!(
+            some.clone().into_inner().content_type(),
+            some.content_type()
+        );
         assert_eq!(
             format!("{none:?}"),
             format!("{:?}", PublishProperties::default())

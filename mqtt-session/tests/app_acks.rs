@@ -40,10 +40,7 @@ fn connected(version: ProtocolVersion) -> (ClientConnection, Instant) {
     let mut client = ClientConnection::new(ClientConfig::default(), connect, None, now);
     assert!(matches!(sent(&mut client, now)[..], [Packet::Connect(_)]));
     client
-        .handle_packet(
-            now,
-            Packet::ConnAck(ConnAck::new(ReasonCode::Success, false)),
-        )
+        .handle_packet(now, Packet::from(ConnAck::new(ReasonCode::Success, false)))
         .unwrap();
     assert!(matches!(
         events(&mut client)[..],
@@ -246,10 +243,7 @@ fn max_inflight_caps_the_window_below_the_servers_receive_maximum() {
     let mut client = ClientConnection::new(config, connect, None, now);
     sent(&mut client, now);
     client
-        .handle_packet(
-            now,
-            Packet::ConnAck(ConnAck::new(ReasonCode::Success, false)),
-        )
+        .handle_packet(now, Packet::from(ConnAck::new(ReasonCode::Success, false)))
         .unwrap();
     events(&mut client);
     for i in 0..5 {

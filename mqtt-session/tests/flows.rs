@@ -314,9 +314,7 @@ fn keep_alive_timeout_sends_disconnect_0x8d_under_v5() {
     pair.advance(secs(15));
     assert_eq!(
         pair.intercept(Side::Server),
-        vec![Packet::Disconnect(Disconnect::new(
-            ReasonCode::KeepAliveTimeout
-        ))]
+        vec![Packet::from(Disconnect::new(ReasonCode::KeepAliveTimeout))]
     );
 }
 
@@ -380,7 +378,7 @@ fn client_gives_up_when_pingresp_never_comes() {
         pair.intercept(Side::Client),
         vec![
             Packet::PingReq,
-            Packet::Disconnect(Disconnect::new(ReasonCode::KeepAliveTimeout))
+            Packet::from(Disconnect::new(ReasonCode::KeepAliveTimeout))
         ]
     );
 }
@@ -1077,7 +1075,7 @@ fn publish_handed_in_beyond_a_full_receive_window_gets_disconnect_0x93() {
     );
     assert_eq!(
         pair.intercept(Side::Server),
-        vec![Packet::Disconnect(Disconnect::new(
+        vec![Packet::from(Disconnect::new(
             ReasonCode::ReceiveMaximumExceeded
         ))]
     );

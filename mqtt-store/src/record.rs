@@ -42,8 +42,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mqtt_codec::{
-    MqttString, PacketId, PayloadFormat, PublishProperties, QoS, RetainHandling, SubscriptionId,
-    SubscriptionOptions, UserProperties, UserProperty, Will, WillProperties,
+    MqttString, PacketId, PayloadFormat, PublishExtras, PublishProperties, QoS, RetainHandling,
+    SubscriptionId, SubscriptionOptions, UserProperties, UserProperty, Will, WillProperties,
 };
 use mqtt_session::{
     Delivery, DropCounts, InflightStage, Message, SessionState, SubscriptionRecord,
@@ -303,24 +303,24 @@ fn put_message(w: &mut RecordWriter, m: &Message, clock: &Clock) {
     flags |= u8::from(m.expires_at.is_some()) << 3;
     flags |= u8::from(p.payload_format_indicator.is_some()) << 4;
     flags |= u8::from(p.payload_format_indicator == Some(PayloadFormat::Utf8)) << 5;
-    flags |= u8::from(p.content_type.is_some()) << 6;
-    flags |= u8::from(p.response_topic.is_some()) << 7;
+    flags |= u8::from(p.content_type().is_some()) << 6;
+    flags |= u8::from(p.response_topic().is_some()) << 7;
     w.u8(flags);
-    w.u8(u8::from(p.correlation_data.is_some()));
+    w.u8(u8::from(p.correlation_data().is_some()));
     if let Some(t) = m.expires_at {
         w.u64(clock.to_unix_ms(t));
     }
     w.str(&m.topic);
-    if let Some(s) = &p.content_type {
+    if let Some(s) = p.content_type() {
         w.str(s);
     }
-    if let Some(s) = &p.response_topic {
+    if let Some(s) = p.response_topic() {
         w.str(s);
     }
-    if let Some(b) = &p.correlation_data {
+    if let Some(b) = p.correlation_data() {
         w.bin(b);
     }
-    w.user_properties(&p.user_properties);
+    w.user_properties(p.user_properties());
     w.bin(&m.payload);
 }
 
@@ -368,10 +368,13 @@ fn get_message(
     let payload = r.bin("payload")?;
     let properties = PublishProperties {
         payload_format_indicator,
-        content_type,
-        response_topic,
-        correlation_data,
-        user_properties,
+        extras: PublishExtras {
+            content_type,
+            response_topic,
+            correlation_data,
+            user_properties,
+        }
+        .shared(),
         ..PublishProperties::default()
     };
     let message = Message {

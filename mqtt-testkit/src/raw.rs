@@ -120,7 +120,7 @@ impl RawClient {
             .await
             .expect("CONNECT sent");
         match self.next(self.timeout).await {
-            Received::Packet(Packet::ConnAck(ack)) => ack,
+            Received::Packet(Packet::ConnAck(ack)) => *ack,
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }

@@ -34,8 +34,9 @@ use crate::wire::{Reader, VARINT_MAX, Varint, parse_varint, put_varint, varint_l
 pub enum Packet {
     /// CONNECT, client to server. Boxed: it is large and rare.
     Connect(Box<Connect>),
-    /// CONNACK, server to client.
-    ConnAck(ConnAck),
+    /// CONNACK, server to client. Boxed: it is large (its properties are)
+    /// and comes once per connection.
+    ConnAck(Box<ConnAck>),
     /// PUBLISH, both ways.
     Publish(Publish),
     /// PUBACK, both ways: QoS 1 acknowledgement.
@@ -59,9 +60,11 @@ pub enum Packet {
     /// PINGRESP, server to client.
     PingResp,
     /// DISCONNECT, client to server (and server to client in MQTT 5.0).
-    Disconnect(Disconnect),
+    /// Boxed: its properties are large, and it comes once per connection.
+    Disconnect(Box<Disconnect>),
     /// AUTH, both ways, MQTT 5.0 only.
-    Auth(Auth),
+    /// Boxed: large and rare.
+    Auth(Box<Auth>),
 }
 
 /// The fixed header, validated: type, flags and size are known before the
@@ -210,7 +213,7 @@ impl Packet {
         let r = Reader::new(&frame, header_len);
         Ok(Some(match kind {
             PacketType::Connect => unreachable!("decoded above"),
-            PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(r, version, limits)?),
+            PacketType::ConnAck => Packet::from(ConnAck::decode(r, version, limits)?),
             PacketType::Publish => unreachable!("Packet::decode decodes PUBLISH itself"),
             PacketType::PubAck => Packet::PubAck(Ack::decode(kind, r, version, limits)?),
             PacketType::PubRec => Packet::PubRec(Ack::decode(kind, r, version, limits)?),
@@ -230,8 +233,8 @@ impl Packet {
                 r.finish("PINGRESP fixed header")?;
                 Packet::PingResp
             }
-            PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(r, version, limits)?),
-            PacketType::Auth => Packet::Auth(Auth::decode(r, limits)?),
+            PacketType::Disconnect => Packet::from(Disconnect::decode(r, version, limits)?),
+            PacketType::Auth => Packet::from(Auth::decode(r, limits)?),
         }))
     }
 
@@ -425,4 +428,27 @@ pub(crate) fn put_reason_tail<B: BufMut>(
     if props > 0 {
         encode_props(buf);
     }
+}
+
+/// Each packet converts into a [`Packet`], boxed where its variant is.
+macro_rules! into_packet {
+    ($($variant:ident($ty:ty) => $wrap:expr;)*) => {$(
+        impl From<$ty> for Packet {
+            fn from(p: $ty) -> Self {
+                Packet::$variant($wrap(p))
+            }
+        }
+    )*};
+}
+
+into_packet! {
+    Connect(Connect) => Box::new;
+    ConnAck(ConnAck) => Box::new;
+    Publish(Publish) => std::convert::identity;
+    Subscribe(Subscribe) => std::convert::identity;
+    SubAck(SubAck) => std::convert::identity;
+    Unsubscribe(Unsubscribe) => std::convert::identity;
+    UnsubAck(UnsubAck) => std::convert::identity;
+    Disconnect(Disconnect) => Box::new;
+    Auth(Auth) => Box::new;
 }

@@ -83,7 +83,7 @@ impl Publish {
         let mut properties = PublishProperties::default();
         if version.is_v5() {
             properties.decode_into(&mut r, limits)?;
-            check_response_topic(properties.response_topic.as_ref())?;
+            check_response_topic(properties.response_topic())?;
         }
         if topic.is_empty() {
             if !version.is_v5() {

@@ -540,9 +540,10 @@ mod tests {
                 "closed without CONNACK"
             );
         };
-        let Packet::ConnAck(ConnAck { reason_code, .. }) = packet else {
+        let Packet::ConnAck(ack) = packet else {
             panic!("{packet:?}");
         };
+        let ConnAck { reason_code, .. } = *ack;
         assert_eq!(reason_code, ReasonCode::ServerBusy);
         assert_eq!(Stats::get(&broker.stats.takeover_timeouts), 1);
         served.await.unwrap();

@@ -165,7 +165,7 @@ pub(crate) async fn accept_connect(
 /// Answers a CONNECT with `code` (MQTT 3.1.1).
 pub(crate) async fn connack(stream: &mut tokio::net::TcpStream, code: mqtt_codec::ReasonCode) {
     let mut buf = bytes::BytesMut::new();
-    Packet::ConnAck(mqtt_codec::ConnAck::new(code, false))
+    Packet::from(mqtt_codec::ConnAck::new(code, false))
         .encode(ProtocolVersion::V3_1_1, &mut buf)
         .unwrap();
     stream.write_all(&buf).await.unwrap();

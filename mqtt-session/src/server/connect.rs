@@ -55,8 +55,7 @@ impl ServerConnection {
     }
 
     pub(super) fn reject_now(&mut self, now: Instant, code: ReasonCode) {
-        self.transmit
-            .push(Packet::ConnAck(ConnAck::new(code, false)));
+        self.transmit.push(Packet::from(ConnAck::new(code, false)));
         self.finish(now, CloseReason::Rejected(code));
     }
 
@@ -68,7 +67,7 @@ impl ServerConnection {
         }
         let mut ack = ConnAck::new(code, false);
         ack.properties = properties;
-        self.transmit.push(Packet::ConnAck(ack));
+        self.transmit.push(Packet::from(ack));
         self.finish(now, CloseReason::Rejected(code));
     }
 
@@ -166,7 +165,7 @@ impl ServerConnection {
 
         let mut ack = ConnAck::new(ReasonCode::Success, session_present);
         ack.properties = props;
-        self.transmit.push(Packet::ConnAck(ack));
+        self.transmit.push(Packet::from(ack));
         self.outbound
             .resume(&mut session, self.version, now, &mut self.transmit);
         self.inbound.resume(&session.incoming_qos2);
@@ -186,7 +185,7 @@ impl ServerConnection {
     /// Sends an AUTH packet (enhanced authentication, MQTT 5.0).
     pub fn send_auth(&mut self, auth: Auth) {
         if self.version.is_v5() && !self.is_closed() {
-            self.transmit.push(Packet::Auth(auth));
+            self.transmit.push(Packet::from(auth));
         }
     }
 }

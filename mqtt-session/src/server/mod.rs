@@ -329,7 +329,7 @@ impl ServerConnection {
             },
             State::Connecting => match packet {
                 Packet::Auth(a) => {
-                    self.events.push(ServerEvent::Auth(Box::new(a)));
+                    self.events.push(ServerEvent::Auth(Box::new(*a)));
                     Ok(())
                 }
                 Packet::Disconnect(d) => {
@@ -459,7 +459,7 @@ impl ServerConnection {
                 }
                 self.finish(now, CloseReason::ClientDisconnect(d.reason_code));
             }
-            Packet::Auth(a) => self.events.push(ServerEvent::Auth(Box::new(a))),
+            Packet::Auth(a) => self.events.push(ServerEvent::Auth(Box::new(*a))),
             Packet::Connect(_) => return Err(ProtocolError::SecondConnect),
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -603,8 +603,7 @@ impl ServerConnection {
             return;
         }
         if self.version.is_v5() && matches!(self.state, State::Connected) {
-            self.transmit
-                .push(Packet::Disconnect(Disconnect::new(code)));
+            self.transmit.push(Packet::from(Disconnect::new(code)));
         }
         self.finish(now, CloseReason::Server(code));
     }
@@ -623,8 +622,7 @@ impl ServerConnection {
         let code = error.reason_code();
         match self.state {
             State::Connected if self.version.is_v5() => {
-                self.transmit
-                    .push(Packet::Disconnect(Disconnect::new(code)));
+                self.transmit.push(Packet::from(Disconnect::new(code)));
             }
             State::AwaitingConnect { .. }
                 if matches!(error, ProtocolError::Decode(_))
@@ -635,12 +633,10 @@ impl ServerConnection {
                 // for the first CONNECT: once one was read, the connection
                 // has its version (and may have packets of it queued).
                 self.version = ProtocolVersion::V3_1_1;
-                self.transmit
-                    .push(Packet::ConnAck(ConnAck::new(code, false)));
+                self.transmit.push(Packet::from(ConnAck::new(code, false)));
             }
             State::Connecting if self.version.is_v5() => {
-                self.transmit
-                    .push(Packet::ConnAck(ConnAck::new(code, false)));
+                self.transmit.push(Packet::from(ConnAck::new(code, false)));
             }
             _ => {}
         }

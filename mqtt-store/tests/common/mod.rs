@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use mqtt_codec::{
-    MqttString, PacketId, PayloadFormat, PublishProperties, QoS, RetainHandling, SubscriptionId,
-    SubscriptionOptions, UserProperty, Will, WillProperties,
+    MqttString, PacketId, PayloadFormat, PublishExtras, PublishProperties, QoS, RetainHandling,
+    SubscriptionId, SubscriptionOptions, UserProperty, Will, WillProperties,
 };
 use mqtt_session::{Delivery, Message, SessionState, SubscriptionRecord};
 use mqtt_store::{Clock, FjallStore, MemoryStore, Store};
@@ -46,15 +46,18 @@ pub fn rich_message(clock: &Clock) -> Message {
         retain: true,
         properties: PublishProperties {
             payload_format_indicator: Some(PayloadFormat::Utf8),
-            content_type: Some(s("application/json")),
-            response_topic: Some(s("reply/here")),
-            correlation_data: Some(Bytes::from_static(b"corr-42")),
-            user_properties: vec![
-                UserProperty::new(s("a"), s("1")),
-                UserProperty::new(s("a"), s("2")),
-                UserProperty::new(s("ünï"), s("çødé")),
-            ]
-            .into(),
+            extras: PublishExtras {
+                content_type: Some(s("application/json")),
+                response_topic: Some(s("reply/here")),
+                correlation_data: Some(Bytes::from_static(b"corr-42")),
+                user_properties: vec![
+                    UserProperty::new(s("a"), s("1")),
+                    UserProperty::new(s("a"), s("2")),
+                    UserProperty::new(s("ünï"), s("çødé")),
+                ]
+                .into(),
+            }
+            .shared(),
             ..PublishProperties::default()
         }
         .into(),

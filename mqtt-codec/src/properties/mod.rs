@@ -15,6 +15,10 @@ use crate::string::MqttString;
 use crate::types::{PayloadFormat, QoS, SubscriptionId};
 use crate::wire::{Reader, put_prefixed, put_varint, varint_len};
 
+mod publish;
+
+pub use publish::PublishProperties;
+
 /// Property identifiers (MQTT 5.0 §2.2.2.2).
 pub mod id {
     /// Payload Format Indicator.
@@ -374,15 +378,45 @@ impl Slot for SubscriptionIds {
     }
 }
 
-/// The User Properties of a packet: one is kept inline, so that a typical
-/// MQTT 5.0 packet (a PUBLISH with a trace or a content tag, say) decodes
-/// without allocating; more go to the heap.
+/// The User Properties of a packet: one is kept inline, so that a packet
+/// with one (an acknowledgement, or a PUBLISH's [`PublishExtras`]) needs no
+/// list of its own; more go to the heap.
 pub type UserProperties = SmallVec<[UserProperty; 1]>;
 
 fn user_properties_len(user: &[UserProperty]) -> usize {
     user.iter()
         .map(|p| 1 + 4 + p.name.as_bytes().len() + p.value.as_bytes().len())
         .sum()
+}
+
+/// Writes each User Property, in order.
+fn put_user_properties(buf: &mut impl BufMut, list: &[UserProperty]) {
+    for p in list {
+        put_prefixed_with_id(buf, id::USER_PROPERTY, p.name.as_bytes());
+        put_prefixed(buf, p.value.as_bytes());
+    }
+}
+
+/// Reads a User Property's name and value into `list`, within the limit.
+fn push_user_property(
+    list: &mut UserProperties,
+    r: &mut Reader<'_>,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
+    if list.len() >= limits.max_user_properties {
+        return Err(DecodeError::TooManyUserProperties {
+            max: limits.max_user_properties,
+        });
+    }
+    let name = r.string("User Property name")?;
+    let value = r.string("User Property value")?;
+    if list.len() == list.inline_size() {
+        // Out of line: room for a few at once, so that a handful costs
+        // one allocation.
+        list.reserve(4usize.saturating_sub(list.len()).max(1));
+    }
+    list.push(UserProperty { name, value });
+    Ok(())
 }
 
 macro_rules! properties {
@@ -409,45 +443,40 @@ macro_rules! properties {
             /// Reads the property length and the properties after it, into
             /// `self`, which is empty: a packet is built in place rather
             /// than copied.
+            #[allow(dead_code, reason = "PublishExtras is read and written by PublishProperties")]
             pub(crate) fn decode_into(
                 &mut self,
                 r: &mut Reader<'_>,
                 limits: &DecodeLimits,
             ) -> Result<(), DecodeError> {
                 debug_assert!(self.is_empty());
-                let p = self;
                 let len = r.varint("property length")? as usize;
                 let mut r = r.sub(len, concat!($packet, " properties"))?;
                 while !r.is_empty() {
                     let id = r.varint("property identifier")?;
-                    match u8::try_from(id) {
-                        $( Ok(id::$id) => Slot::absorb(&mut p.$field, &mut r, id::$id)?, )*
-                        Ok(id::USER_PROPERTY) => {
-                            if p.user_properties.len() >= limits.max_user_properties {
-                                return Err(DecodeError::TooManyUserProperties {
-                                    max: limits.max_user_properties,
-                                });
-                            }
-                            let name = r.string("User Property name")?;
-                            let value = r.string("User Property value")?;
-                            let list = &mut p.user_properties;
-                            if list.len() == list.inline_size() {
-                                // Out of line: room for a few at once, so
-                                // that a handful costs one allocation.
-                                list.reserve(4usize.saturating_sub(list.len()).max(1));
-                            }
-                            list.push(UserProperty { name, value });
-                        }
-                        _ => {
-                            return Err(DecodeError::PropertyNotAllowed {
-                                packet: $packet,
-                                id,
-                                name: id::name(id),
-                            })
-                        }
-                    }
+                    self.absorb(id, &mut r, limits)?;
                 }
                 Ok(())
+            }
+
+            /// Reads the value of property `id`, whose identifier was just
+            /// read, into its field; an error if this packet cannot carry it.
+            #[inline]
+            pub(crate) fn absorb(
+                &mut self,
+                id: u32,
+                r: &mut Reader<'_>,
+                limits: &DecodeLimits,
+            ) -> Result<(), DecodeError> {
+                match u8::try_from(id) {
+                    $( Ok(id::$id) => Slot::absorb(&mut self.$field, r, id::$id), )*
+                    Ok(id::USER_PROPERTY) => push_user_property(&mut self.user_properties, r, limits),
+                    _ => Err(DecodeError::PropertyNotAllowed {
+                        packet: $packet,
+                        id,
+                        name: id::name(id),
+                    }),
+                }
             }
 
             /// Length of the properties, without the property length prefix.
@@ -456,18 +485,17 @@ macro_rules! properties {
             }
 
             /// Writes the property length and the properties.
+            #[allow(dead_code, reason = "PublishExtras is read and written by PublishProperties")]
             pub(crate) fn encode(&self, len: usize, buf: &mut impl BufMut) {
                 put_varint(buf, len);
                 self.encode_fields(buf);
             }
 
             /// Writes the properties, without the property length.
+            #[allow(dead_code, reason = "PublishExtras is read and written by PublishProperties")]
             pub(crate) fn encode_fields(&self, buf: &mut impl BufMut) {
                 $( Slot::write(&self.$field, id::$id, buf); )*
-                for p in &self.user_properties {
-                    put_prefixed_with_id(buf, id::USER_PROPERTY, p.name.as_bytes());
-                    put_prefixed(buf, p.value.as_bytes());
-                }
+                put_user_properties(buf, &self.user_properties);
             }
 
             /// Checks what the types cannot: binary lengths.
@@ -553,20 +581,14 @@ properties! {
         authentication_data: Option<Bytes> = AUTHENTICATION_DATA,
     }
 
-    /// PUBLISH properties (MQTT 5.0 §3.3.2.3).
-    PublishProperties in "PUBLISH" {
-        /// Whether the payload is UTF-8.
-        payload_format_indicator: Option<PayloadFormat> = PAYLOAD_FORMAT_INDICATOR,
-        /// Lifetime of the message in seconds.
-        message_expiry_interval: Option<u32> = MESSAGE_EXPIRY_INTERVAL,
-        /// Topic alias in place of, or bound to, the topic name.
-        topic_alias: Option<NonZeroU16> = TOPIC_ALIAS,
+    /// The rarer PUBLISH properties (MQTT 5.0 §3.3.2.3), which a
+    /// [`PublishProperties`] keeps out of line: a message with none of them
+    /// costs no allocation and moves few bytes.
+    PublishExtras in "PUBLISH" {
         /// Topic for a response.
         response_topic: Option<MqttString> = RESPONSE_TOPIC,
         /// Correlation data for a response.
         correlation_data: Option<Bytes> = CORRELATION_DATA,
-        /// Identifiers of the subscriptions that matched (server to client).
-        subscription_identifiers: SubscriptionIds = SUBSCRIPTION_IDENTIFIER,
         /// Content type of the payload.
         content_type: Option<MqttString> = CONTENT_TYPE,
     }
