@@ -2005,3 +2005,14 @@ fn an_unsupported_level_after_a_connect_keeps_the_connections_version() {
         "{sent:?}"
     );
 }
+
+/// Every connection keeps its `ServerConnection`, idle or not, and moves
+/// each event out of it: rare, large events are boxed so that the room
+/// kept for one stays small, as is the whole (the broker's memory per idle
+/// connection is measured by `mqtt bench conn`; this keeps its share).
+#[test]
+#[cfg(target_pointer_width = "64")]
+fn server_connection_and_its_events_stay_small() {
+    assert!(std::mem::size_of::<ServerEvent>() <= 16);
+    assert!(std::mem::size_of::<mqtt_session::ServerConnection>() <= 640);
+}

@@ -54,7 +54,7 @@ impl Task<'_> {
             // and process_ready_events stops before it.
             ServerEvent::Connect { .. } => {}
             ServerEvent::Publish { message, packet_id } => self.on_publish(message, packet_id),
-            ServerEvent::Subscribe(s) => self.on_subscribe(s),
+            ServerEvent::Subscribe(s) => self.on_subscribe(*s),
             ServerEvent::Unsubscribed(u) => {
                 if let Some(me) = &self.handle {
                     let mut router = self.broker.router_mut();

@@ -428,7 +428,7 @@ impl ServerConnection {
                     }
                 }
                 self.pending_subscribes.push(s.clone());
-                self.events.push(ServerEvent::Subscribe(s));
+                self.events.push(ServerEvent::Subscribe(Box::new(s)));
             }
             Packet::Unsubscribe(u) => {
                 let mut reason_codes = Vec::with_capacity(u.filters.len());
@@ -445,7 +445,7 @@ impl ServerConnection {
                     properties: Default::default(),
                     reason_codes,
                 }));
-                self.events.push(ServerEvent::Unsubscribed(u));
+                self.events.push(ServerEvent::Unsubscribed(Box::new(u)));
             }
             Packet::PingReq => self.transmit.push(Packet::PingResp),
             Packet::Disconnect(d) => {

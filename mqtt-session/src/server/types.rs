@@ -163,10 +163,11 @@ pub enum ServerEvent {
         packet_id: Option<PacketId>,
     },
     /// Topic filters to subscribe to: check them, then call
-    /// [`ServerConnection::acknowledge_subscribe`].
-    Subscribe(Subscribe),
+    /// [`ServerConnection::acknowledge_subscribe`]. Boxed, as `Auth`.
+    Subscribe(Box<Subscribe>),
     /// Topic filters removed from the session (UNSUBACK is already sent).
-    Unsubscribed(Unsubscribe),
+    /// Boxed, as `Auth`.
+    Unsubscribed(Box<Unsubscribe>),
     /// An outgoing QoS 1/2 message was fully acknowledged (PUBACK,
     /// PUBCOMP, or a PUBREC with an error code): the server may forget it.
     Delivered {
