@@ -406,9 +406,9 @@ impl Fuzz {
                 };
                 let mut d = Disconnect::new(code);
                 d.properties.session_expiry_interval = (c & 2 != 0).then_some(u32::from(c >> 2));
-                Packet::Disconnect(d)
+                Packet::from(d)
             }
-            4 => Packet::Auth(Auth {
+            4 => Packet::from(Auth {
                 reason_code: if c & 1 == 0 {
                     ReasonCode::ContinueAuthentication
                 } else {
