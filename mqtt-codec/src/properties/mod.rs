@@ -389,6 +389,23 @@ fn user_properties_len(user: &[UserProperty]) -> usize {
         .sum()
 }
 
+/// Reads the property length, then hands each property's identifier to
+/// `each`, which reads its value from the properties' own reader.
+#[inline(always)]
+fn read_properties(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    mut each: impl FnMut(u32, &mut Reader<'_>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let len = r.varint("property length")? as usize;
+    let mut r = r.sub(len, what)?;
+    while !r.is_empty() {
+        let id = r.varint("property identifier")?;
+        each(id, &mut r)?;
+    }
+    Ok(())
+}
+
 /// Writes each User Property, in order.
 fn put_user_properties(buf: &mut impl BufMut, list: &[UserProperty]) {
     for p in list {
@@ -450,13 +467,9 @@ macro_rules! properties {
                 limits: &DecodeLimits,
             ) -> Result<(), DecodeError> {
                 debug_assert!(self.is_empty());
-                let len = r.varint("property length")? as usize;
-                let mut r = r.sub(len, concat!($packet, " properties"))?;
-                while !r.is_empty() {
-                    let id = r.varint("property identifier")?;
-                    self.absorb(id, &mut r, limits)?;
-                }
-                Ok(())
+                read_properties(r, concat!($packet, " properties"), |id, r| {
+                    self.absorb(id, r, limits)
+                })
             }
 
             /// Reads the value of property `id`, whose identifier was just

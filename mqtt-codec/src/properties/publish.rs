@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes};
 
-use super::{PublishExtras, Slot, SubscriptionIds, UserProperty, id, put_user_properties};
+use super::{
+    PublishExtras, Slot, SubscriptionIds, UserProperty, id, put_user_properties, read_properties,
+};
 use crate::error::{DecodeError, EncodeError};
 use crate::limits::DecodeLimits;
 use crate::string::MqttString;
@@ -117,32 +119,29 @@ impl PublishProperties {
         limits: &DecodeLimits,
     ) -> Result<(), DecodeError> {
         debug_assert!(self.is_empty());
-        let len = r.varint("property length")? as usize;
-        let mut r = r.sub(len, "PUBLISH properties")?;
-        while !r.is_empty() {
-            let id = r.varint("property identifier")?;
-            match u8::try_from(id) {
-                Ok(id::PAYLOAD_FORMAT_INDICATOR) => Slot::absorb(
-                    &mut self.payload_format_indicator,
-                    &mut r,
-                    id::PAYLOAD_FORMAT_INDICATOR,
-                )?,
-                Ok(id::MESSAGE_EXPIRY_INTERVAL) => Slot::absorb(
-                    &mut self.message_expiry_interval,
-                    &mut r,
-                    id::MESSAGE_EXPIRY_INTERVAL,
-                )?,
-                Ok(id::TOPIC_ALIAS) => {
-                    Slot::absorb(&mut self.topic_alias, &mut r, id::TOPIC_ALIAS)?
-                }
-                Ok(id::SUBSCRIPTION_IDENTIFIER) => Slot::absorb(
-                    &mut self.subscription_identifiers,
-                    &mut r,
-                    id::SUBSCRIPTION_IDENTIFIER,
-                )?,
-                _ => self.extras_mut().absorb(id, &mut r, limits)?,
-            }
-        }
+        // Gathered here and shared once at the end: `extras_mut` would
+        // check that the `Arc` is not shared for each property.
+        let mut extras: Option<PublishExtras> = None;
+        read_properties(r, "PUBLISH properties", |id, r| match u8::try_from(id) {
+            Ok(id::PAYLOAD_FORMAT_INDICATOR) => Slot::absorb(
+                &mut self.payload_format_indicator,
+                r,
+                id::PAYLOAD_FORMAT_INDICATOR,
+            ),
+            Ok(id::MESSAGE_EXPIRY_INTERVAL) => Slot::absorb(
+                &mut self.message_expiry_interval,
+                r,
+                id::MESSAGE_EXPIRY_INTERVAL,
+            ),
+            Ok(id::TOPIC_ALIAS) => Slot::absorb(&mut self.topic_alias, r, id::TOPIC_ALIAS),
+            Ok(id::SUBSCRIPTION_IDENTIFIER) => Slot::absorb(
+                &mut self.subscription_identifiers,
+                r,
+                id::SUBSCRIPTION_IDENTIFIER,
+            ),
+            _ => extras.get_or_insert_default().absorb(id, r, limits),
+        })?;
+        self.extras = extras.map(Arc::new);
         Ok(())
     }
 
