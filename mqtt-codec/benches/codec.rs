@@ -32,9 +32,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::measurement::WallTime;
-use criterion::{
-    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group};
 use mqtt_codec::{
     Connect, DecodeLimits, MqttString, Packet, PayloadFormat, ProtocolVersion, Publish, QoS,
     SubscriptionId, UserProperty, Will,
@@ -450,4 +448,107 @@ fn connect(c: &mut Criterion) {
 }
 
 criterion_group!(benches, publish, connect);
-criterion_main!(benches);
+
+/// With `CODEC_INSTRUCTIONS=<case name>` the binary runs that PUBLISH case
+/// a fixed number of times through four functions that do nothing else
+/// (`instr_decode_ours`, `instr_decode_theirs`, `instr_encode_ours`,
+/// `instr_encode_theirs`), for `valgrind --tool=callgrind
+/// --toggle-collect=<function>` to count their instructions: a measure that
+/// the other programs on a shared machine do not move (see
+/// `benches/instructions.sh`). Otherwise it is the criterion benchmark.
+fn main() {
+    match std::env::var("CODEC_INSTRUCTIONS") {
+        Ok(name) => instructions::run(&name),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
+
+mod instructions {
+    use super::*;
+
+    /// Read buffers decoded per function, and packets encoded.
+    const DECODE_BUFFERS: usize = 20;
+    const ENCODES: usize = 10_000;
+
+    pub(super) fn run(name: &str) {
+        let (v4_cases, v5_cases) = publish_cases();
+        if let Some(case) = v4_cases.iter().find(|c| c.name == name) {
+            measure(case, read_v4_publish, write_v4_publish);
+        } else if let Some(case) = v5_cases.iter().find(|c| c.name == name) {
+            measure(case, read_v5_publish, write_v5_publish);
+        } else {
+            panic!("no PUBLISH case named {name}");
+        }
+    }
+
+    fn measure<T: PartialEq + std::fmt::Debug, R>(
+        case: &Case<T>,
+        their_decode: impl Fn(&mut BytesMut) -> R,
+        their_encode: impl Fn(&T, &mut BytesMut),
+    ) {
+        let (input, copies) = case.read_buffer();
+        let buffers: Vec<BytesMut> = (0..DECODE_BUFFERS).map(|_| input.clone()).collect();
+        let n = instr_decode_ours(buffers, case.version);
+        assert_eq!(n, copies as usize * DECODE_BUFFERS);
+        let buffers: Vec<BytesMut> = (0..DECODE_BUFFERS).map(|_| input.clone()).collect();
+        let n = instr_decode_theirs(buffers, &their_decode);
+        assert_eq!(n, copies as usize * DECODE_BUFFERS);
+        let mut buf = BytesMut::with_capacity(case.wire.len());
+        instr_encode_ours(&case.ours, case.version, &mut buf);
+        instr_encode_theirs(&case.theirs, &their_encode, &mut buf);
+        println!(
+            "{}: {} packets decoded, {ENCODES} encoded by each",
+            case.name,
+            copies as usize * DECODE_BUFFERS
+        );
+    }
+
+    #[inline(never)]
+    fn instr_decode_ours(buffers: Vec<BytesMut>, version: ProtocolVersion) -> usize {
+        let limits = DecodeLimits::default();
+        let mut n = 0;
+        for mut buf in buffers {
+            while let Some(p) = &Packet::decode(&mut buf, version, &limits).expect("valid") {
+                black_box(p);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[inline(never)]
+    fn instr_decode_theirs<R>(
+        buffers: Vec<BytesMut>,
+        decode: impl Fn(&mut BytesMut) -> R,
+    ) -> usize {
+        let mut n = 0;
+        for mut buf in buffers {
+            while !buf.is_empty() {
+                black_box(&decode(&mut buf));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[inline(never)]
+    fn instr_encode_ours(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) {
+        for _ in 0..ENCODES {
+            buf.clear();
+            black_box(packet).encode(version, buf).expect("valid");
+            black_box(&buf);
+        }
+    }
+
+    #[inline(never)]
+    fn instr_encode_theirs<T>(packet: &T, encode: impl Fn(&T, &mut BytesMut), buf: &mut BytesMut) {
+        for _ in 0..ENCODES {
+            buf.clear();
+            encode(black_box(packet), buf);
+            black_box(&buf);
+        }
+    }
+}
