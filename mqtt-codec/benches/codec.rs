@@ -455,54 +455,133 @@ criterion_group!(benches, publish, connect);
 /// `instr_encode_theirs`), for `valgrind --tool=callgrind
 /// --toggle-collect=<function>` to count their instructions: a measure that
 /// the other programs on a shared machine do not move (see
-/// `benches/instructions.sh`). Otherwise it is the criterion benchmark.
+/// `benches/instructions.sh`). With `CODEC_AB=<rounds>` it times the same
+/// four functions in alternation, ours then mqttbytes', for every PUBLISH
+/// case, and keeps each one's fastest round: interference only ever adds
+/// time, so the minimum is the least disturbed figure, and alternating
+/// gives both crates the same machine. Otherwise it is the criterion
+/// benchmark.
 fn main() {
-    match std::env::var("CODEC_INSTRUCTIONS") {
-        Ok(name) => instructions::run(&name),
-        Err(_) => {
-            benches();
-            Criterion::default().configure_from_args().final_summary();
-        }
+    if let Ok(name) = std::env::var("CODEC_INSTRUCTIONS") {
+        instructions::run(instructions::Mode::Count(&name));
+    } else if let Ok(rounds) = std::env::var("CODEC_AB") {
+        let rounds = rounds.parse().expect("CODEC_AB: a number of rounds");
+        instructions::run(instructions::Mode::Time(rounds));
+    } else {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
     }
 }
 
 mod instructions {
+    use std::time::Instant;
+
     use super::*;
 
     /// Read buffers decoded per function, and packets encoded.
     const DECODE_BUFFERS: usize = 20;
     const ENCODES: usize = 10_000;
 
-    pub(super) fn run(name: &str) {
+    pub(super) enum Mode<'a> {
+        /// Run the named case once, for callgrind.
+        Count(&'a str),
+        /// Time every case, this many rounds.
+        Time(usize),
+    }
+
+    pub(super) fn run(mode: Mode<'_>) {
         let (v4_cases, v5_cases) = publish_cases();
-        if let Some(case) = v4_cases.iter().find(|c| c.name == name) {
-            measure(case, read_v4_publish, write_v4_publish);
-        } else if let Some(case) = v5_cases.iter().find(|c| c.name == name) {
-            measure(case, read_v5_publish, write_v5_publish);
-        } else {
-            panic!("no PUBLISH case named {name}");
+        match mode {
+            Mode::Count(name) => {
+                if let Some(case) = v4_cases.iter().find(|c| c.name == name) {
+                    count(case, read_v4_publish, write_v4_publish);
+                } else if let Some(case) = v5_cases.iter().find(|c| c.name == name) {
+                    count(case, read_v5_publish, write_v5_publish);
+                } else {
+                    panic!("no PUBLISH case named {name}");
+                }
+            }
+            Mode::Time(rounds) => {
+                println!(
+                    "{:<22} {:>12} {:>12} {:>7} {:>12} {:>12} {:>7}",
+                    "ns per packet",
+                    "decode ours",
+                    "mqttbytes",
+                    "ratio",
+                    "encode ours",
+                    "mqttbytes",
+                    "ratio"
+                );
+                for case in &v4_cases {
+                    time(case, rounds, read_v4_publish, write_v4_publish);
+                }
+                for case in &v5_cases {
+                    time(case, rounds, read_v5_publish, write_v5_publish);
+                }
+            }
         }
     }
 
-    fn measure<T: PartialEq + std::fmt::Debug, R>(
+    /// What one round of each function works on.
+    fn buffers<T: PartialEq + std::fmt::Debug>(case: &Case<T>) -> (Vec<BytesMut>, usize) {
+        let (input, copies) = case.read_buffer();
+        let buffers = (0..DECODE_BUFFERS).map(|_| input.clone()).collect();
+        (buffers, copies as usize * DECODE_BUFFERS)
+    }
+
+    fn count<T: PartialEq + std::fmt::Debug, R>(
         case: &Case<T>,
         their_decode: impl Fn(&mut BytesMut) -> R,
         their_encode: impl Fn(&T, &mut BytesMut),
     ) {
-        let (input, copies) = case.read_buffer();
-        let buffers: Vec<BytesMut> = (0..DECODE_BUFFERS).map(|_| input.clone()).collect();
-        let n = instr_decode_ours(buffers, case.version);
-        assert_eq!(n, copies as usize * DECODE_BUFFERS);
-        let buffers: Vec<BytesMut> = (0..DECODE_BUFFERS).map(|_| input.clone()).collect();
-        let n = instr_decode_theirs(buffers, &their_decode);
-        assert_eq!(n, copies as usize * DECODE_BUFFERS);
+        let (bufs, packets) = buffers(case);
+        assert_eq!(instr_decode_ours(bufs, case.version), packets);
+        let (bufs, _) = buffers(case);
+        assert_eq!(instr_decode_theirs(bufs, &their_decode), packets);
         let mut buf = BytesMut::with_capacity(case.wire.len());
         instr_encode_ours(&case.ours, case.version, &mut buf);
         instr_encode_theirs(&case.theirs, &their_encode, &mut buf);
         println!(
-            "{}: {} packets decoded, {ENCODES} encoded by each",
+            "{}: {packets} packets decoded, {ENCODES} encoded by each",
+            case.name
+        );
+    }
+
+    fn time<T: PartialEq + std::fmt::Debug, R>(
+        case: &Case<T>,
+        rounds: usize,
+        their_decode: impl Fn(&mut BytesMut) -> R,
+        their_encode: impl Fn(&T, &mut BytesMut),
+    ) {
+        // Fastest round of: decode ours, decode theirs, encode ours, encode theirs.
+        let mut best = [f64::MAX; 4];
+        let mut buf = BytesMut::with_capacity(case.wire.len());
+        let mut packets = 0;
+        for _ in 0..rounds {
+            let (bufs, n) = buffers(case);
+            packets = n;
+            let t = Instant::now();
+            assert_eq!(instr_decode_ours(bufs, case.version), n);
+            best[0] = best[0].min(t.elapsed().as_secs_f64());
+            let (bufs, _) = buffers(case);
+            let t = Instant::now();
+            assert_eq!(instr_decode_theirs(bufs, &their_decode), n);
+            best[1] = best[1].min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            instr_encode_ours(&case.ours, case.version, &mut buf);
+            best[2] = best[2].min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            instr_encode_theirs(&case.theirs, &their_encode, &mut buf);
+            best[3] = best[3].min(t.elapsed().as_secs_f64());
+        }
+        let per = |secs: f64, n: usize| secs * 1e9 / n as f64;
+        let (d0, d1) = (per(best[0], packets), per(best[1], packets));
+        let (e0, e1) = (per(best[2], ENCODES), per(best[3], ENCODES));
+        println!(
+            "{:<22} {d0:>12.1} {d1:>12.1} {:>6.2}x {e0:>12.1} {e1:>12.1} {:>6.2}x",
             case.name,
-            copies as usize * DECODE_BUFFERS
+            d1 / d0,
+            e1 / e0
         );
     }
 
