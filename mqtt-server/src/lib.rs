@@ -37,6 +37,7 @@ mod admin;
 mod auth;
 mod bridge;
 mod broker;
+mod cluster;
 mod config;
 mod connection;
 mod handle;
@@ -69,6 +70,7 @@ pub use auth::{
     PasswordFileAuthenticator, SecurityFileError,
 };
 pub use bridge::{BridgeConfig, BridgeProtocol, Direction, TopicRule};
+pub use cluster::ClusterConfig;
 pub use config::{ClientLimits, Config, ConfigError, QueueOverflow};
 pub use listener::{DEFAULT_WEBSOCKET_PATH, ListenerConfig, ListenerKind, ListenerSettings};
 pub use mqtt_store::{Store, StoreError};
@@ -170,6 +172,15 @@ impl Server {
         let mut broker = Broker::new(config);
         broker.security = security;
         broker.bridges = bridges;
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &broker.config.cluster {
+            let cluster = cluster::Cluster::new(c);
+            tracing::info!(node = %cluster.node, urls = ?c.urls, "cluster node");
+            let backplane: Arc<dyn mqtt_router::cluster::Backplane> = cluster.clone();
+            broker.router_mut().set_backplane(backplane.clone());
+            broker.backplane = Some(backplane);
+            broker.cluster = Some(cluster);
+        }
         if let Some((persist, recovered)) = opened {
             let r = recovered.report;
             broker.restore(recovered);
@@ -238,6 +249,42 @@ impl Server {
             .collect()
     }
 
+    /// The other nodes of the cluster a message on `topic` published here
+    /// goes to now (each once): those whose announced subscriptions match
+    /// it. Interest spreads asynchronously; this says when it has. Empty
+    /// without a cluster.
+    #[cfg(feature = "cluster")]
+    pub fn cluster_nodes_for(&self, topic: &str) -> Vec<String> {
+        self.broker
+            .cluster
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.nodes_for(topic))
+    }
+
+    /// The other nodes of the cluster alive now (heard of within
+    /// `node_ttl`). Empty without a cluster.
+    #[cfg(feature = "cluster")]
+    pub fn cluster_nodes_seen(&self) -> Vec<String> {
+        self.broker
+            .cluster
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.nodes_seen())
+    }
+
+    /// Whether this node can store QoS 1/2 messages for the others now
+    /// (connected to NATS, stream and buckets in place). False without a
+    /// cluster.
+    #[cfg(feature = "cluster")]
+    pub fn cluster_ready(&self) -> bool {
+        self.broker.cluster.as_ref().is_some_and(|c| c.is_ready())
+    }
+
+    /// This node's name in the cluster, if it is one.
+    #[cfg(feature = "cluster")]
+    pub fn cluster_node(&self) -> Option<String> {
+        self.broker.cluster.as_ref().map(|c| c.node.to_string())
+    }
+
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
@@ -258,6 +305,10 @@ impl Server {
             admin,
         } = self;
         let janitor = tokio::spawn(broker.clone().run_janitor());
+        #[cfg(feature = "cluster")]
+        let cluster = broker.cluster.clone().map(|c| {
+            tokio::spawn(c.run(Arc::downgrade(&broker), shutdown.subscribe()))
+        });
         let mut background = Vec::new();
         if let Some(listener) = metrics {
             background.push(tokio::spawn(metrics::serve(listener, broker.clone())));
@@ -316,6 +367,12 @@ impl Server {
             }
         }
         janitor.abort();
+        #[cfg(feature = "cluster")]
+        if let Some(mut c) = cluster
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut c).await.is_err()
+        {
+            c.abort();
+        }
         for task in background {
             task.abort();
         }

@@ -217,12 +217,13 @@ where
         // Allocated at the first CONNECT only: until then nothing can take
         // this connection over.
         let mut control_rx: Option<ControlRx> = None;
-        let (commit_tx, mut commit_rx) = match broker.persist {
-            Some(_) => {
+        // Also with a cluster: QoS 1/2 acknowledgements wait for NATS.
+        let (commit_tx, mut commit_rx) = match broker.persist.is_some() || broker.backplane.is_some() {
+            true => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (Some(tx), Some(rx))
             }
-            None => (None, None),
+            false => (None, None),
         };
         let mut task = Task {
             conn: ServerConnection::new(broker.session_config.clone(), now()),
