@@ -115,6 +115,37 @@ impl ReloadHandle {
     }
 }
 
+/// This node's view of its cluster ([`Server::cluster`]).
+#[cfg(feature = "cluster")]
+#[derive(Debug, Clone)]
+pub struct ClusterHandle(Arc<cluster::Cluster>);
+
+#[cfg(feature = "cluster")]
+impl ClusterHandle {
+    /// This node's name.
+    pub fn node(&self) -> String {
+        self.0.node.to_string()
+    }
+
+    /// The other nodes a message on `topic` published here goes to now
+    /// (each once): those whose announced subscriptions match it. Interest
+    /// spreads asynchronously; this says when it has.
+    pub fn nodes_for(&self, topic: &str) -> Vec<String> {
+        self.0.nodes_for(topic)
+    }
+
+    /// The other nodes alive now (heard of within `node_ttl`).
+    pub fn nodes_seen(&self) -> Vec<String> {
+        self.0.nodes_seen()
+    }
+
+    /// Whether this node can store QoS 1/2 messages for the others now:
+    /// connected to NATS, its stream and buckets in place.
+    pub fn is_ready(&self) -> bool {
+        self.0.is_ready()
+    }
+}
+
 /// A bound broker, ready to run.
 pub struct Server {
     broker: Arc<Broker>,
@@ -249,40 +280,11 @@ impl Server {
             .collect()
     }
 
-    /// The other nodes of the cluster a message on `topic` published here
-    /// goes to now (each once): those whose announced subscriptions match
-    /// it. Interest spreads asynchronously; this says when it has. Empty
-    /// without a cluster.
+    /// This node's view of its cluster, with a `[cluster]` table (it
+    /// stays valid after [`Server::run`] took the server).
     #[cfg(feature = "cluster")]
-    pub fn cluster_nodes_for(&self, topic: &str) -> Vec<String> {
-        self.broker
-            .cluster
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.nodes_for(topic))
-    }
-
-    /// The other nodes of the cluster alive now (heard of within
-    /// `node_ttl`). Empty without a cluster.
-    #[cfg(feature = "cluster")]
-    pub fn cluster_nodes_seen(&self) -> Vec<String> {
-        self.broker
-            .cluster
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.nodes_seen())
-    }
-
-    /// Whether this node can store QoS 1/2 messages for the others now
-    /// (connected to NATS, stream and buckets in place). False without a
-    /// cluster.
-    #[cfg(feature = "cluster")]
-    pub fn cluster_ready(&self) -> bool {
-        self.broker.cluster.as_ref().is_some_and(|c| c.is_ready())
-    }
-
-    /// This node's name in the cluster, if it is one.
-    #[cfg(feature = "cluster")]
-    pub fn cluster_node(&self) -> Option<String> {
-        self.broker.cluster.as_ref().map(|c| c.node.to_string())
+    pub fn cluster(&self) -> Option<ClusterHandle> {
+        self.broker.cluster.clone().map(ClusterHandle)
     }
 
     /// A handle that stops the server.

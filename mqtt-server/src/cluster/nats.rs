@@ -505,9 +505,10 @@ impl Cluster {
 
     async fn interest_once(&self, js: &jetstream::Context) -> Result<(), async_nats::Error> {
         let kv = js.get_key_value(self.bucket("interest")).await?;
-        let mut watch = kv.watch_all().await?;
+        let mut watch = kv.watch_with_history(">").await?;
         while let Some(entry) = watch.next().await {
             let entry = entry?;
+            tracing::debug!(node = %self.node, from = %entry.key, op = ?entry.operation, "cluster: interest");
             if *entry.key == *self.node {
                 continue;
             }
@@ -546,6 +547,7 @@ impl Cluster {
                 tokio::time::sleep(MAX_BACKOFF / 4).await;
                 continue;
             }
+            tracing::debug!(node = %self.node, bytes = value.len(), "cluster: interest announced");
             tokio::select! {
                 r = changed.changed() => if r.is_err() { return },
                 r = connections.changed() => if r.is_err() { return },
@@ -572,7 +574,7 @@ impl Cluster {
         broker: &Weak<Broker>,
     ) -> Result<(), async_nats::Error> {
         let kv = js.get_key_value(self.bucket("retained")).await?;
-        let mut watch = kv.watch_all().await?;
+        let mut watch = kv.watch_with_history(">").await?;
         while let Some(entry) = watch.next().await {
             let entry = entry?;
             let Some(b) = broker.upgrade() else {
@@ -662,7 +664,7 @@ impl Cluster {
     }
 
     async fn watch_nodes(self: Arc<Self>, kv: kv::Store) {
-        let Ok(mut watch) = kv.watch_all().await else {
+        let Ok(mut watch) = kv.watch_with_history(">").await else {
             return;
         };
         while let Some(Ok(entry)) = watch.next().await {

@@ -301,7 +301,8 @@ impl Task<'_> {
             self.stall_on(routed.blocked, None);
             return;
         };
-        let code = if routed.matched == 0 {
+        // Sent to other nodes (or, retained, kept in the cluster): matched.
+        let code = if routed.matched == 0 && !routed.forwarding {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
