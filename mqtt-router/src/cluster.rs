@@ -148,7 +148,8 @@ impl RemoteInterest {
             .filter(|(_, a)| a.everything)
             .map(|(n, _)| n.clone())
             .collect();
-        self.trie.match_topic(topic, |node, ()| out.push(node.clone()));
+        self.trie
+            .match_topic(topic, |node, ()| out.push(node.clone()));
         out.sort_unstable();
         out.dedup();
         out

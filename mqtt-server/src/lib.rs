@@ -308,9 +308,10 @@ impl Server {
         } = self;
         let janitor = tokio::spawn(broker.clone().run_janitor());
         #[cfg(feature = "cluster")]
-        let cluster = broker.cluster.clone().map(|c| {
-            tokio::spawn(c.run(Arc::downgrade(&broker), shutdown.subscribe()))
-        });
+        let cluster = broker
+            .cluster
+            .clone()
+            .map(|c| tokio::spawn(c.run(Arc::downgrade(&broker), shutdown.subscribe())));
         let mut background = Vec::new();
         if let Some(listener) = metrics {
             background.push(tokio::spawn(metrics::serve(listener, broker.clone())));

@@ -446,12 +446,36 @@ fn cluster(broker: &Broker, out: &mut Exposition) {
         c.nodes_seen().len(),
     );
     for (name, help, value) in [
-        ("mqtt_cluster_messages_out_total", "Messages sent to other nodes (once per node), stored by JetStream for QoS 1/2.", &s.messages_out),
-        ("mqtt_cluster_messages_in_total", "Messages received from other nodes.", &s.messages_in),
-        ("mqtt_cluster_dropped_total", "QoS 0 messages for other nodes dropped: the queue for NATS (max_pending) was full.", &s.dropped_full),
-        ("mqtt_cluster_refused_total", "QoS 1/2 publications refused: NATS unreachable, the queue for it full, or no confirmation from JetStream.", &s.refused),
-        ("mqtt_cluster_jetstream_errors_total", "JetStream requests that failed (stores, setup, the node's consumer).", &s.jetstream_errors),
-        ("mqtt_cluster_bad_messages_total", "Messages from NATS that were not a valid message; dropped.", &s.bad_messages),
+        (
+            "mqtt_cluster_messages_out_total",
+            "Messages sent to other nodes (once per node), stored by JetStream for QoS 1/2.",
+            &s.messages_out,
+        ),
+        (
+            "mqtt_cluster_messages_in_total",
+            "Messages received from other nodes.",
+            &s.messages_in,
+        ),
+        (
+            "mqtt_cluster_dropped_total",
+            "QoS 0 messages for other nodes dropped: the queue for NATS (max_pending) was full.",
+            &s.dropped_full,
+        ),
+        (
+            "mqtt_cluster_refused_total",
+            "QoS 1/2 publications refused: NATS unreachable, the queue for it full, or no confirmation from JetStream.",
+            &s.refused,
+        ),
+        (
+            "mqtt_cluster_jetstream_errors_total",
+            "JetStream requests that failed (stores, setup, the node's consumer).",
+            &s.jetstream_errors,
+        ),
+        (
+            "mqtt_cluster_bad_messages_total",
+            "Messages from NATS that were not a valid message; dropped.",
+            &s.bad_messages,
+        ),
     ] {
         out.single(name, "counter", help, get(value));
     }

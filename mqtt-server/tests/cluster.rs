@@ -61,7 +61,11 @@ async fn three(nats: &Nats) -> (Node, Node, Node) {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let nodes = (node(nats, "a").await, node(nats, "b").await, node(nats, "c").await);
+    let nodes = (
+        node(nats, "a").await,
+        node(nats, "b").await,
+        node(nats, "c").await,
+    );
     for n in [&nodes.0, &nodes.1, &nodes.2] {
         poll(|| n.cluster.is_ready(), "a node connected to NATS").await;
     }
@@ -115,7 +119,9 @@ async fn publish(
                 if a.reason_code.is_error() {
                     return Ok(Some(a.reason_code));
                 }
-                c.send(&Packet::PubRel(Ack::new(a.packet_id))).await.unwrap();
+                c.send(&Packet::PubRel(Ack::new(a.packet_id)))
+                    .await
+                    .unwrap();
                 match c.next(WAIT).await {
                     Received::Packet(Packet::PubComp(_)) => Ok(Some(a.reason_code)),
                     other => Err(other),
@@ -149,9 +155,10 @@ async fn receive_n(c: &mut RawClient, n: usize) -> Vec<(String, QoS, bool)> {
                     p.retain,
                 ));
             }
-            Received::Packet(Packet::PubRel(r)) => {
-                c.send(&Packet::PubComp(Ack::new(r.packet_id))).await.unwrap()
-            }
+            Received::Packet(Packet::PubRel(r)) => c
+                .send(&Packet::PubComp(Ack::new(r.packet_id)))
+                .await
+                .unwrap(),
             other => panic!("PUBLISH expected, got {other:?}"),
         }
     }
@@ -190,7 +197,11 @@ async fn fan_out_across_nodes(v: ProtocolVersion, test: &str) {
         let mut p = client(a.addr, v, &format!("{tag}-pub-{}", qos as u8)).await;
         const N: u16 = 30;
         for i in 1..=N + 1 {
-            let payload = if i > N { "end".to_string() } else { format!("m{i}") };
+            let payload = if i > N {
+                "end".to_string()
+            } else {
+                format!("m{i}")
+            };
             let code = publish(&mut p, &topic, payload.as_bytes(), qos, false, i)
                 .await
                 .unwrap();
@@ -204,7 +215,11 @@ async fn fan_out_across_nodes(v: ProtocolVersion, test: &str) {
         for s in &mut subs {
             // In order, none lost; the end marker right after the last
             // shows that none came twice.
-            assert_eq!(receive_n(s, expected.len()).await, expected, "{tag} QoS {qos:?}");
+            assert_eq!(
+                receive_n(s, expected.len()).await,
+                expected,
+                "{tag} QoS {qos:?}"
+            );
         }
     }
 }
@@ -229,7 +244,11 @@ async fn a_message_goes_only_to_nodes_with_a_matching_subscription() {
     let (a, b, c) = three(&nats).await;
     let mut s = client(b.addr, ProtocolVersion::V5, "only-b").await;
     subscribe(&mut s, "only/+", QoS::AtLeastOnce).await;
-    poll(|| a.cluster.nodes_for("only/x") == ["b"], "a knows b's interest").await;
+    poll(
+        || a.cluster.nodes_for("only/x") == ["b"],
+        "a knows b's interest",
+    )
+    .await;
     assert!(a.cluster.nodes_for("other").is_empty());
     let mut p = client(a.addr, ProtocolVersion::V5, "only-pub").await;
     let code = publish(&mut p, "only/x", b"hello", QoS::AtLeastOnce, false, 1)
@@ -265,11 +284,17 @@ async fn a_retained_message_set_on_a_is_received_on_subscribe_at_c() {
         match s.next(Duration::from_millis(200)).await {
             Received::Packet(Packet::Publish(m)) => {
                 assert_eq!(&m.payload[..], b"kept");
-                assert!(m.retain, "a retained message at subscription has RETAIN set");
+                assert!(
+                    m.retain,
+                    "a retained message at subscription has RETAIN set"
+                );
                 break;
             }
             Received::TimedOut => {
-                assert!(Instant::now() < deadline, "C never had the retained message");
+                assert!(
+                    Instant::now() < deadline,
+                    "C never had the retained message"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -288,7 +313,11 @@ async fn qos1_is_refused_while_nats_is_stopped_and_accepted_after_it_restarts() 
     let (a, b, _c) = three(&nats).await;
     let mut s = client(b.addr, ProtocolVersion::V5, "down-sub").await;
     subscribe(&mut s, "down/t", QoS::AtLeastOnce).await;
-    poll(|| a.cluster.nodes_for("down/t") == ["b"], "a knows b's interest").await;
+    poll(
+        || a.cluster.nodes_for("down/t") == ["b"],
+        "a knows b's interest",
+    )
+    .await;
     let mut p = client(a.addr, ProtocolVersion::V5, "down-pub").await;
     let code = publish(&mut p, "down/t", b"before", QoS::AtLeastOnce, false, 1).await;
     assert_eq!(code.unwrap(), Some(ReasonCode::Success));
@@ -313,7 +342,10 @@ async fn qos1_is_refused_while_nats_is_stopped_and_accepted_after_it_restarts() 
         match code.unwrap() {
             Some(ReasonCode::Success) => break,
             Some(ReasonCode::UnspecifiedError) => {
-                assert!(Instant::now() < deadline, "still refused after NATS returned");
+                assert!(
+                    Instant::now() < deadline,
+                    "still refused after NATS returned"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 id += 1;
             }
@@ -342,9 +374,17 @@ async fn a_node_that_leaves_is_no_longer_seen_nor_sent_to() {
         "a sees b and c",
     )
     .await;
-    poll(|| a.cluster.nodes_for("leave/x") == ["c"], "a knows c's interest").await;
+    poll(
+        || a.cluster.nodes_for("leave/x") == ["c"],
+        "a knows c's interest",
+    )
+    .await;
     drop(c);
     poll(|| a.cluster.nodes_seen() == ["b"], "a no longer sees c").await;
-    poll(|| a.cluster.nodes_for("leave/x").is_empty(), "a forgets c's interest").await;
+    poll(
+        || a.cluster.nodes_for("leave/x").is_empty(),
+        "a forgets c's interest",
+    )
+    .await;
     drop(b);
 }

@@ -100,7 +100,8 @@ impl ClusterConfig {
             return invalid("cluster.urls", "at least one NATS URL is needed");
         }
         if let Some(u) = self.urls.iter().find(|u| {
-            !["nats://", "tls://"].iter().any(|s| u.starts_with(s)) || u.contains(char::is_whitespace)
+            !["nats://", "tls://"].iter().any(|s| u.starts_with(s))
+                || u.contains(char::is_whitespace)
         }) {
             return invalid(
                 "cluster.urls",

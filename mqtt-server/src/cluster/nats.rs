@@ -154,7 +154,11 @@ impl Cluster {
             return Vec::new();
         };
         let remote = self.remote.read().unwrap_or_else(|p| p.into_inner());
-        remote.nodes_for(&topic).iter().map(|n| n.to_string()).collect()
+        remote
+            .nodes_for(&topic)
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
     }
 
     /// The other nodes alive: heard of within `node_ttl`.
@@ -183,7 +187,11 @@ impl Cluster {
     }
 
     /// Connects and runs until `shutdown`: every task of this node.
-    pub(crate) async fn run(self: Arc<Self>, broker: Weak<Broker>, shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        broker: Weak<Broker>,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let Some(rx) = lock(&self.rx).take() else {
             return;
         };
@@ -271,11 +279,8 @@ impl Cluster {
                 }
             }
         });
-        let urls: Vec<async_nats::ServerAddr> = c
-            .urls
-            .iter()
-            .map(|u| u.parse())
-            .collect::<Result<_, _>>()?;
+        let urls: Vec<async_nats::ServerAddr> =
+            c.urls.iter().map(|u| u.parse()).collect::<Result<_, _>>()?;
         Ok(options.connect(urls).await?)
     }
 
@@ -467,7 +472,9 @@ impl Cluster {
         js: &jetstream::Context,
         broker: &Weak<Broker>,
     ) -> Result<(), async_nats::Error> {
-        let stream = js.get_stream(format!("{}_MSGS", self.config.prefix)).await?;
+        let stream = js
+            .get_stream(format!("{}_MSGS", self.config.prefix))
+            .await?;
         let name = format!("node-{}", self.node);
         let consumer: consumer::PullConsumer = stream
             .get_or_create_consumer(
@@ -679,7 +686,9 @@ impl Cluster {
                     let now_ns = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_nanos() as i128);
-                    let age = Duration::from_nanos((now_ns - written).clamp(0, 86_400_000_000_000) as u64);
+                    let age = Duration::from_nanos(
+                        (now_ns - written).clamp(0, 86_400_000_000_000) as u64
+                    );
                     let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
                     lock(&self.seen).insert(entry.key.clone(), at);
                 }

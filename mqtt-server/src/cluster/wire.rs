@@ -69,7 +69,9 @@ pub(crate) fn decode(bytes: &[u8], now: Instant) -> Result<(String, Message), Wi
         Ok(Some(Packet::Publish(p))) if buf.is_empty() && !p.topic.is_empty() => {
             Ok((origin, Message::from_publish(p, now)))
         }
-        Ok(Some(_)) => Err(WireError::Packet("another packet, or trailing bytes".into())),
+        Ok(Some(_)) => Err(WireError::Packet(
+            "another packet, or trailing bytes".into(),
+        )),
         Ok(None) => Err(WireError::Packet("truncated".into())),
         Err(e) => Err(WireError::Packet(e.to_string())),
     }
@@ -90,7 +92,7 @@ mod tests {
     fn a_message_crosses_whole() {
         let now = Instant::now();
         let props = PublishProperties {
-            payload_format_indicator: Some(1),
+            payload_format_indicator: Some(mqtt_codec::PayloadFormat::Utf8),
             ..PublishProperties::default()
         };
         let m = Message {
@@ -105,7 +107,13 @@ mod tests {
         let (origin, back) = decode(&bytes, now).unwrap();
         assert_eq!(origin, "n1");
         assert_eq!(back.expires_at, Some(now + Duration::from_secs(3)));
-        assert_eq!(Message { expires_at: m.expires_at, ..back }, m);
+        assert_eq!(
+            Message {
+                expires_at: m.expires_at,
+                ..back
+            },
+            m
+        );
     }
 
     /// An expired message is not sent; bad bytes are errors.
@@ -121,7 +129,15 @@ mod tests {
             expires_at: Some(now),
         };
         assert!(encode("n", &m, now).is_none());
-        let good = encode("n", &Message { expires_at: None, ..m }, now).unwrap();
+        let good = encode(
+            "n",
+            &Message {
+                expires_at: None,
+                ..m
+            },
+            now,
+        )
+        .unwrap();
         for bad in [&[][..], &[2, 0], &[1, 5, b'a'], &good[..good.len() - 1]] {
             assert!(decode(bad, now).is_err(), "{bad:?}");
         }

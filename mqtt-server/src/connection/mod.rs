@@ -218,13 +218,14 @@ where
         // this connection over.
         let mut control_rx: Option<ControlRx> = None;
         // Also with a cluster: QoS 1/2 acknowledgements wait for NATS.
-        let (commit_tx, mut commit_rx) = match broker.persist.is_some() || broker.backplane.is_some() {
-            true => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
+        let (commit_tx, mut commit_rx) =
+            match broker.persist.is_some() || broker.backplane.is_some() {
+                true => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    (Some(tx), Some(rx))
+                }
+                false => (None, None),
+            };
         let mut task = Task {
             conn: ServerConnection::new(broker.session_config.clone(), now()),
             broker: &broker,

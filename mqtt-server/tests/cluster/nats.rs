@@ -37,7 +37,9 @@ impl Nats {
                 std::env::var("NATS_REQUIRE").as_deref() != Ok("1"),
                 "NATS_REQUIRE=1 but no nats-server binary (set NATS_SERVER, or install it)"
             );
-            eprintln!("{test}: skipped (no nats-server binary; NATS_REQUIRE=1 makes this a failure)");
+            eprintln!(
+                "{test}: skipped (no nats-server binary; NATS_REQUIRE=1 makes this a failure)"
+            );
             return None;
         };
         let port = TcpListener::bind("127.0.0.1:0")
@@ -63,7 +65,14 @@ impl Nats {
     pub(crate) fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -74,7 +83,10 @@ impl Nats {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
