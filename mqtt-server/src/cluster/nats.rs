@@ -86,10 +86,10 @@ impl Join {
     /// One store ended; the first failure, or the last success, answers.
     fn one(&self, result: Result<(), ForwardError>) {
         let last = self.left.fetch_sub(1, Ordering::AcqRel) == 1;
-        if result.is_err() || last {
-            if let Some(done) = lock(&self.done).take() {
-                done(result);
-            }
+        if (result.is_err() || last)
+            && let Some(done) = lock(&self.done).take()
+        {
+            done(result);
         }
     }
 }
