@@ -34,6 +34,8 @@ mod config;
 #[cfg(feature = "cluster")]
 mod nats;
 #[cfg(feature = "cluster")]
+mod watch;
+#[cfg(feature = "cluster")]
 mod wire;
 
 pub use config::ClusterConfig;

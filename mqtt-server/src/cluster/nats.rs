@@ -43,7 +43,7 @@ use crate::handle::lock;
 /// Below NATS's default `max_payload` (1 MiB).
 const MAX_INTEREST_BYTES: usize = 512 * 1024;
 /// Wait before retrying a NATS task that failed, at most.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Counters of the cluster, for `/metrics`.
 #[derive(Debug, Default)]
@@ -97,9 +97,9 @@ impl Join {
 /// This node's side of the cluster.
 pub(crate) struct Cluster {
     pub(crate) node: Arc<str>,
-    config: ClusterConfig,
+    pub(super) config: ClusterConfig,
     pub(crate) stats: ClusterStats,
-    remote: RwLock<RemoteInterest>,
+    pub(super) remote: RwLock<RemoteInterest>,
     /// This node's filters, as the router reports them.
     local: Mutex<BTreeSet<TopicFilter>>,
     local_changed: watch::Sender<u64>,
@@ -110,7 +110,7 @@ pub(crate) struct Cluster {
     /// Incremented at each (re)connection to NATS.
     connections: watch::Sender<u64>,
     /// When each other node was last heard of (heartbeat).
-    seen: Mutex<BTreeMap<String, Instant>>,
+    pub(super) seen: Mutex<BTreeMap<String, Instant>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -143,7 +143,7 @@ impl Cluster {
         format!("{}.{kind}.{node}", self.config.prefix)
     }
 
-    fn bucket(&self, what: &str) -> String {
+    pub(super) fn bucket(&self, what: &str) -> String {
         format!("{}-{what}", self.config.prefix)
     }
 
@@ -330,7 +330,7 @@ impl Cluster {
     }
 
     /// The bucket `what`, created if missing.
-    async fn bucket_store(
+    pub(super) async fn bucket_store(
         &self,
         js: &jetstream::Context,
         what: &str,
@@ -414,7 +414,7 @@ impl Cluster {
     }
 
     /// Publishes a message from another node here.
-    fn deliver(&self, broker: &Broker, bytes: &[u8]) {
+    pub(super) fn deliver(&self, broker: &Broker, bytes: &[u8]) {
         let now = tokio::time::Instant::now().into_std();
         let message = match wire::decode(bytes, now) {
             Ok((_, m)) => m,
@@ -500,37 +500,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// Watches the other nodes' announced filters.
-    async fn interest_loop(self: Arc<Self>, js: jetstream::Context) {
-        loop {
-            if let Err(e) = self.interest_once(&js).await {
-                tracing::debug!(error = %e, "cluster: interest watch ended; restarting");
-            }
-            tokio::time::sleep(MAX_BACKOFF / 4).await;
-        }
-    }
-
-    async fn interest_once(&self, js: &jetstream::Context) -> Result<(), async_nats::Error> {
-        let kv = js.get_key_value(self.bucket("interest")).await?;
-        let mut watch = kv.watch_with_history(">").await?;
-        while let Some(entry) = watch.next().await {
-            let entry = entry?;
-            tracing::debug!(node = %self.node, from = %entry.key, op = ?entry.operation, "cluster: interest");
-            if *entry.key == *self.node {
-                continue;
-            }
-            let mut remote = self.remote.write().unwrap_or_else(|p| p.into_inner());
-            match entry.operation {
-                kv::Operation::Put => {
-                    let (filters, everything) = parse_interest(&entry.value);
-                    remote.replace(&entry.key, filters, everything);
-                }
-                kv::Operation::Delete | kv::Operation::Purge => remote.remove(&entry.key),
-            }
-        }
-        Ok(())
-    }
-
     /// Announces this node's filters when they change, and again after
     /// each reconnection.
     async fn announce_loop(self: Arc<Self>, js: jetstream::Context) {
@@ -561,147 +530,6 @@ impl Cluster {
             }
         }
     }
-
-    /// Loads and watches the retained messages of the cluster.
-    async fn retained_loop(self: Arc<Self>, js: jetstream::Context, broker: Weak<Broker>) {
-        loop {
-            if let Err(e) = self.retained_once(&js, &broker).await {
-                tracing::debug!(error = %e, "cluster: retained watch ended; restarting");
-            }
-            if broker.strong_count() == 0 {
-                return;
-            }
-            tokio::time::sleep(MAX_BACKOFF / 4).await;
-        }
-    }
-
-    async fn retained_once(
-        &self,
-        js: &jetstream::Context,
-        broker: &Weak<Broker>,
-    ) -> Result<(), async_nats::Error> {
-        let kv = js.get_key_value(self.bucket("retained")).await?;
-        let mut watch = kv.watch_with_history(">").await?;
-        while let Some(entry) = watch.next().await {
-            let entry = entry?;
-            let Some(b) = broker.upgrade() else {
-                return Ok(());
-            };
-            let now = tokio::time::Instant::now().into_std();
-            let topic = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(&entry.key)
-                .ok()
-                .and_then(|t| String::from_utf8(t).ok())
-                .and_then(|t| TopicName::new(&t).ok());
-            let Some(topic) = topic else {
-                self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            match entry.operation {
-                kv::Operation::Put => match wire::decode(&entry.value, now) {
-                    Ok((origin, m)) if origin != *self.node => {
-                        b.retain_from_cluster(&topic, Arc::new(m));
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    b.retain_from_cluster(
-                        &topic,
-                        Arc::new(Message {
-                            topic: mqtt_codec::MqttString::try_from(topic.as_str().to_owned())
-                                .unwrap_or_default(),
-                            payload: Bytes::new(),
-                            qos: QoS::AtMostOnce,
-                            retain: true,
-                            properties: Default::default(),
-                            expires_at: None,
-                        }),
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Refreshes this node's heartbeat and watches the others'.
-    async fn liveness_loop(self: Arc<Self>, js: jetstream::Context) {
-        let ttl = Duration::from_secs(self.config.node_ttl);
-        loop {
-            match self.bucket_store(&js, "nodes", ttl).await {
-                Ok(kv) => {
-                    tokio::select! {
-                        () = self.clone().watch_nodes(kv.clone()) => {}
-                        () = self.clone().heartbeats(kv) => {}
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cluster: no nodes bucket yet; retrying"),
-            }
-            tokio::time::sleep(MAX_BACKOFF / 4).await;
-        }
-    }
-
-    /// Every third of `node_ttl`: this node's heartbeat, and the others
-    /// unseen for `node_ttl` forgotten (nothing more is sent to them).
-    async fn heartbeats(self: Arc<Self>, kv: kv::Store) {
-        let ttl = Duration::from_secs(self.config.node_ttl);
-        let mut tick = tokio::time::interval(ttl / 3);
-        loop {
-            tick.tick().await;
-            if let Err(e) = kv.put(&*self.node, Bytes::from_static(b"alive")).await {
-                tracing::debug!(error = %e, "cluster: heartbeat failed");
-            }
-            let now = Instant::now();
-            let dead: Vec<String> = lock(&self.seen)
-                .iter()
-                .filter(|(_, at)| now.duration_since(**at) > ttl)
-                .map(|(n, _)| n.clone())
-                .collect();
-            for node in dead {
-                tracing::warn!(%node, "cluster: node unseen for node_ttl; taken for dead");
-                lock(&self.seen).remove(&node);
-                self.remote
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&node);
-            }
-        }
-    }
-
-    async fn watch_nodes(self: Arc<Self>, kv: kv::Store) {
-        let Ok(mut watch) = kv.watch_with_history(">").await else {
-            return;
-        };
-        while let Some(Ok(entry)) = watch.next().await {
-            if *entry.key == *self.node {
-                continue;
-            }
-            match entry.operation {
-                kv::Operation::Put => {
-                    // When the heartbeat was written, not when it was read:
-                    // a dead node's last one, read at startup, is old.
-                    let written = entry.created.unix_timestamp_nanos();
-                    let now_ns = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_nanos() as i128);
-                    let age = Duration::from_nanos(
-                        (now_ns - written).clamp(0, 86_400_000_000_000) as u64
-                    );
-                    let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                    lock(&self.seen).insert(entry.key.clone(), at);
-                }
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    lock(&self.seen).remove(&entry.key);
-                    self.remote
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&entry.key);
-                }
-            }
-        }
-    }
 }
 
 /// The announcement of `filters`: JSON `{"filters": [...]}`, or
@@ -717,7 +545,7 @@ fn announcement<'a>(filters: impl Iterator<Item = &'a TopicFilter>) -> Bytes {
 
 /// What a node announced; anything unreadable counts as "every topic"
 /// (more traffic, never a lost message).
-fn parse_interest(value: &[u8]) -> (Vec<TopicFilter>, bool) {
+pub(super) fn parse_interest(value: &[u8]) -> (Vec<TopicFilter>, bool) {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(value) else {
         return (Vec::new(), true);
     };
