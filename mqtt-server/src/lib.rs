@@ -139,6 +139,13 @@ impl ClusterHandle {
         self.0.nodes_seen()
     }
 
+    /// Whether this node's claim of `client_id` in the cluster is made
+    /// (its connection here is the one that stays, until another node
+    /// claims the identifier later).
+    pub fn owns(&self, client_id: &str) -> bool {
+        self.0.owns(client_id)
+    }
+
     /// Whether this node can store QoS 1/2 messages for the others now:
     /// connected to NATS, its stream and buckets in place.
     pub fn is_ready(&self) -> bool {

@@ -476,6 +476,16 @@ fn cluster(broker: &Broker, out: &mut Exposition) {
             "Messages from NATS that were not a valid message; dropped.",
             &s.bad_messages,
         ),
+        (
+            "mqtt_cluster_taken_over_total",
+            "Connections closed with 0x8E because their client identifier was claimed on another node later.",
+            &s.taken_over,
+        ),
+        (
+            "mqtt_cluster_claim_errors_total",
+            "Client identifiers that could not be claimed in the cluster (queue full, too many concurrent claims).",
+            &s.claim_errors,
+        ),
     ] {
         out.single(name, "counter", help, get(value));
     }

@@ -388,3 +388,81 @@ async fn a_node_that_leaves_is_no_longer_seen_nor_sent_to() {
     .await;
     drop(b);
 }
+
+fn taken_over(r: Received, round: usize) {
+    match r {
+        Received::Packet(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, ReasonCode::SessionTakenOver, "round {round}")
+        }
+        other => panic!("round {round}: DISCONNECT 0x8E expected, got {other:?}"),
+    }
+}
+
+async fn ping(c: &mut RawClient) -> bool {
+    if c.send(&Packet::PingReq).await.is_err() {
+        return false;
+    }
+    loop {
+        match c.next(WAIT).await {
+            Received::Packet(Packet::PingResp) => return true,
+            Received::Packet(_) => continue,
+            _ => return false,
+        }
+    }
+}
+
+/// A client identifier connected on A, then on B: A's connection closes
+/// with 0x8E (Session taken over) [MQTT-3.1.4-3], B's stays.
+#[tokio::test]
+async fn a_client_id_connecting_on_b_takes_over_its_connection_on_a() {
+    let Some(nats) = Nats::start("takeover_across_nodes") else {
+        return;
+    };
+    let (a, b, _c) = three(&nats).await;
+    let mut first = client(a.addr, ProtocolVersion::V5, "dup").await;
+    poll(|| a.cluster.owns("dup"), "a claims the client id").await;
+    let mut second = client(b.addr, ProtocolVersion::V5, "dup").await;
+    first.expect_disconnect(ReasonCode::SessionTakenOver).await;
+    poll(|| b.cluster.owns("dup"), "b claims the client id").await;
+    assert!(ping(&mut second).await, "the connection on b stays");
+    assert!(!a.cluster.owns("dup"));
+}
+
+/// One client identifier connecting on A and B at the same moment, round
+/// after round: each time exactly one connection remains, and the other
+/// is closed with 0x8E; never both, never none.
+#[tokio::test]
+async fn one_client_id_connecting_on_a_and_b_at_once_leaves_exactly_one() {
+    let Some(nats) = Nats::start("simultaneous_takeover") else {
+        return;
+    };
+    let (a, b, _c) = three(&nats).await;
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        let (mut on_a, mut on_b) = tokio::join!(
+            client(a.addr, ProtocolVersion::V5, &id),
+            client(b.addr, ProtocolVersion::V5, &id),
+        );
+        // The first to hear anything is the one taken over; the other
+        // hears nothing.
+        let a_lost = tokio::select! {
+            r = on_a.next(WAIT) => { taken_over(r, round); true }
+            r = on_b.next(WAIT) => { taken_over(r, round); false }
+        };
+        let (winner, node) = if a_lost {
+            (&mut on_b, &b)
+        } else {
+            (&mut on_a, &a)
+        };
+        assert!(
+            ping(winner).await,
+            "round {round}: the remaining connection answers"
+        );
+        poll(
+            || node.cluster.owns(&id),
+            "the remaining connection's node owns the id",
+        )
+        .await;
+        assert!(a.cluster.owns(&id) != b.cluster.owns(&id), "round {round}");
+    }
+}

@@ -30,6 +30,8 @@
 //! was not stored. Retained messages are kept in a KV bucket that every
 //! node loads and watches. See `nats.rs` for the subjects and buckets.
 
+#[cfg(feature = "cluster")]
+mod clients;
 mod config;
 #[cfg(feature = "cluster")]
 mod nats;
@@ -101,5 +103,30 @@ impl crate::broker::Broker {
     ) {
         let mut retained = self.retained.write().unwrap_or_else(|p| p.into_inner());
         retained.retain(topic, &message, self.config.max_retained_messages);
+    }
+}
+
+impl crate::broker::Broker {
+    /// Connection `conn` here owns `client_id` now: with a cluster, it
+    /// claims it there, and a connection elsewhere closes with 0x8E (see
+    /// `clients.rs`).
+    pub(crate) fn cluster_claim(&self, client_id: &mqtt_codec::MqttString, conn: u64) {
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &self.cluster {
+            c.claim(client_id, conn);
+        }
+        #[cfg(not(feature = "cluster"))]
+        let _ = (client_id, conn);
+    }
+
+    /// Connection `conn` of `client_id` ended: its claim in the cluster
+    /// goes.
+    pub(crate) fn cluster_release(&self, client_id: &mqtt_codec::MqttString, conn: u64) {
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &self.cluster {
+            c.release(client_id, conn);
+        }
+        #[cfg(not(feature = "cluster"))]
+        let _ = (client_id, conn);
     }
 }

@@ -54,6 +54,8 @@ pub(crate) struct ClusterStats {
     pub(crate) refused: AtomicU64,
     pub(crate) jetstream_errors: AtomicU64,
     pub(crate) bad_messages: AtomicU64,
+    pub(crate) taken_over: AtomicU64,
+    pub(crate) claim_errors: AtomicU64,
 }
 
 /// One thing to send, in order.
@@ -111,6 +113,10 @@ pub(crate) struct Cluster {
     connections: watch::Sender<u64>,
     /// When each other node was last heard of (heartbeat).
     pub(super) seen: Mutex<BTreeMap<String, Instant>>,
+    /// This node's claims of its clients' identifiers (see `clients.rs`).
+    pub(super) claims: super::clients::Claims,
+    pub(super) claim_tx: mpsc::Sender<super::clients::Job>,
+    claim_rx: Mutex<Option<mpsc::Receiver<super::clients::Job>>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -124,6 +130,7 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     pub(crate) fn new(config: &ClusterConfig) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(config.max_pending);
+        let (claim_tx, claim_rx) = mpsc::channel(config.max_pending);
         Arc::new(Self {
             node: Arc::from(config.node_name()),
             config: config.clone(),
@@ -136,6 +143,9 @@ impl Cluster {
             ready: AtomicBool::new(false),
             connections: watch::channel(0).0,
             seen: Mutex::new(BTreeMap::new()),
+            claims: Default::default(),
+            claim_tx,
+            claim_rx: Mutex::new(Some(claim_rx)),
         })
     }
 
@@ -192,7 +202,8 @@ impl Cluster {
         broker: Weak<Broker>,
         shutdown: watch::Receiver<bool>,
     ) {
-        let Some(rx) = lock(&self.rx).take() else {
+        let (Some(rx), Some(claim_rx)) = (lock(&self.rx).take(), lock(&self.claim_rx).take())
+        else {
             return;
         };
         let client = loop {
@@ -215,6 +226,10 @@ impl Cluster {
             tokio::spawn(self.clone().announce_loop(js.clone())),
             tokio::spawn(self.clone().retained_loop(js.clone(), broker.clone())),
             tokio::spawn(self.clone().liveness_loop(js.clone())),
+            tokio::spawn(
+                self.clone()
+                    .claims_loop(js.clone(), broker.clone(), claim_rx),
+            ),
         ];
         let mut shutdown = shutdown;
         while !*shutdown.borrow_and_update() {

@@ -415,6 +415,10 @@ where
                         tracing::info!(peer = %peer, "disconnected by an operator");
                         task.conn.close(now(), ReasonCode::AdministrativeAction);
                     }
+                    Control::TakenOverElsewhere => {
+                        tracing::info!(peer = %peer, "client identifier taken over on another node");
+                        task.conn.close(now(), ReasonCode::SessionTakenOver);
+                    }
                     Control::Inspect(reply) => {
                         let _ = reply.send(Live {
                             inflight: task.conn.inflight(),
