@@ -30,7 +30,9 @@ pub struct ClusterConfig {
     pub node_ttl: u64,
     /// Messages waiting to be sent to NATS, at most; beyond, QoS 0 messages
     /// for other nodes are dropped (counted) and QoS 1/2 publications are
-    /// refused (0x97). Default: 10000.
+    /// refused (0x97). The same bound applies to the queue of client
+    /// identifier claims (a claim that does not fit is counted, and that
+    /// connection is not claimed in the cluster). Default: 10000.
     pub max_pending: usize,
     /// Bytes the stream of QoS 1/2 messages between nodes may hold; when
     /// full, new QoS 1/2 publications that need it are refused. Default:

@@ -28,7 +28,9 @@
 //! (MQTT 5.0: 0x80, or 0x97 for a full queue; MQTT 3.1.1: the connection
 //! is closed, so the client sends it again): nothing is acknowledged that
 //! was not stored. Retained messages are kept in a KV bucket that every
-//! node loads and watches. See `nats.rs` for the subjects and buckets.
+//! node loads and watches. A client identifier is connected at most once
+//! in the cluster (a compare-and-set claim; `clients.rs`). See `nats.rs`
+//! for the subjects and buckets.
 
 #[cfg(feature = "cluster")]
 mod clients;

@@ -10,6 +10,7 @@
 //! | node N's reading of them | one durable pull consumer `node-N` per node | never one per client: each replicated consumer is a Raft group |
 //! | each node's subscription filters | KV bucket `P-interest`, key N | so a message goes only to nodes with a matching subscriber |
 //! | retained messages | KV bucket `P-retained`, key: the topic in base64url | a node loads and watches them |
+//! | which node holds each client id | KV bucket `P-clients`, compare-and-set (`clients.rs`) | one connection per client id in the cluster |
 //! | liveness | KV bucket `P-nodes`, key N, refreshed every `node_ttl` / 3 | a node unseen for `node_ttl` is dead |
 //!
 //! Everything sent goes through one bounded queue (`max_pending`) and one
