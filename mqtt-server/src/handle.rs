@@ -32,6 +32,7 @@ pub(crate) enum Control {
     /// A connection on another node of the cluster claimed the client
     /// identifier after this one: close with 0x8E [MQTT-3.1.4-3], the
     /// session parked or ended as when the client goes.
+    #[cfg(feature = "cluster")]
     TakenOverElsewhere,
 }
 

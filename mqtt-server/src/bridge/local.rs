@@ -143,6 +143,7 @@ impl Local {
                 true
             }
             // A bridge's session is not claimed in the cluster.
+            #[cfg(feature = "cluster")]
             Control::TakenOverElsewhere => false,
         }
     }

@@ -415,6 +415,7 @@ where
                         tracing::info!(peer = %peer, "disconnected by an operator");
                         task.conn.close(now(), ReasonCode::AdministrativeAction);
                     }
+                    #[cfg(feature = "cluster")]
                     Control::TakenOverElsewhere => {
                         tracing::info!(peer = %peer, "client identifier taken over on another node");
                         task.conn.close(now(), ReasonCode::SessionTakenOver);
