@@ -471,6 +471,10 @@ impl Cluster {
     /// QoS 1/2 messages for this node, through its durable consumer;
     /// each acknowledged to JetStream once in its subscribers' queues.
     async fn stream_loop(self: Arc<Self>, js: jetstream::Context, broker: Weak<Broker>) {
+        // Not before the stream exists: a failure then is no error.
+        while !self.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         loop {
             if let Err(e) = self.stream_once(&js, &broker).await {
                 self.stats.jetstream_errors.fetch_add(1, Ordering::Relaxed);
