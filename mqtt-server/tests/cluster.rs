@@ -33,9 +33,10 @@ impl Drop for Node {
 }
 
 async fn node(nats: &Nats, name: &str) -> Node {
+    // `$SYS` every second: the liveness test reads it.
     let config = Config {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        sys_interval: 0,
+        sys_interval: 1,
         cluster: Some(ClusterConfig {
             urls: vec![nats.url()],
             node: Some(name.into()),
@@ -379,6 +380,16 @@ async fn a_node_that_leaves_is_no_longer_seen_nor_sent_to() {
         "a knows c's interest",
     )
     .await;
+    // `$SYS` says it too (published every second, when it changes).
+    let mut sys = client(a.addr, ProtocolVersion::V5, "leave-sys").await;
+    subscribe(&mut sys, "$SYS/broker/cluster/nodes", QoS::AtMostOnce).await;
+    let deadline = Instant::now() + WAIT;
+    while receive(&mut sys).await.0 != "b c" {
+        assert!(
+            Instant::now() < deadline,
+            "$SYS/broker/cluster/nodes never said b c"
+        );
+    }
     drop(c);
     poll(|| a.cluster.nodes_seen() == ["b"], "a no longer sees c").await;
     poll(
