@@ -356,16 +356,24 @@ impl Cluster {
         if let Ok(store) = js.get_key_value(&bucket).await {
             return Ok(store);
         }
-        Ok(js
-            .create_key_value(kv::Config {
-                bucket,
-                history: 1,
-                max_age,
-                num_replicas: self.config.replicas,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await?)
+        // The bucket's stream made here, as a KV bucket's is, rather than
+        // by `create_key_value`: that reads the account's limits first, in
+        // a form a 2.9 server (Debian 12's) does not answer in.
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await?;
+        Ok(js.get_key_value(&bucket).await?)
     }
 
     /// Sends what is queued, in order. A JetStream store's confirmation is
