@@ -63,6 +63,18 @@ struct BrokerArgs {
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
 
+    /// Join a cluster of brokers through the NATS server (with JetStream)
+    /// at URL, e.g. nats://127.0.0.1:4222. Repeat for several servers of
+    /// one NATS cluster; replaces the `[cluster]` table's `urls` (the
+    /// table's other keys, or their defaults, apply).
+    #[arg(long = "cluster", value_name = "URL")]
+    cluster: Vec<String>,
+
+    /// This node's name in the cluster (letters, digits, - and _);
+    /// replaces the `[cluster]` table's `node`.
+    #[arg(long = "node", value_name = "NAME", requires = "cluster")]
+    node: Option<String>,
+
     /// Threads serving the connections; replaces the config file's
     /// `workers`. Default: one per core.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -86,6 +98,14 @@ fn broker_config(args: &BrokerArgs) -> Result<Config, String> {
     if let Some(n) = args.workers {
         config.workers = usize::from(n);
     }
+    if !args.cluster.is_empty() {
+        let cluster = config.cluster.get_or_insert_with(Default::default);
+        cluster.urls = args.cluster.clone();
+        if let Some(node) = &args.node {
+            cluster.node = Some(node.clone());
+        }
+    }
+    config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }
 

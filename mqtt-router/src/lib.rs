@@ -88,6 +88,7 @@
 //! assert_eq!((*targets[1].session, targets[1].qos), (2, QoS::AtMostOnce));
 //! ```
 
+pub mod cluster;
 mod delivery;
 mod registry;
 mod retained;

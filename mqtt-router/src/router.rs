@@ -1,5 +1,6 @@
 //! The subscription index and shared-subscription groups.
 
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,6 +9,8 @@ use mqtt_codec::{MqttString, QoS, SubscriptionId, SubscriptionOptions};
 use mqtt_session::{Delivery, Message};
 use mqtt_topic::{Subscription, SubscriptionTrie, TopicError, TopicFilter, TopicName};
 use smallvec::SmallVec;
+
+use crate::cluster::Backplane;
 
 /// A subscription as the index holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,45 @@ pub struct Router<K> {
     /// Keyed by group name.
     shared: SubscriptionTrie<MqttString, Group<K>>,
     len: usize,
+    /// Only as one node of a cluster: see [`Router::set_backplane`].
+    interest: Option<Box<Interest>>,
+}
+
+/// The subscriptions of each filter (a shared one counted as its filter),
+/// so that the backplane hears when a filter gains its first or loses its
+/// last. As many entries as distinct filters, which the subscription
+/// limits bound.
+struct Interest {
+    backplane: Arc<dyn Backplane>,
+    counts: HashMap<TopicFilter, usize>,
+}
+
+impl std::fmt::Debug for Interest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interest")
+            .field("filters", &self.counts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interest {
+    fn added(&mut self, filter: &TopicFilter) {
+        let n = self.counts.entry(filter.clone()).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            self.backplane.interest_changed(filter, true);
+        }
+    }
+
+    fn removed(&mut self, filter: &TopicFilter) {
+        if let Some(n) = self.counts.get_mut(filter) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(filter);
+                self.backplane.interest_changed(filter, false);
+            }
+        }
+    }
 }
 
 impl<K> Default for Router<K> {
@@ -188,6 +230,7 @@ impl<K> Default for Router<K> {
             plain: SubscriptionTrie::new(),
             shared: SubscriptionTrie::new(),
             len: 0,
+            interest: None,
         }
     }
 }
@@ -196,6 +239,26 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
     /// An empty router.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes this router one node's of a cluster: from now on `backplane`
+    /// hears of every filter that gains its first subscription or loses
+    /// its last ([`Backplane::interest_changed`]), starting with those
+    /// already held.
+    pub fn set_backplane(&mut self, backplane: Arc<dyn Backplane>) {
+        let mut interest = Interest {
+            backplane,
+            counts: HashMap::new(),
+        };
+        for (filter, _, _) in self.plain.iter() {
+            interest.added(&filter);
+        }
+        for (filter, _, group) in self.shared.iter() {
+            for _ in &group.members {
+                interest.added(&filter);
+            }
+        }
+        self.interest = Some(Box::new(interest));
     }
 
     /// Number of subscriptions, shared ones included.
@@ -260,6 +323,9 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
         };
         if outcome == SubscribeOutcome::New {
             self.len += 1;
+            if let Some(i) = self.interest.as_deref_mut() {
+                i.added(parsed.filter());
+            }
         }
         Ok(outcome)
     }
@@ -269,8 +335,8 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
         let Ok(sub) = Subscription::from_bytes(filter.as_bytes().clone()) else {
             return false;
         };
-        let removed = match sub {
-            Subscription::Plain(f) => self.plain.remove(&f, session).is_some(),
+        let removed = match &sub {
+            Subscription::Plain(f) => self.plain.remove(f, session).is_some(),
             Subscription::Shared(s) => {
                 let Ok(group_name) = MqttString::try_from(s.group()) else {
                     return false;
@@ -289,6 +355,9 @@ impl<K: Clone + Eq + Hash + Ord> Router<K> {
         };
         if removed {
             self.len -= 1;
+            if let Some(i) = self.interest.as_deref_mut() {
+                i.removed(sub.filter());
+            }
         }
         removed
     }

@@ -11,6 +11,7 @@ use mqtt_session::{Overflow, QueueLimits, ServerConfig};
 use serde::Deserialize;
 
 use crate::bridge::BridgeConfig;
+use crate::cluster::ClusterConfig;
 use crate::listener::ListenerConfig;
 
 /// Why a configuration was refused.
@@ -232,6 +233,10 @@ pub struct Config {
     /// Default: none.
     #[serde(rename = "bridge")]
     pub bridges: Vec<BridgeConfig>,
+    /// The `[cluster]` table: this broker as one node of a cluster on
+    /// NATS JetStream (see the crate's `cluster` module). Default: none (a
+    /// single node, no NATS).
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Most threads `workers` may ask for.
@@ -289,6 +294,7 @@ impl Default for Config {
             persistence: false,
             data_dir: PathBuf::from("mqtt-data"),
             bridges: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -420,6 +426,9 @@ impl Config {
             return invalid("data_dir", "must name a directory when persistence is on");
         }
         crate::bridge::validate_all(&self.bridges, &self.queue_limits())?;
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         Ok(())
     }
 

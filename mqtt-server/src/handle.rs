@@ -29,6 +29,11 @@ pub(crate) enum Control {
     Disconnect,
     /// An operator asks what only the connection knows (the admin API).
     Inspect(oneshot::Sender<Live>),
+    /// A connection on another node of the cluster claimed the client
+    /// identifier after this one: close with 0x8E [MQTT-3.1.4-3], the
+    /// session parked or ended as when the client goes.
+    #[cfg(feature = "cluster")]
+    TakenOverElsewhere,
 }
 
 /// How many operator's requests may wait in a connection's control

@@ -37,6 +37,7 @@ mod admin;
 mod auth;
 mod bridge;
 mod broker;
+mod cluster;
 mod config;
 mod connection;
 mod handle;
@@ -69,6 +70,7 @@ pub use auth::{
     PasswordFileAuthenticator, SecurityFileError,
 };
 pub use bridge::{BridgeConfig, BridgeProtocol, Direction, TopicRule};
+pub use cluster::ClusterConfig;
 pub use config::{ClientLimits, Config, ConfigError, QueueOverflow};
 pub use listener::{DEFAULT_WEBSOCKET_PATH, ListenerConfig, ListenerKind, ListenerSettings};
 pub use mqtt_store::{Store, StoreError};
@@ -110,6 +112,44 @@ impl ReloadHandle {
     /// rules, and is returned here.
     pub fn reload(&self) -> Vec<SecurityFileError> {
         self.0.security.reload()
+    }
+}
+
+/// This node's view of its cluster ([`Server::cluster`]).
+#[cfg(feature = "cluster")]
+#[derive(Debug, Clone)]
+pub struct ClusterHandle(Arc<cluster::Cluster>);
+
+#[cfg(feature = "cluster")]
+impl ClusterHandle {
+    /// This node's name.
+    pub fn node(&self) -> String {
+        self.0.node.to_string()
+    }
+
+    /// The other nodes a message on `topic` published here goes to now
+    /// (each once): those whose announced subscriptions match it. Interest
+    /// spreads asynchronously; this says when it has.
+    pub fn nodes_for(&self, topic: &str) -> Vec<String> {
+        self.0.nodes_for(topic)
+    }
+
+    /// The other nodes alive now (heard of within `node_ttl`).
+    pub fn nodes_seen(&self) -> Vec<String> {
+        self.0.nodes_seen()
+    }
+
+    /// Whether this node's claim of `client_id` in the cluster is made
+    /// (its connection here is the one that stays, until another node
+    /// claims the identifier later).
+    pub fn owns(&self, client_id: &str) -> bool {
+        self.0.owns(client_id)
+    }
+
+    /// Whether this node can store QoS 1/2 messages for the others now:
+    /// connected to NATS, its stream and buckets in place.
+    pub fn is_ready(&self) -> bool {
+        self.0.is_ready()
     }
 }
 
@@ -170,6 +210,15 @@ impl Server {
         let mut broker = Broker::new(config);
         broker.security = security;
         broker.bridges = bridges;
+        #[cfg(feature = "cluster")]
+        if let Some(c) = &broker.config.cluster {
+            let cluster = cluster::Cluster::new(c);
+            tracing::info!(node = %cluster.node, urls = ?c.urls, "cluster node");
+            let backplane: Arc<dyn mqtt_router::cluster::Backplane> = cluster.clone();
+            broker.router_mut().set_backplane(backplane.clone());
+            broker.backplane = Some(backplane);
+            broker.cluster = Some(cluster);
+        }
         if let Some((persist, recovered)) = opened {
             let r = recovered.report;
             broker.restore(recovered);
@@ -238,6 +287,13 @@ impl Server {
             .collect()
     }
 
+    /// This node's view of its cluster, with a `[cluster]` table (it
+    /// stays valid after [`Server::run`] took the server).
+    #[cfg(feature = "cluster")]
+    pub fn cluster(&self) -> Option<ClusterHandle> {
+        self.broker.cluster.clone().map(ClusterHandle)
+    }
+
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shutdown.clone())
@@ -258,6 +314,11 @@ impl Server {
             admin,
         } = self;
         let janitor = tokio::spawn(broker.clone().run_janitor());
+        #[cfg(feature = "cluster")]
+        let cluster = broker
+            .cluster
+            .clone()
+            .map(|c| tokio::spawn(c.run(Arc::downgrade(&broker), shutdown.subscribe())));
         let mut background = Vec::new();
         if let Some(listener) = metrics {
             background.push(tokio::spawn(metrics::serve(listener, broker.clone())));
@@ -316,6 +377,12 @@ impl Server {
             }
         }
         janitor.abort();
+        #[cfg(feature = "cluster")]
+        if let Some(mut c) = cluster
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut c).await.is_err()
+        {
+            c.abort();
+        }
         for task in background {
             task.abort();
         }

@@ -375,6 +375,8 @@ pub(crate) fn render(broker: &Broker) -> String {
         get(&s.store_refused),
     );
     bridges(broker, &mut out);
+    #[cfg(feature = "cluster")]
+    cluster(broker, &mut out);
     out.0
 }
 
@@ -420,6 +422,72 @@ fn bridges(broker: &Broker, out: &mut Exposition) {
         for b in broker.bridges.stats() {
             out.sample(name, &[("bridge", &b.name)], b.values()[i].1);
         }
+    }
+}
+
+/// The cluster's figures, as one of a cluster.
+#[cfg(feature = "cluster")]
+fn cluster(broker: &Broker, out: &mut Exposition) {
+    let Some(c) = &broker.cluster else {
+        return;
+    };
+    let s = &c.stats;
+    let get = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    out.single(
+        "mqtt_cluster_ready",
+        "gauge",
+        "1 while connected to NATS with the stream and buckets in place (QoS 1/2 accepted), else 0.",
+        u8::from(c.is_ready()),
+    );
+    out.single(
+        "mqtt_cluster_nodes_seen",
+        "gauge",
+        "Other nodes heard of within node_ttl.",
+        c.nodes_seen().len(),
+    );
+    for (name, help, value) in [
+        (
+            "mqtt_cluster_messages_out_total",
+            "Messages sent to other nodes (once per node), stored by JetStream for QoS 1/2.",
+            &s.messages_out,
+        ),
+        (
+            "mqtt_cluster_messages_in_total",
+            "Messages received from other nodes.",
+            &s.messages_in,
+        ),
+        (
+            "mqtt_cluster_dropped_total",
+            "QoS 0 messages for other nodes dropped: the queue for NATS (max_pending) was full.",
+            &s.dropped_full,
+        ),
+        (
+            "mqtt_cluster_refused_total",
+            "QoS 1/2 publications refused: NATS unreachable, the queue for it full, or no confirmation from JetStream.",
+            &s.refused,
+        ),
+        (
+            "mqtt_cluster_jetstream_errors_total",
+            "JetStream requests that failed (stores, setup, the node's consumer).",
+            &s.jetstream_errors,
+        ),
+        (
+            "mqtt_cluster_bad_messages_total",
+            "Messages from NATS that were not a valid message; dropped.",
+            &s.bad_messages,
+        ),
+        (
+            "mqtt_cluster_taken_over_total",
+            "Connections closed with 0x8E because their client identifier was claimed on another node later.",
+            &s.taken_over,
+        ),
+        (
+            "mqtt_cluster_claim_errors_total",
+            "Client identifiers that could not be claimed in the cluster (queue full, too many concurrent claims).",
+            &s.claim_errors,
+        ),
+    ] {
+        out.single(name, "counter", help, get(value));
     }
 }
 

@@ -16,6 +16,8 @@
 //! | `retained messages/count`, `subscriptions/count` | |
 //! | `load/{messages,publish,bytes}/{received,sent}/{1min,5min,15min}`, `load/connections/{1min,5min,15min}` | per-minute rates, exponentially averaged over 1, 5 and 15 minutes |
 //! | `connection/NAME/messages/{sent,received,queued,dropped}`, `connection/NAME/reconnects` | each `[[bridge]]`'s counters (its `connection/NAME/state`, `1` or `0`, is published by the bridge as it changes, as mosquitto does) |
+//! | `cluster/node`, `cluster/nodes`, `cluster/nodes/count` | as one node of a cluster: its name; the other nodes alive (names, space-separated; how many) |
+//! | `cluster/messages/{sent,received}` | messages to other nodes (once per node) and from them |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -152,6 +154,23 @@ fn collect(
         for (name, value) in b.values().into_iter().skip(1) {
             v.push((format!("connection/{}/{name}", b.name), value.to_string()));
         }
+    }
+    #[cfg(feature = "cluster")]
+    if let Some(c) = &broker.cluster {
+        let mut seen = c.nodes_seen();
+        seen.sort();
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        v.push(("cluster/node".into(), c.node.to_string()));
+        v.push(("cluster/nodes/count".into(), seen.len().to_string()));
+        v.push(("cluster/nodes".into(), seen.join(" ")));
+        v.push((
+            "cluster/messages/sent".into(),
+            get(&c.stats.messages_out).to_string(),
+        ));
+        v.push((
+            "cluster/messages/received".into(),
+            get(&c.stats.messages_in).to_string(),
+        ));
     }
     for (topic, _) in &mut v {
         topic.insert_str(0, "$SYS/broker/");

@@ -142,6 +142,9 @@ impl Local {
                 tracing::info!("bridge connection closed by an operator; it reconnects");
                 true
             }
+            // A bridge's session is not claimed in the cluster.
+            #[cfg(feature = "cluster")]
+            Control::TakenOverElsewhere => false,
         }
     }
 

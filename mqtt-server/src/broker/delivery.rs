@@ -50,6 +50,13 @@ pub(crate) struct Publishing<'a> {
     /// Called when the message's batch is durable; not called (and
     /// [`Routed::committing`] false) when there was nothing to store.
     pub(crate) done: Option<CommitDone>,
+    /// Called when the other nodes' copies are stored (see `cluster/`);
+    /// not called (and [`Routed::forwarding`] false) when none was needed.
+    pub(crate) forward_done: Option<CommitDone>,
+    /// The message comes from another node of the cluster: not forwarded
+    /// again, and not retained here again (the cluster's retained bucket
+    /// holds it).
+    pub(crate) from_cluster: bool,
     /// The caller adds [`Routed::queued`] to `messages_routed` itself
     /// (a connection counts once per turn, not once per message).
     pub(crate) count_later: bool,
@@ -146,6 +153,9 @@ pub(crate) struct Routed {
     pub(crate) blocked: Blocked<SessionRef>,
     /// Whether a batch was submitted and `done` will be called.
     pub(crate) committing: bool,
+    /// Whether the message went to other nodes and `forward_done` will be
+    /// called.
+    pub(crate) forwarding: bool,
     /// Deliveries queued in mailboxes.
     pub(crate) queued: u64,
 }
@@ -165,8 +175,22 @@ impl Broker {
         mut how: Publishing<'_>,
         now: Instant,
     ) -> Routed {
+        let forwarding = self.forward(topic, &message, &mut how);
+        let mut routed = self.publish_here(topic, message, how, now);
+        routed.forwarding = forwarding;
+        routed
+    }
+
+    /// [`Broker::publish`] to this node's sessions.
+    fn publish_here(
+        &self,
+        topic: &TopicName,
+        message: Arc<Message>,
+        mut how: Publishing<'_>,
+        now: Instant,
+    ) -> Routed {
         let mut batch = self.persist.as_ref().map(|_| Persist::batch(now));
-        if message.retain && self.config.retain_available {
+        if message.retain && self.config.retain_available && !how.from_cluster {
             let mut retained = self.retained.write().unwrap_or_else(|p| p.into_inner());
             if retained.retain(topic, &message, self.config.max_retained_messages) {
                 // $SYS topics describe this run of the broker: not stored.

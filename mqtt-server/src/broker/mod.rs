@@ -71,6 +71,11 @@ pub(crate) struct Broker {
     pub(crate) persist: Option<Persist>,
     /// The `[[bridge]]` connections to other brokers (see `bridge/`).
     pub(crate) bridges: crate::bridge::Bridges,
+    /// The other nodes, as one of a cluster (see `cluster/`).
+    pub(crate) backplane: Option<Arc<dyn mqtt_router::cluster::Backplane>>,
+    /// The same, as this crate runs it.
+    #[cfg(feature = "cluster")]
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Broker {
@@ -116,6 +121,9 @@ impl Broker {
             started: tokio::time::Instant::now().into_std(),
             persist: None,
             bridges: Default::default(),
+            backplane: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 

@@ -239,6 +239,8 @@ impl Task<'_> {
         *lock(&handle.access) = access.clone();
         self.access = access;
         self.handle = Some(SessionRef(handle));
+        // Then in the cluster: a connection elsewhere closes with 0x8E.
+        broker.cluster_claim(&client_id, self.id);
         Stats::add(&broker.stats.clients_connected, 1);
         tracing::debug!(peer = %self.peer, client_id = %client_id, version = %connect.protocol, "client connected");
         let persistence = broker.persist.is_some();
@@ -362,6 +364,7 @@ impl Task<'_> {
         let Some(SessionRef(handle)) = self.handle.take() else {
             return;
         };
+        broker.cluster_release(&handle.client_id, self.id);
         Stats::sub(&broker.stats.clients_connected, 1);
         handle.connected.store(false, Ordering::Release);
         // Publishers waiting for room in this session's queue stop waiting.

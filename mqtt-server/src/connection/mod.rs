@@ -217,13 +217,15 @@ where
         // Allocated at the first CONNECT only: until then nothing can take
         // this connection over.
         let mut control_rx: Option<ControlRx> = None;
-        let (commit_tx, mut commit_rx) = match broker.persist {
-            Some(_) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
+        // Also with a cluster: QoS 1/2 acknowledgements wait for NATS.
+        let (commit_tx, mut commit_rx) =
+            match broker.persist.is_some() || broker.backplane.is_some() {
+                true => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    (Some(tx), Some(rx))
+                }
+                false => (None, None),
+            };
         let mut task = Task {
             conn: ServerConnection::new(broker.session_config.clone(), now()),
             broker: &broker,
@@ -412,6 +414,11 @@ where
                     Control::Disconnect => {
                         tracing::info!(peer = %peer, "disconnected by an operator");
                         task.conn.close(now(), ReasonCode::AdministrativeAction);
+                    }
+                    #[cfg(feature = "cluster")]
+                    Control::TakenOverElsewhere => {
+                        tracing::info!(peer = %peer, "client identifier taken over on another node");
+                        task.conn.close(now(), ReasonCode::SessionTakenOver);
                     }
                     Control::Inspect(reply) => {
                         let _ = reply.send(Live {

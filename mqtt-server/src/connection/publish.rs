@@ -260,6 +260,11 @@ impl Task<'_> {
         let incoming_qos2 =
             packet_id.filter(|_| self.persistent && message.qos == QoS::ExactlyOnce);
         let done = ticket.map(|t| self.commits.done(t));
+        // With a cluster, a QoS 1/2 acknowledgement also waits for the
+        // other nodes' copies to be stored.
+        let forward_ticket =
+            (broker.backplane.is_some() && serial.is_some()).then(|| self.commits.ticket());
+        let forward_done = forward_ticket.map(|t| self.commits.done(t));
         let outbox = self
             .outbox_in_use()
             .then(|| &mut **self.outbox.get_or_insert_with(Box::default));
@@ -269,6 +274,8 @@ impl Task<'_> {
             // A client's connection: it can stop reading.
             publisher_may_wait: true,
             done,
+            forward_done,
+            from_cluster: false,
             count_later: true,
             route_cache: self.route_cache.as_deref_mut(),
             outbox,
@@ -283,19 +290,33 @@ impl Task<'_> {
         {
             self.commits.outstanding.remove(&t);
         }
+        if let Some(t) = forward_ticket
+            && !routed.forwarding
+        {
+            self.commits.outstanding.remove(&t);
+        }
         let (Some(id), Some(serial)) = (packet_id, serial) else {
             // QoS 0: no acknowledgement to hold, but the publisher stops
             // reading until its subscribers have room.
             self.stall_on(routed.blocked, None);
             return;
         };
-        let code = if routed.matched == 0 {
+        // Sent to other nodes (or, retained, kept in the cluster): matched.
+        let code = if routed.matched == 0 && !routed.forwarding {
             ReasonCode::NoMatchingSubscribers
         } else {
             ReasonCode::Success
         };
         let mut waits = 0;
         if let (Some(t), true) = (ticket, routed.committing) {
+            waits += 1;
+            self.commits
+                .after
+                .entry(t)
+                .or_default()
+                .push(AfterCommit::Ack(serial));
+        }
+        if let (Some(t), true) = (forward_ticket, routed.forwarding) {
             waits += 1;
             self.commits
                 .after
