@@ -119,24 +119,49 @@ async fn type_into(page: &Client, css: &str, text: &str) {
     e.send_keys(text).await.unwrap();
 }
 
-async fn click(page: &Client, css: &str) {
-    page.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+/// Clicks what `css` finds. The lists re-render as data arrives, which can
+/// replace the element between the find and the click: then it is found
+/// again (within [`PAGE_TIMEOUT`]). Whether it was clicked.
+async fn try_click(page: &Client, css: &str) -> bool {
+    let e = page.find(Locator::Css(css)).await.unwrap();
+    match e.click().await {
+        Ok(()) => true,
+        Err(e) if e.is_stale_element_reference() => false,
+        Err(e) => panic!("clicking {css}: {e}"),
+    }
 }
 
-/// Clicks a button that asks for confirmation, twice.
+async fn click(page: &Client, css: &str) {
+    let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
+    while !try_click(page, css).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} kept being replaced for {PAGE_TIMEOUT:?}"
+        );
+    }
+}
+
+/// Clicks a button that asks for confirmation, twice: once to arm it, then
+/// once armed. A button replaced by a re-render in between loses its
+/// armed state, so the pair starts again.
 async fn click_confirmed(page: &Client, css: &str) {
-    let b = page.find(Locator::Css(css)).await.unwrap();
-    b.click().await.unwrap();
-    until(page, "the button armed", &format!(
-        "const b = document.querySelector({css:?}); return b && b.classList.contains('confirm');"
-    ))
-    .await;
-    b.click().await.unwrap();
+    let armed = format!(
+        "const b = document.querySelector({css:?}); return !!b && b.classList.contains('confirm');"
+    );
+    let deadline = tokio::time::Instant::now() + PAGE_TIMEOUT;
+    loop {
+        let is_armed = page.execute(&armed, vec![]).await.unwrap() == Value::Bool(true);
+        if try_click(page, css).await {
+            if is_armed {
+                return;
+            }
+            until(page, "the button armed", &armed).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} was not clicked armed within {PAGE_TIMEOUT:?}"
+        );
+    }
 }
 
 /// Saves a screenshot of the page in the target directory: where, and
