@@ -33,8 +33,13 @@ impl Drop for Node {
 }
 
 async fn node(nats: &Nats, name: &str) -> Node {
+    node_with(nats, name, None).await
+}
+
+/// A node, with persistence in `data_dir` if given.
+async fn node_with(nats: &Nats, name: &str, data_dir: Option<&std::path::Path>) -> Node {
     // `$SYS` every second: the liveness test reads it.
-    let config = Config {
+    let mut config = Config {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         sys_interval: 1,
         cluster: Some(ClusterConfig {
@@ -46,6 +51,10 @@ async fn node(nats: &Nats, name: &str) -> Node {
         }),
         ..Config::default()
     };
+    if let Some(dir) = data_dir {
+        config.persistence = true;
+        config.data_dir = dir.to_path_buf();
+    }
     let server = Server::bind(config).await.unwrap();
     let node = Node {
         addr: server.local_addrs()[0],
@@ -476,4 +485,86 @@ async fn one_client_id_connecting_on_a_and_b_at_once_leaves_exactly_one() {
         .await;
         assert!(a.cluster.owns(&id) != b.cluster.owns(&id), "round {round}");
     }
+}
+
+/// With persistence on the receiving node, a QoS 1 message from another
+/// node for a persistent session there is acknowledged to JetStream once
+/// the store says it is durable (the path through the commit's callback;
+/// that the acknowledgement never comes first is by construction, not
+/// observed here): every message is acknowledged (nothing left pending on
+/// B's consumer) and delivered when the session returns.
+#[tokio::test]
+async fn a_persistent_session_on_another_node_gets_every_message_and_jetstream_every_ack() {
+    let Some(nats) = Nats::start("persistent_elsewhere") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&nats, "a").await;
+    let b = node_with(&nats, "b", Some(dir.path())).await;
+    for n in [&a, &b] {
+        poll(|| n.cluster.is_ready(), "a node connected to NATS").await;
+    }
+    let mut connect = packets::connect(ProtocolVersion::V5, "kept-on-b");
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(3600);
+    let (mut s, _) = RawClient::connect(b.addr, connect.clone()).await;
+    subscribe(&mut s, "kept/#", QoS::AtLeastOnce).await;
+    s.send(&Packet::from(mqtt_codec::Disconnect::new(
+        ReasonCode::Success,
+    )))
+    .await
+    .unwrap();
+    let _ = s.expect_closed().await;
+    poll(
+        || a.cluster.nodes_for("kept/x") == ["b"],
+        "a knows b's interest",
+    )
+    .await;
+
+    let mut p = client(a.addr, ProtocolVersion::V5, "kept-pub").await;
+    for i in 1..=5u16 {
+        let code = publish(
+            &mut p,
+            "kept/x",
+            format!("m{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            i,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, Some(ReasonCode::Success));
+    }
+
+    // B's durable consumer: everything delivered to it, and acknowledged.
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("mqtt_MSGS")
+        .await
+        .unwrap()
+        .get_consumer("node-b")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.delivered.stream_sequence >= 5 && info.num_ack_pending == 0 && info.num_pending == 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not acknowledged within {WAIT:?}: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (mut s, ack) = RawClient::connect(b.addr, connect).await;
+    assert!(ack.session_present);
+    let got: Vec<String> = receive_n(&mut s, 5)
+        .await
+        .into_iter()
+        .map(|m| m.0)
+        .collect();
+    assert_eq!(got, ["m1", "m2", "m3", "m4", "m5"]);
 }

@@ -32,11 +32,11 @@ use mqtt_codec::QoS;
 use mqtt_router::cluster::{Backplane, Forward, ForwardDone, ForwardError, RemoteInterest};
 use mqtt_session::Message;
 use mqtt_topic::{TopicFilter, TopicName};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::ClusterConfig;
 use super::wire;
-use crate::broker::{Broker, Publishing};
+use crate::broker::{Broker, CommitDone, Publishing};
 use crate::handle::lock;
 
 /// Largest interest announcement, in bytes: a larger set of filters is
@@ -437,27 +437,33 @@ impl Cluster {
         }
     }
 
-    /// Publishes a message from another node here.
-    pub(super) fn deliver(&self, broker: &Broker, bytes: &[u8]) {
+    /// Publishes a message from another node here. With persistence,
+    /// `done` is called once what it needs stored (deliveries to
+    /// persistent sessions) is durable, and the answer is then `true`;
+    /// otherwise there was nothing to wait for.
+    pub(super) fn deliver(&self, broker: &Broker, bytes: &[u8], done: Option<CommitDone>) -> bool {
         let now = tokio::time::Instant::now().into_std();
         let message = match wire::decode(bytes, now) {
             Ok((_, m)) => m,
             Err(e) => {
                 self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "cluster: a message from NATS is not one; dropped");
-                return;
+                return false;
             }
         };
         let Ok(topic) = TopicName::from_bytes(message.topic.as_bytes().clone()) else {
             self.stats.bad_messages.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         };
         self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         let how = Publishing {
             from_cluster: true,
+            done,
             ..Publishing::default()
         };
-        broker.publish(&topic, Arc::new(message), how, now);
+        broker
+            .publish(&topic, Arc::new(message), how, now)
+            .committing
     }
 
     /// QoS 0 messages for this node.
@@ -467,7 +473,7 @@ impl Cluster {
                 Ok(mut sub) => {
                     while let Some(m) = sub.next().await {
                         let Some(b) = broker.upgrade() else { return };
-                        self.deliver(&b, &m.payload);
+                        self.deliver(&b, &m.payload, None);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cluster: cannot subscribe"),
@@ -477,7 +483,10 @@ impl Cluster {
     }
 
     /// QoS 1/2 messages for this node, through its durable consumer;
-    /// each acknowledged to JetStream once in its subscribers' queues.
+    /// each acknowledged to JetStream once in its subscribers' queues and,
+    /// with persistence, once stored for its persistent sessions — never
+    /// before: until then JetStream keeps it, and sends it again if this
+    /// node dies first.
     async fn stream_loop(self: Arc<Self>, js: jetstream::Context, broker: Weak<Broker>) {
         // Not before the stream exists: a failure then is no error.
         while !self.is_ready() {
@@ -496,7 +505,7 @@ impl Cluster {
     }
 
     async fn stream_once(
-        &self,
+        self: &Arc<Self>,
         js: &jetstream::Context,
         broker: &Weak<Broker>,
     ) -> Result<(), async_nats::Error> {
@@ -521,9 +530,35 @@ impl Cluster {
             let Some(b) = broker.upgrade() else {
                 return Ok(());
             };
-            self.deliver(&b, &m.payload);
+            let (stored_tx, stored) = oneshot::channel();
+            let done: CommitDone = Box::new(move |r| {
+                let _ = stored_tx.send(r);
+            });
+            let committing = self.deliver(&b, &m.payload, Some(done));
             drop(b);
-            m.ack().await?;
+            if !committing {
+                m.ack().await?;
+                continue;
+            }
+            // Acknowledged apart, so that the next messages are delivered
+            // meanwhile (the consumer's `max_ack_pending` bounds how many
+            // wait); the order of acknowledgements does not matter.
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                match stored.await {
+                    Ok(Ok(())) => {
+                        if m.ack().await.is_err() {
+                            me.stats.jetstream_errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    // Not stored: not acknowledged, so JetStream sends it
+                    // again after its acknowledgement wait.
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cluster: a message from another node could not be stored; left to JetStream to send again");
+                    }
+                    Err(_) => {}
+                }
+            });
         }
         Ok(())
     }
