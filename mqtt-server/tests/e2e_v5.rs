@@ -433,6 +433,24 @@ async fn empty_client_id_gets_an_assigned_client_identifier() {
     c.subscribe("t", QoS::AtMostOnce).await;
 }
 
+/// An assigned client identifier is unique beyond one run of one broker
+/// [MQTT-3.1.3-6]: two brokers (two nodes of a cluster, or one broker and
+/// the same after a restart, whose store may hold a session of the
+/// identifier it assigned before) never assign the same one.
+#[tokio::test]
+async fn two_brokers_never_assign_the_same_client_identifier() {
+    let mut assigned = BTreeSet::new();
+    for _ in 0..2 {
+        let broker = TestBroker::start(TestBroker::config()).await;
+        for _ in 0..3 {
+            let (_c, ack) = Peer::connect(options(broker.addr, "")).await;
+            let id = ack.properties.unwrap().assigned_client_identifier.unwrap();
+            assert!(assigned.insert(id.clone()), "{id} assigned twice");
+        }
+    }
+    assert_eq!(assigned.len(), 6);
+}
+
 // --- Topic aliases --------------------------------------------------------
 
 #[tokio::test]

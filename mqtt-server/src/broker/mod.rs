@@ -55,6 +55,11 @@ pub(crate) struct Broker {
     /// [`Registry`]), so two connections never both own it.
     pub(crate) sessions: Mutex<Registry<Arc<SessionHandle>, ControlTx>>,
     next_id: AtomicU64,
+    /// What the client identifiers this broker assigns begin with: random
+    /// for each run, so that an identifier is unique across restarts (a
+    /// session stored by an earlier run is never handed to a new client)
+    /// and across the nodes of a cluster [MQTT-3.1.3-6].
+    assigned_prefix: String,
     /// Incremented at every change of `router`, under its write lock (see
     /// [`Broker::router_mut`]): what a [`RouteCache`] is checked against.
     router_generation: AtomicU64,
@@ -113,6 +118,7 @@ impl Broker {
             retained: RwLock::new(RetainedStore::new()),
             sessions: Mutex::new(Registry::new()),
             next_id: AtomicU64::new(1),
+            assigned_prefix: format!("auto-{:016x}-", run_nonce()),
             router_generation: AtomicU64::new(0),
             stats: Arc::new(Stats::default()),
             timers: Mutex::new(BrokerTimers::new()),
@@ -149,6 +155,12 @@ impl Broker {
         let router = self.router.write().unwrap_or_else(|p| p.into_inner());
         self.router_generation.fetch_add(1, Ordering::Release);
         router
+    }
+
+    /// A client identifier for a client that sent none: unique for this
+    /// run (the counter) and across runs and nodes (the random prefix).
+    pub(crate) fn assign_client_id(&self) -> String {
+        format!("{}{:x}", self.assigned_prefix, self.next_id())
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -348,4 +360,15 @@ mod tests {
         assert!(back.is_empty());
         assert_eq!(back.as_ptr() as usize, ptr);
     }
+}
+
+/// 64 random bits for this run of the broker, from the standard library's
+/// randomly keyed hasher (seeded by the operating system) and the clock.
+fn run_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
 }

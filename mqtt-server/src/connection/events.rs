@@ -145,7 +145,7 @@ impl Task<'_> {
             }
         };
         let client_id = if needs_client_id {
-            match MqttString::try_from(format!("auto-{:016x}", broker.next_id())) {
+            match MqttString::try_from(broker.assign_client_id()) {
                 Ok(id) => id,
                 Err(_) => return,
             }
