@@ -285,6 +285,17 @@ pub(crate) fn limited_rules(
     })
 }
 
+/// 64 random bits for this run of the broker, from the standard library's
+/// randomly keyed hasher (seeded by the operating system) and the clock.
+fn run_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -360,15 +371,4 @@ mod tests {
         assert!(back.is_empty());
         assert_eq!(back.as_ptr() as usize, ptr);
     }
-}
-
-/// 64 random bits for this run of the broker, from the standard library's
-/// randomly keyed hasher (seeded by the operating system) and the clock.
-fn run_nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        h.write_u128(t.as_nanos());
-    }
-    h.finish()
 }
