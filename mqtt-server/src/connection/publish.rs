@@ -308,21 +308,20 @@ impl Task<'_> {
             ReasonCode::Success
         };
         let mut waits = 0;
-        if let (Some(t), true) = (ticket, routed.committing) {
-            waits += 1;
-            self.commits
-                .after
-                .entry(t)
-                .or_default()
-                .push(AfterCommit::Ack(serial));
-        }
-        if let (Some(t), true) = (forward_ticket, routed.forwarding) {
-            waits += 1;
-            self.commits
-                .after
-                .entry(t)
-                .or_default()
-                .push(AfterCommit::Ack(serial));
+        // The acknowledgement waits for the store, and for the other
+        // nodes' copies, whichever of them this message needs.
+        for (ticket, pending) in [
+            (ticket, routed.committing),
+            (forward_ticket, routed.forwarding),
+        ] {
+            if let (Some(t), true) = (ticket, pending) {
+                waits += 1;
+                self.commits
+                    .after
+                    .entry(t)
+                    .or_default()
+                    .push(AfterCommit::Ack(serial));
+            }
         }
         if !routed.blocked.is_empty() {
             waits += 1;
