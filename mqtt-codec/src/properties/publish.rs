@@ -70,6 +70,16 @@ pub struct PublishProperties {
 }
 
 impl PublishProperties {
+    /// No property set, as [`Default`] makes it, but a constant: what a
+    /// `static` can lend where properties are read and there are none.
+    pub const EMPTY: Self = Self {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        topic_alias: None,
+        subscription_identifiers: smallvec::SmallVec::new_const(),
+        extras: None,
+    };
+
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
         self.payload_format_indicator.is_none()
